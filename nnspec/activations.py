@@ -1,0 +1,235 @@
+"""The activation registry: one entry per function, holding its names, NumPy formula and ONNX lowering."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .lowering import OpBuilder
+
+Formula = Callable[..., np.ndarray]
+Lowering = Callable[..., str]
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A string parameter with a closed set of values; the first is the default."""
+
+    values: tuple[str, ...]
+
+    @property
+    def default(self) -> str:
+        return self.values[0]
+
+
+@dataclass(frozen=True)
+class ActivationType:
+    """One activation function. `params` maps each parameter to its default (a float or a Choice)."""
+
+    name: str
+    numpy: Formula
+    onnx: Lowering
+    aliases: tuple[str, ...] = ()
+    params: Mapping[str, float | Choice] = field(default_factory=dict)
+    doc: str = ""
+
+    def defaults(self) -> dict[str, Any]:
+        return {k: (v.default if isinstance(v, Choice) else v) for k, v in self.params.items()}
+
+
+@dataclass(frozen=True)
+class Activation:
+    """An activation with its parameters bound: what a layer applies."""
+
+    type: ActivationType
+    params: Mapping[str, Any]
+
+    @property
+    def name(self) -> str:
+        return self.type.name
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.type.numpy(x, **self.params)
+
+    def lower(self, g: OpBuilder, x: str, out: str | None = None) -> str:
+        return self.type.onnx(g, x, out, **self.params)
+
+    def to_json(self) -> str | dict[str, Any]:
+        """The canonical spec form: a bare name when every parameter is at its default."""
+        if dict(self.params) == self.type.defaults():
+            return self.name
+        return {"name": self.name, **self.params}
+
+
+REGISTRY: dict[str, ActivationType] = {}
+ALIASES: dict[str, str] = {}
+
+
+def register(entry: ActivationType) -> ActivationType:
+    """Add an activation; refuses a name or alias that is already taken."""
+    for key in (entry.name, *entry.aliases):
+        if key in ALIASES:
+            raise ValueError(f"activation name {key!r} is already registered for {ALIASES[key]!r}")
+        ALIASES[key] = entry.name
+    REGISTRY[entry.name] = entry
+    return entry
+
+
+def lookup(name: str) -> ActivationType | None:
+    """The entry for a canonical name or an alias, or None."""
+    canonical = ALIASES.get(name)
+    return REGISTRY[canonical] if canonical else None
+
+
+# --- shared formulas ---------------------------------------------------------------------------
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def _softplus(x: np.ndarray) -> np.ndarray:
+    return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
+
+
+_erf = np.frompyfunc(math.erf, 1, 1)
+
+
+def _gelu(x: np.ndarray, approximate: str) -> np.ndarray:
+    if approximate == "tanh":
+        inner = math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)
+        return 0.5 * x * (1 + np.tanh(inner))
+    # NOTE: NumPy has no erf; math.erf per element is exact to double precision, and the result is
+    # rounded once to the network's dtype.
+    erf = _erf(x.astype(np.float64) / math.sqrt(2)).astype(np.float64).astype(x.dtype)
+    return 0.5 * x * (1 + erf)
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _log_softmax(x: np.ndarray) -> np.ndarray:
+    shifted = x - x.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def _step(x: np.ndarray, low: float) -> np.ndarray:
+    return np.where(x >= 0, 1, low).astype(x.dtype)
+
+
+# --- shared lowerings --------------------------------------------------------------------------
+
+
+def _unary(op_type: str, **fixed: Any) -> Lowering:
+    def lower(g: OpBuilder, x: str, out: str | None, **params: Any) -> str:
+        return g.op(op_type, [x], out, **fixed, **params)
+
+    return lower
+
+
+def _gelu_onnx(g: OpBuilder, x: str, out: str | None, approximate: str) -> str:
+    if g.opset >= 20:
+        return g.op("Gelu", [x], out, approximate=approximate)
+    if approximate == "tanh":
+        cube = g.op("Mul", [g.op("Mul", [x, x]), x])
+        inner = g.op("Add", [x, g.op("Mul", [cube, g.const(0.044715)])])
+        t = g.op("Tanh", [g.op("Mul", [inner, g.const(math.sqrt(2 / math.pi))])])
+    else:
+        t = g.op("Erf", [g.op("Mul", [x, g.const(1 / math.sqrt(2))])])
+    half_x = g.op("Mul", [x, g.const(0.5)])
+    return g.op("Mul", [half_x, g.op("Add", [t, g.const(1.0)])], out)
+
+
+def _silu_onnx(g: OpBuilder, x: str, out: str | None) -> str:
+    if g.opset >= 24:
+        return g.op("Swish", [x], out)
+    return g.op("Mul", [x, g.op("Sigmoid", [x])], out)
+
+
+def _mish_onnx(g: OpBuilder, x: str, out: str | None) -> str:
+    if g.opset >= 18:
+        return g.op("Mish", [x], out)
+    return g.op("Mul", [x, g.op("Tanh", [g.op("Softplus", [x])])], out)
+
+
+def _step_onnx(low: float) -> Lowering:
+    def lower(g: OpBuilder, x: str, out: str | None) -> str:
+        at_or_above = g.op("GreaterOrEqual", [x, g.const(0.0)])
+        return g.op("Where", [at_or_above, g.const(1.0), g.const(low)], out)
+
+    return lower
+
+
+def _clip_onnx(low: float, high: float) -> Lowering:
+    def lower(g: OpBuilder, x: str, out: str | None) -> str:
+        return g.op("Clip", [x, g.const(low), g.const(high)], out)
+
+    return lower
+
+
+# --- the registry ------------------------------------------------------------------------------
+
+# Semantics follow the ONNX operator of the same meaning; aliases are the transfer-function names
+# of the classic neural-network notation (purelin, logsig, tansig, poslin, ...).
+for _entry in [
+    ActivationType("linear", lambda x: x, _unary("Identity"), ("identity", "purelin"), doc="a = n"),
+    ActivationType("sigmoid", _sigmoid, _unary("Sigmoid"), ("logsig",), doc="a = 1 / (1 + exp(-n))"),
+    ActivationType("tanh", np.tanh, _unary("Tanh"), ("tansig",), doc="a = tanh(n)"),
+    ActivationType("relu", lambda x: np.maximum(x, 0), _unary("Relu"), ("poslin",), doc="a = max(0, n)"),
+    ActivationType(
+        "leaky_relu",
+        lambda x, alpha: np.where(x >= 0, x, alpha * x),
+        _unary("LeakyRelu"),
+        params={"alpha": 0.01},
+        doc="a = n if n >= 0 else alpha * n",
+    ),
+    ActivationType(
+        "elu",
+        lambda x, alpha: np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0))),
+        _unary("Elu"),
+        params={"alpha": 1.0},
+        doc="a = n if n > 0 else alpha * (exp(n) - 1)",
+    ),
+    ActivationType(
+        "selu",
+        lambda x, alpha, gamma: gamma * np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0))),
+        _unary("Selu"),
+        # The self-normalizing constants of Klambauer et al. (2017), ONNX's defaults, to float32 precision.
+        params={"alpha": 1.67326319217681884765625, "gamma": 1.05070102214813232421875},
+        doc="a = gamma * (n if n > 0 else alpha * (exp(n) - 1))",
+    ),
+    ActivationType("softplus", _softplus, _unary("Softplus"), doc="a = log(1 + exp(n))"),
+    ActivationType("softsign", lambda x: x / (1 + np.abs(x)), _unary("Softsign"), doc="a = n / (1 + |n|)"),
+    ActivationType(
+        "hard_sigmoid",
+        lambda x, alpha, beta: np.clip(alpha * x + beta, 0, 1),
+        _unary("HardSigmoid"),
+        params={"alpha": 0.2, "beta": 0.5},
+        doc="a = clip(alpha * n + beta, 0, 1)",
+    ),
+    ActivationType(
+        "gelu",
+        _gelu,
+        _gelu_onnx,
+        params={"approximate": Choice(("none", "tanh"))},
+        doc="a = n * Phi(n), Phi the standard normal CDF (or its tanh approximation)",
+    ),
+    ActivationType("silu", lambda x: x * _sigmoid(x), _silu_onnx, ("swish",), doc="a = n * sigmoid(n)"),
+    ActivationType("mish", lambda x: x * np.tanh(_softplus(x)), _mish_onnx, doc="a = n * tanh(softplus(n))"),
+    ActivationType("softmax", _softmax, _unary("Softmax", axis=-1), doc="a = exp(n) / sum(exp(n)), last axis"),
+    ActivationType(
+        "log_softmax", _log_softmax, _unary("LogSoftmax", axis=-1), doc="a = n - log(sum(exp(n))), last axis"
+    ),
+    ActivationType("hardlim", lambda x: _step(x, 0.0), _step_onnx(0.0), doc="a = 1 if n >= 0 else 0"),
+    ActivationType("hardlims", lambda x: _step(x, -1.0), _step_onnx(-1.0), doc="a = 1 if n >= 0 else -1"),
+    ActivationType("satlin", lambda x: np.clip(x, 0, 1), _clip_onnx(0.0, 1.0), doc="a = clip(n, 0, 1)"),
+    ActivationType("satlins", lambda x: np.clip(x, -1, 1), _clip_onnx(-1.0, 1.0), doc="a = clip(n, -1, 1)"),
+]:
+    register(_entry)

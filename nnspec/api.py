@@ -1,0 +1,134 @@
+"""The Python API: load a spec, get its NumPy and ONNX forms, and cross-check them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import ModelFileError, NNSpecError
+from .evaluator import NumpyModel
+from .graph import build_graph
+from .harness import DEFAULT_BATCH_SIZES, Report, Tolerance, cross_check, given_cases, interface_problems, random_cases
+from .ir import Graph
+from .limits import Limits
+from .runners import NumpyRunner, OnnxRuntimeRunner, onnxruntime_max_opset
+from .spec import Spec, read_spec
+from .spec import from_dict as _validate_dict
+
+if TYPE_CHECKING:
+    import onnx
+
+DEFAULT_OPSET = 17  # kept equal to nnspec.onnx_export.DEFAULT_OPSET; repeated here so `import nnspec` needs no onnx
+
+SpecLike = Spec | str | Path
+
+
+def load(path: str | Path, *, limits: Limits | None = None) -> Spec:
+    """Read a spec file and validate it completely: structure, names, shapes, limits and weights."""
+    spec = read_spec(path, limits)
+    spec._graph = build_graph(spec, limits)
+    return spec
+
+
+def from_dict(data: Mapping[str, Any], base_dir: str | Path | None = None, *, limits: Limits | None = None) -> Spec:
+    """Validate a spec given as a parsed JSON object; weight files resolve inside `base_dir`."""
+    spec = _validate_dict(dict(data), base_dir)
+    spec._graph = build_graph(spec, limits)
+    return spec
+
+
+def graph(spec: SpecLike) -> Graph:
+    """The resolved network of a spec (built once and cached on the spec)."""
+    if not isinstance(spec, Spec):
+        spec = load(spec)
+    if spec._graph is None:
+        spec._graph = build_graph(spec)
+    return spec._graph
+
+
+def to_numpy(spec: SpecLike) -> NumpyModel:
+    """A callable NumPy model; see NumpyModel for the calling convention."""
+    return NumpyModel(graph(spec))
+
+
+def check_opset(opset: int) -> None:
+    """Refuse opsets outside what both onnx and the installed onnxruntime support."""
+    from .onnx_export import MIN_OPSET, max_opset
+
+    top = min(max_opset(), onnxruntime_max_opset())
+    if not MIN_OPSET <= opset <= top:
+        raise NNSpecError(
+            f"expected an opset from {MIN_OPSET} to {top} (the newest the installed onnx and onnxruntime "
+            f"both run), found {opset}"
+        )
+
+
+def to_onnx(spec: SpecLike, opset: int = DEFAULT_OPSET) -> "onnx.ModelProto":
+    """The spec as an ONNX model (checked by onnx.checker with full_check)."""
+    from .onnx_export import to_onnx as export
+
+    return export(graph(spec), opset)
+
+
+def _model_bytes(model: Any) -> tuple[bytes, str]:
+    """Bytes and a label for an ONNX model given as a ModelProto, bytes, or a path."""
+    if isinstance(model, bytes | bytearray):
+        return bytes(model), "ONNX bytes"
+    if isinstance(model, str | Path):
+        path = Path(model)
+        try:
+            return path.read_bytes(), str(path)
+        except FileNotFoundError:
+            raise ModelFileError("no such file", source=str(path)) from None
+        except OSError as exc:
+            raise ModelFileError(f"cannot read: {exc.strerror}", source=str(path)) from None
+    from .onnx_export import to_bytes
+
+    return to_bytes(model), "ONNX model"
+
+
+def check(
+    spec: SpecLike,
+    *,
+    onnx_model: Any = None,
+    inputs: Mapping[str, Any] | None = None,
+    rtol: float | None = None,
+    atol: float | None = None,
+    seed: int = 0,
+    batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
+    provider: str = "cpu",
+    opset: int = DEFAULT_OPSET,
+) -> Report:
+    """Run the NumPy evaluator and onnxruntime on the same inputs and compare every output.
+
+    `onnx_model` (a ModelProto, bytes or a path) checks an existing model against the spec instead
+    of a fresh export; `inputs` (arrays by input name) replaces the seeded random batches.
+    """
+    from .onnx_export import elem_type_of, interface, load_model, to_bytes
+    from .onnx_export import to_onnx as export
+
+    g = graph(spec)
+    notes: list[str] = []
+    problems: list[str] = []
+    if onnx_model is None:
+        check_opset(opset)
+        data, label = to_bytes(export(g, opset)), f"fresh export (opset {opset})"
+    else:
+        data, label = _model_bytes(onnx_model)
+        iface = interface(load_model(data, label))
+        problems = interface_problems(g, iface, elem_type_of(g.dtype))
+        recorded = iface["metadata"].get("nnspec.spec_sha256")
+        if recorded and recorded != g.fingerprint:
+            notes.append("the model's recorded spec hash differs from this spec's: it was compiled from another version")
+        elif not recorded:
+            notes.append("the model carries no nnspec spec hash (not compiled by nnspec)")
+    cases = given_cases(g, inputs) if inputs is not None else random_cases(g, seed, batch_sizes)
+    tol = Tolerance.for_dtype(g.dtype, rtol, atol)
+    reference = NumpyRunner(g)
+    if problems:
+        return cross_check(g, reference, reference, cases, tol, problems=problems, notes=notes)
+    candidate = OnnxRuntimeRunner(data, provider, source=label)
+    report = cross_check(g, reference, candidate, cases, tol, notes=notes)
+    report.notes.insert(0, f"candidate: {label}")
+    return report

@@ -1,0 +1,323 @@
+"""Spec field types shared by the layer models: strict objects, activations and weight sources.
+
+Weights are validated as whole arrays (one `np.asarray` call), never number by number, so that a
+large inline matrix loads at about the speed the JSON parser reads it.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Annotated, Any, ClassVar
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, PlainSerializer, PlainValidator, WithJsonSchema, model_validator
+from pydantic_core import PydanticCustomError
+
+from . import activations
+from .errors import suggest
+
+NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.\-]{0,127}$"
+NAME_RE = re.compile(NAME_PATTERN)
+
+
+def spec_error(message: str, *subloc: str | int) -> PydanticCustomError:
+    """An error raised inside a validator; `subloc` extends the field's location in the spec."""
+    return PydanticCustomError("nnspec", "{message}", {"message": message, "subloc": list(subloc)})
+
+
+def kind_of(value: Any) -> str:
+    """A JSON-flavoured name for the type of a parsed value, for 'found ...' messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def check_keys(value: dict[str, Any], allowed: list[str], required: list[str] = ()) -> None:  # type: ignore[assignment]
+    """Refuse unknown keys (naming the closest valid one) and missing required keys."""
+    for key in value:
+        if key not in allowed:
+            raise spec_error(
+                f"unknown key {key!r}{suggest(key, allowed)}; valid keys here: {', '.join(allowed)}", key
+            )
+    for key in required:
+        if key not in value:
+            raise spec_error("missing: this key is required", key)
+
+
+class StrictModel(BaseModel):
+    """A spec object: unknown keys are refused with a suggestion, and values are not coerced."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, arbitrary_types_allowed=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            allowed = [f.alias or name for name, f in cls.model_fields.items()]
+            for key in data:
+                if key not in allowed:
+                    raise spec_error(
+                        f"unknown key {key!r}{suggest(str(key), allowed)}; valid keys here: {', '.join(allowed)}",
+                        key,
+                    )
+        return data
+
+
+def finite_float(value: Any, *loc: str | int) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise spec_error(f"expected a number, found {kind_of(value)}", *loc)
+    if not math.isfinite(value):
+        raise spec_error(f"expected a finite number, found {value}", *loc)
+    return float(value)
+
+
+# --- activations -------------------------------------------------------------------------------
+
+
+def parse_activation(value: Any) -> activations.Activation:
+    """`"relu"` or `{"name": "leaky_relu", "alpha": 0.1}` -> a bound Activation."""
+    if isinstance(value, activations.Activation):
+        return value
+    if isinstance(value, str):
+        name, given = value, {}
+    elif isinstance(value, dict):
+        if "name" not in value:
+            raise spec_error("an activation object needs a 'name', e.g. {\"name\": \"leaky_relu\", \"alpha\": 0.1}")
+        name, given = value["name"], {k: v for k, v in value.items() if k != "name"}
+        if not isinstance(name, str):
+            raise spec_error(f"expected an activation name, found {kind_of(name)}", "name")
+    else:
+        raise spec_error(f"expected an activation name or object, found {kind_of(value)}")
+    entry = activations.lookup(name)
+    if entry is None:
+        known = sorted(activations.ALIASES)
+        hint = suggest(name, known) or suggest(name.lower(), known)
+        raise spec_error(
+            f"unknown activation {name!r}{hint}; valid: {', '.join(sorted(activations.REGISTRY))}"
+            + " (aliases: "
+            + ", ".join(sorted(set(known) - set(activations.REGISTRY)))
+            + ")",
+            *(("name",) if isinstance(value, dict) else ()),
+        )
+    params = entry.defaults()
+    for key, raw in given.items():
+        if key not in entry.params:
+            allowed = list(entry.params)
+            what = f"valid: {', '.join(allowed)}" if allowed else "it takes no parameters"
+            raise spec_error(f"unknown parameter {key!r} for {entry.name}{suggest(key, allowed)}; {what}", key)
+        default = entry.params[key]
+        if isinstance(default, activations.Choice):
+            if raw not in default.values:
+                raise spec_error(f"expected one of {', '.join(map(repr, default.values))}, found {raw!r}", key)
+            params[key] = raw
+        else:
+            params[key] = finite_float(raw, key)
+    return activations.Activation(entry, params)
+
+
+def _activation_schema() -> dict[str, Any]:
+    names = sorted(activations.ALIASES)
+    objects = []
+    for entry in activations.REGISTRY.values():
+        props: dict[str, Any] = {"name": {"enum": [entry.name, *entry.aliases]}}
+        for key, default in entry.params.items():
+            if isinstance(default, activations.Choice):
+                props[key] = {"enum": list(default.values), "default": default.default}
+            else:
+                props[key] = {"type": "number", "default": default}
+        objects.append({"type": "object", "properties": props, "required": ["name"], "additionalProperties": False})
+    return {
+        "description": "An activation function: a name, or an object with a name and parameters.",
+        "anyOf": [{"type": "string", "enum": names}, *objects],
+    }
+
+
+ActivationField = Annotated[
+    activations.Activation,
+    PlainValidator(parse_activation),
+    PlainSerializer(lambda a: a.to_json()),
+    WithJsonSchema(_activation_schema()),
+]
+
+
+# --- weight sources ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class Inline:
+    """Numbers written in the spec, as a float64 array."""
+
+    array: np.ndarray
+
+
+@dataclass(frozen=True)
+class FileRef:
+    """An array in a `.npy` file, or one member of a `.npz` file, relative to the spec's folder."""
+
+    file: str
+    key: str | None = None
+
+
+@dataclass(frozen=True)
+class Init:
+    """A named initializer, materialized once from its parameters (random ones need a seed)."""
+
+    init: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    # Default ranges for uniform and normal follow the common Keras defaults (U(-0.05, 0.05),
+    # N(0, 0.05)): small enough that a stack of layers neither saturates nor explodes.
+    KINDS: ClassVar[dict[str, dict[str, Any]]] = {
+        "zeros": {},
+        "ones": {},
+        "constant": {"value": None},
+        "uniform": {"seed": None, "low": -0.05, "high": 0.05},
+        "normal": {"seed": None, "mean": 0.0, "std": 0.05},
+        "glorot_uniform": {"seed": None},
+        "he_normal": {"seed": None},
+    }
+
+
+WeightSource = Inline | FileRef | Init
+
+
+def parse_inline(value: Any) -> Inline:
+    try:
+        array = np.asarray(value)
+    except ValueError:
+        raise spec_error("expected a rectangular nested list of numbers (rows of equal length)") from None
+    if array.dtype == object:
+        raise spec_error("expected a rectangular nested list of numbers (rows of equal length)")
+    if array.dtype.kind not in "iuf":
+        raise spec_error(f"expected numbers, found {array.dtype.kind == 'b' and 'booleans' or 'strings'}")
+    array = array.astype(np.float64, copy=False)
+    if not np.isfinite(array).all():
+        where = tuple(int(i) for i in np.argwhere(~np.isfinite(array))[0])
+        raise spec_error(f"expected finite numbers, found {array[where]} at index {list(where)}")
+    return Inline(array)
+
+
+def parse_file_ref(value: dict[str, Any]) -> FileRef:
+    check_keys(value, ["file", "key"], ["file"])
+    file, key = value["file"], value.get("key")
+    if not isinstance(file, str) or not file:
+        raise spec_error(f"expected a path relative to the spec's folder, found {kind_of(file)}", "file")
+    if key is not None and not isinstance(key, str):
+        raise spec_error(f"expected the name of an array in the .npz file, found {kind_of(key)}", "key")
+    suffix = file.lower().rsplit(".", 1)[-1] if "." in file else ""
+    if suffix not in ("npy", "npz"):
+        raise spec_error(f"expected a .npy or .npz file, found {file!r}", "file")
+    if suffix == "npz" and key is None:
+        raise spec_error("a .npz file holds several arrays: name one with \"key\"", "key")
+    if suffix == "npy" and key is not None:
+        raise spec_error("a .npy file holds one array: remove \"key\" (it is for .npz files)", "key")
+    return FileRef(file, key)
+
+
+def parse_init(value: dict[str, Any]) -> Init:
+    kind = value["init"]
+    kinds = list(Init.KINDS)
+    if not isinstance(kind, str) or kind not in Init.KINDS:
+        shown = repr(kind) if isinstance(kind, str) else kind_of(kind)
+        hint = suggest(kind, kinds) if isinstance(kind, str) else ""
+        raise spec_error(f"unknown initializer {shown}{hint}; valid: {', '.join(kinds)}", "init")
+    spec = Init.KINDS[kind]
+    check_keys(value, ["init", *spec], ["init", *(k for k, d in spec.items() if d is None)])
+    params: dict[str, Any] = {}
+    for key, default in spec.items():
+        raw = value.get(key, default)
+        if key == "seed":
+            if isinstance(raw, bool) or not isinstance(raw, int) or not 0 <= raw < 2**63:
+                raise spec_error(f"expected an integer seed in [0, 2**63), found {raw!r}", key)
+            params[key] = raw
+        else:
+            params[key] = finite_float(raw, key)
+    if kind == "uniform" and not params["low"] < params["high"]:
+        raise spec_error(f"expected low < high, found low={params['low']} and high={params['high']}", "high")
+    if kind == "normal" and params["std"] < 0:
+        raise spec_error(f"expected std >= 0, found {params['std']}", "std")
+    return Init(kind, params)
+
+
+def parse_weight_source(value: Any) -> WeightSource:
+    """Inline numbers, `{"file": ...}` or `{"init": ...}`."""
+    if isinstance(value, Inline | FileRef | Init):
+        return value
+    if isinstance(value, dict):
+        if "file" in value:
+            return parse_file_ref(value)
+        if "init" in value:
+            return parse_init(value)
+        raise spec_error(
+            f"expected numbers, {{\"file\": ...}} or {{\"init\": ...}}, found an object with keys {sorted(value)}"
+        )
+    if isinstance(value, list | int | float) and not isinstance(value, bool):
+        return parse_inline(value)
+    raise spec_error(f"expected numbers, {{\"file\": ...}} or {{\"init\": ...}}, found {kind_of(value)}")
+
+
+def dump_weight_source(source: WeightSource) -> Any:
+    if isinstance(source, Inline):
+        return source.array.tolist()
+    if isinstance(source, FileRef):
+        return {"file": source.file, **({"key": source.key} if source.key else {})}
+    return {"init": source.init, **source.params}
+
+
+WEIGHT_SCHEMA: dict[str, Any] = {
+    "description": "Inline nested numbers, an array in a .npy/.npz file next to the spec, or an initializer.",
+    "anyOf": [
+        {"type": "array", "description": "nested lists of numbers, outermost first"},
+        {
+            "type": "object",
+            "properties": {"file": {"type": "string"}, "key": {"type": "string"}},
+            "required": ["file"],
+            "additionalProperties": False,
+        },
+        *(
+            {
+                "type": "object",
+                "properties": {
+                    "init": {"const": kind},
+                    **{k: {"type": "integer" if k == "seed" else "number"} for k in params},
+                },
+                "required": ["init", *(k for k, d in params.items() if d is None)],
+                "additionalProperties": False,
+            }
+            for kind, params in Init.KINDS.items()
+        ),
+    ],
+}
+
+WeightField = Annotated[
+    WeightSource,
+    PlainValidator(parse_weight_source),
+    PlainSerializer(dump_weight_source),
+    WithJsonSchema(WEIGHT_SCHEMA),
+]
+
+
+def check_name(value: Any) -> str:
+    if not isinstance(value, str):
+        raise spec_error(f"expected a name (a string), found {kind_of(value)}")
+    if not NAME_RE.match(value):
+        raise spec_error(
+            f"expected a name of letters, digits, '_', '.' or '-' that starts with a letter or '_' "
+            f"(at most 128 characters), found {value!r}"
+        )
+    return value
+
+
+Name = Annotated[str, PlainValidator(check_name), WithJsonSchema({"type": "string", "pattern": NAME_PATTERN})]

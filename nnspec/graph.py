@@ -1,0 +1,174 @@
+"""Resolve a validated spec into a Graph: names, sources, shapes, limits, then the weights themselves."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from typing import Any
+
+import numpy as np
+import orjson
+
+from .errors import LimitError, SpecError, suggest
+from .ir import Graph, LayerPlan, Node, Source, TensorInfo
+from .layers import LAYERS
+from .limits import Limits, human_bytes
+from .spec import Spec
+from .weights import materialize
+
+
+def layer_names(spec: Spec) -> list[str]:
+    """Every layer's name: its own, or `<type>_<index>` (with a suffix if that is taken)."""
+    taken = {layer.name for layer in spec.layers if layer.name} | {i.name for i in spec.inputs}
+    names = []
+    for i, layer in enumerate(spec.layers):
+        if layer.name:
+            names.append(layer.name)
+            continue
+        name, k = f"{layer.type}_{i}", 1
+        while name in taken:
+            name, k = f"{layer.type}_{i}_{k}", k + 1
+        taken.add(name)
+        names.append(name)
+    return names
+
+
+def _check_unique(spec: Spec) -> None:
+    seen: dict[str, str] = {}
+    for i, inp in enumerate(spec.inputs):
+        if inp.name in seen:
+            raise SpecError(f"duplicate name {inp.name!r}: already used by {seen[inp.name]}", ("inputs", i, "name"))
+        seen[inp.name] = f"inputs[{i}]"
+    for i, layer in enumerate(spec.layers):
+        if layer.name is None:
+            continue
+        if layer.name in seen:
+            raise SpecError(
+                f"duplicate name {layer.name!r}: already used by {seen[layer.name]}", ("layers", i, "name")
+            )
+        seen[layer.name] = f"layers[{i}]"
+
+
+def _sources(spec: Spec, i: int, names: list[str], env: dict[str, Source]) -> list[Source]:
+    layer = spec.layers[i]
+    wanted = layer.inputs if layer.inputs is not None else [names[i - 1] if i else spec.inputs[0].name]
+    if len(wanted) != layer.arity:
+        raise SpecError(
+            f"a {layer.type} layer reads {layer.arity} input(s), found {len(wanted)}: {wanted}", ("layers", i, "inputs")
+        )
+    sources = []
+    for j, ref in enumerate(wanted):
+        if ref not in env:
+            later = [k for k in range(i, len(names)) if names[k] == ref]
+            if later:
+                why = f"{ref!r} is layers[{later[0]}], which runs later; a layer reads only inputs and earlier layers"
+            else:
+                why = f"unknown layer or input {ref!r}{suggest(ref, env)}; known here: {', '.join(env)}"
+            raise SpecError(why, ("layers", i, "inputs", j))
+        sources.append(env[ref])
+    return sources
+
+
+def _outputs(spec: Spec, names: list[str], shapes: dict[str, tuple[int, ...]]) -> tuple[TensorInfo, ...]:
+    if spec.outputs is None:
+        return (TensorInfo(names[-1], shapes[names[-1]]),)
+    seen = set()
+    for j, ref in enumerate(spec.outputs):
+        if ref in seen:
+            raise SpecError(f"{ref!r} is listed twice", ("outputs", j))
+        seen.add(ref)
+        if ref not in shapes:
+            if ref in {i.name for i in spec.inputs}:
+                raise SpecError(f"{ref!r} is a network input; outputs name layers", ("outputs", j))
+            raise SpecError(f"unknown layer {ref!r}{suggest(ref, names)}; layers: {', '.join(names)}", ("outputs", j))
+    return tuple(TensorInfo(ref, shapes[ref]) for ref in spec.outputs)
+
+
+def _check_limits(spec: Spec, plans: list[LayerPlan], itemsize: int, limits: Limits) -> None:
+    total = 0
+    for i, plan in enumerate(plans):
+        for name, param in plan.params.items():
+            total += math.prod(param.shape) * itemsize
+            if total > limits.max_weight_bytes:
+                raise LimitError(
+                    f"the weights declared up to here need {human_bytes(total)} as {spec.dtype}, over the limit of "
+                    f"{human_bytes(limits.max_weight_bytes)} (set NNSPEC_MAX_WEIGHT_BYTES to raise it)",
+                    ("layers", i, name),
+                )
+
+
+def _fingerprint(spec: Spec, nodes: list[Node]) -> str:
+    """sha256 of the network's meaning: structure, activations, and the weights' bytes."""
+    h = hashlib.sha256()
+    structure: dict[str, Any] = {
+        "format": spec.format,
+        "dtype": spec.dtype,
+        "inputs": [[i.name, i.shape] for i in spec.inputs],
+        "layers": [
+            [n.name, n.op, list(n.inputs), n.activation.to_json() if n.activation else None, sorted(n.params)]
+            for n in nodes
+        ],
+        "outputs": spec.outputs,
+    }
+    h.update(orjson.dumps(structure, option=orjson.OPT_SORT_KEYS))
+    for node in nodes:
+        for key in sorted(node.params):
+            h.update(node.params[key].tobytes())
+    return h.hexdigest()
+
+
+def build_graph(spec: Spec, limits: Limits | None = None) -> Graph:
+    """Resolve names, sources and shapes, check limits from declared sizes, then load the weights."""
+    limits = limits or Limits.from_env()
+    dtype = np.dtype(spec.dtype)
+    try:
+        if len(spec.layers) > limits.max_layers:
+            raise LimitError(
+                f"{len(spec.layers)} layers, over the limit of {limits.max_layers} (NNSPEC_MAX_LAYERS)", ("layers",)
+            )
+        _check_unique(spec)
+        names = layer_names(spec)
+        env = {i.name: Source(i.name, tuple(i.shape), "input") for i in spec.inputs}
+        plans: list[LayerPlan] = []
+        wiring: list[list[Source]] = []
+        for i, layer in enumerate(spec.layers):
+            sources = _sources(spec, i, names, env)
+            plan = layer.plan(sources)
+            plans.append(plan)
+            wiring.append(sources)
+            env[names[i]] = Source(names[i], plan.shape, "layer")
+        outputs = _outputs(spec, names, {n: env[n].shape for n in names})
+        _check_limits(spec, plans, dtype.itemsize, limits)
+        nodes = []
+        for i, (layer, plan, sources) in enumerate(zip(spec.layers, plans, wiring)):
+            params = {
+                key: materialize(p.source, p.shape, p.reason, dtype, spec.base_dir, ("layers", i, key))
+                for key, p in plan.params.items()
+                if p.source is not None
+            }
+            nodes.append(
+                Node(
+                    name=names[i],
+                    op=layer.type,
+                    inputs=tuple(s.name for s in sources),
+                    input_shapes=tuple(s.shape for s in sources),
+                    shape=plan.shape,
+                    params=params,
+                    activation=plan.activation,
+                    attrs=plan.attrs,
+                    index=i,
+                )
+            )
+    except SpecError as exc:
+        exc.source = spec.source
+        raise
+    assert all(n.op in LAYERS for n in nodes)
+    return Graph(
+        name=spec.name,
+        dtype=dtype,
+        inputs=tuple(TensorInfo(i.name, tuple(i.shape)) for i in spec.inputs),
+        nodes=tuple(nodes),
+        outputs=outputs,
+        fingerprint=_fingerprint(spec, nodes),
+        description=spec.description,
+    )

@@ -1,0 +1,85 @@
+"""The resolved network that backends consume: names, shapes, dtype and loaded weights; no pydantic."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .activations import Activation
+from .fields import WeightSource
+
+Shape = tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Source:
+    """A value a layer reads: a network input or an earlier layer's output (per-sample shape)."""
+
+    name: str
+    shape: Shape
+    kind: str  # "input" or "layer"
+
+    def describe(self) -> str:
+        return f"{self.kind} {self.name!r}"
+
+
+@dataclass(frozen=True)
+class ParamPlan:
+    """A parameter a layer needs: its shape, where its numbers come from, and why that shape."""
+
+    shape: Shape
+    source: WeightSource | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    """What a layer spec resolves to before any weight is loaded."""
+
+    shape: Shape
+    params: dict[str, ParamPlan] = field(default_factory=dict)
+    activation: Activation | None = None
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, eq=False)
+class Node:
+    """One layer of the resolved network. `params` hold arrays in the network's dtype."""
+
+    name: str
+    op: str
+    inputs: tuple[str, ...]
+    input_shapes: tuple[Shape, ...]
+    shape: Shape
+    params: dict[str, np.ndarray]
+    activation: Activation | None = None
+    attrs: dict[str, Any] = field(default_factory=dict)
+    index: int = 0  # position in the spec's `layers`
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    shape: Shape
+
+
+@dataclass(frozen=True, eq=False)
+class Graph:
+    """A validated network: inputs, nodes in evaluation order, outputs, and a fingerprint of it all."""
+
+    name: str
+    dtype: np.dtype
+    inputs: tuple[TensorInfo, ...]
+    nodes: tuple[Node, ...]
+    outputs: tuple[TensorInfo, ...]
+    fingerprint: str
+    description: str | None = None
+
+    def node(self, name: str) -> Node:
+        return next(n for n in self.nodes if n.name == name)
+
+    @property
+    def parameter_count(self) -> int:
+        return sum(int(a.size) for n in self.nodes for a in n.params.values())

@@ -1,0 +1,35 @@
+"""`activation`: applies an activation function alone, a = f(p)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+from ..fields import ActivationField
+from ..ir import LayerPlan, Node, Source
+from ..lowering import OpBuilder
+from .base import Kernel, LayerSpec, LayerType, register
+
+
+class ActivationLayer(LayerSpec):
+    """Elementwise (softmax, log_softmax: over the last axis); the shape is unchanged."""
+
+    type: Literal["activation"]
+    activation: ActivationField
+
+    def plan(self, sources: Sequence[Source]) -> LayerPlan:
+        (src,) = sources
+        return LayerPlan(shape=src.shape, activation=self.activation)
+
+
+def numpy_kernel(node: Node) -> Kernel:
+    assert node.activation is not None
+    return node.activation
+
+
+def onnx_lowering(node: Node, g: OpBuilder, inputs: Sequence[str], out: str) -> str:
+    assert node.activation is not None
+    return node.activation.lower(g, inputs[0], out)
+
+
+register(LayerType("activation", ActivationLayer, numpy_kernel, onnx_lowering, doc=__doc__ or ""))

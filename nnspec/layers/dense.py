@@ -1,0 +1,73 @@
+"""`dense`: a = f(W p + b), W of shape [units, in_features] with one row per neuron."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+
+from ..activations import Activation
+from ..fields import ActivationField, WeightField, parse_activation
+from ..ir import LayerPlan, Node, ParamPlan, Source
+from ..lowering import OpBuilder
+from .base import Kernel, LayerSpec, LayerType, register
+
+
+class Dense(LayerSpec):
+    """A fully connected layer over the last axis of its input."""
+
+    type: Literal["dense"]
+    units: int = Field(ge=1, description="number of neurons S; the layer outputs S values")
+    activation: ActivationField = Field(default_factory=lambda: parse_activation("linear"))
+    weights: WeightField = Field(description="W, shape [units, in_features]; row i is neuron i's weights")
+    bias: WeightField | None = Field(default=None, description="b, shape [units]; omitted means no bias")
+
+    def plan(self, sources: Sequence[Source]) -> LayerPlan:
+        (src,) = sources
+        in_features = src.shape[-1]
+        why = f"{self.units} units x {in_features} inputs, because {src.describe()} has {in_features} outputs"
+        params = {"weights": ParamPlan((self.units, in_features), self.weights, why)}
+        if self.bias is not None:
+            params["bias"] = ParamPlan((self.units,), self.bias, f"one per unit, units = {self.units}")
+        return LayerPlan(shape=(*src.shape[:-1], self.units), params=params, activation=self.activation)
+
+
+def numpy_kernel(node: Node) -> Kernel:
+    weights_t = np.ascontiguousarray(node.params["weights"].T)  # [in, units]: x @ W.T without a per-call copy
+    bias = node.params.get("bias")
+    act: Activation | None = node.activation
+    if act is not None and act.name == "linear":
+        act = None
+
+    def dense(x: np.ndarray) -> np.ndarray:
+        n = x @ weights_t
+        if bias is not None:
+            n += bias
+        return act(n) if act is not None else n
+
+    return dense
+
+
+def onnx_lowering(node: Node, g: OpBuilder, inputs: Sequence[str], out: str) -> str:
+    (x,) = inputs
+    linear = node.activation is None or node.activation.name == "linear"
+    pre = out if linear else f"{node.name}/n"
+    w = g.const(node.params["weights"], f"{node.name}.weights")
+    b = g.const(node.params["bias"], f"{node.name}.bias") if "bias" in node.params else None
+    if len(node.input_shapes[0]) == 1:
+        g.op("Gemm", [x, w] + ([b] if b else []), pre, transB=1)
+    else:
+        # Gemm is 2-D only; for [N, ..., in] inputs the layer is MatMul with W transposed, then Add.
+        wt = g.const(np.ascontiguousarray(node.params["weights"].T), f"{node.name}.weights_t")
+        product = g.op("MatMul", [x, wt], pre if b is None else None)
+        if b is not None:
+            g.op("Add", [product, b], pre)
+    if linear:
+        return out
+    assert node.activation is not None
+    return node.activation.lower(g, pre, out)
+
+
+register(LayerType("dense", Dense, numpy_kernel, onnx_lowering, doc=__doc__ or ""))

@@ -1,0 +1,148 @@
+"""The ONNX exporter: the one module that builds ONNX protobufs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from ._version import __version__
+from .errors import NNSpecError
+from .ir import Graph
+from .layers import LAYERS
+
+DEFAULT_OPSET = 17  # widely deployed (onnxruntime >= 1.11, TensorRT 8.5+), and has every operator a dense net needs
+MIN_OPSET = 13  # Softmax/LogSoftmax act on one axis from 13 on; older opsets flatten, a different meaning
+BATCH_DIM = "N"
+
+_ELEM_TYPE = {np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.float64): TensorProto.DOUBLE}
+
+
+def max_opset() -> int:
+    """The newest opset the installed onnx package knows."""
+    return onnx.defs.onnx_opset_version()
+
+
+class Builder:
+    """Collects nodes and initializers; node names carry the layer they belong to."""
+
+    def __init__(self, opset: int, dtype: np.dtype) -> None:
+        self.opset = opset
+        self.dtype = dtype
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[onnx.TensorProto] = []
+        self._names: set[str] = set()
+        self._consts: dict[tuple[float, ...], str] = {}
+        self.scope = ""
+
+    def _fresh(self, base: str) -> str:
+        name, k = base, 1
+        while name in self._names:
+            name, k = f"{base}_{k}", k + 1
+        self._names.add(name)
+        return name
+
+    def reserve(self, name: str) -> None:
+        self._names.add(name)
+
+    def op(self, op_type: str, inputs: Sequence[str], out: str | None = None, **attrs: Any) -> str:
+        node_name = self._fresh(f"{self.scope}/{op_type}")
+        output = out if out is not None else node_name  # an intermediate value is named after its node
+        self.nodes.append(helper.make_node(op_type, list(inputs), [output], name=node_name, **attrs))
+        return output
+
+    def const(self, value: float | np.ndarray, hint: str = "c") -> str:
+        array = np.asarray(value, dtype=self.dtype)
+        if array.ndim == 0:
+            key = (float(array),)
+            if key in self._consts:
+                return self._consts[key]
+            name = self._fresh(f"const_{float(array):g}")
+            self._consts[key] = name
+        else:
+            name = self._fresh(hint)
+        self.initializers.append(numpy_helper.from_array(array, name))
+        return name
+
+
+def to_onnx(graph: Graph, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
+    """Lower a Graph to an ONNX model that passes `onnx.checker.check_model(full_check=True)`."""
+    if not MIN_OPSET <= opset <= max_opset():
+        raise NNSpecError(f"expected an opset from {MIN_OPSET} to {max_opset()} (the installed onnx), found {opset}")
+    elem = _ELEM_TYPE[graph.dtype]
+    g = Builder(opset, graph.dtype)
+    for tensor in (*graph.inputs, *graph.nodes):
+        g.reserve(tensor.name)
+    for node in graph.nodes:
+        g.scope = node.name
+        LAYERS[node.op].onnx(node, g, list(node.inputs), node.name)
+    inputs = [helper.make_tensor_value_info(i.name, elem, [BATCH_DIM, *i.shape]) for i in graph.inputs]
+    outputs = [helper.make_tensor_value_info(o.name, elem, [BATCH_DIM, *o.shape]) for o in graph.outputs]
+    body = helper.make_graph(
+        g.nodes, graph.name, inputs, outputs, initializer=g.initializers, doc_string=graph.description or ""
+    )
+    opsets = [helper.make_opsetid("", opset)]
+    model = helper.make_model(
+        body,
+        opset_imports=opsets,
+        producer_name="nnspec",
+        producer_version=__version__,
+        ir_version=helper.find_min_ir_version_for(opsets),
+    )
+    helper.set_model_props(model, {"nnspec.version": __version__, "nnspec.spec_sha256": graph.fingerprint})
+    model = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def to_bytes(model: onnx.ModelProto) -> bytes:
+    return model.SerializeToString(deterministic=True)
+
+
+def load_model(data: bytes, source: str) -> onnx.ModelProto:
+    """Parse ONNX bytes, with a clear error for anything that is not a valid model."""
+    try:
+        model = onnx.load_from_string(data)
+        onnx.checker.check_model(model)
+    except Exception as exc:  # the protobuf and checker errors have no common base class
+        from .errors import ModelFileError
+
+        raise ModelFileError(f"not a valid ONNX model: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", source=source) from None
+    return model
+
+
+def interface(model: onnx.ModelProto) -> dict[str, Any]:
+    """Names, dims and element types of a model's inputs and outputs, plus its nnspec metadata."""
+
+    def describe(values: Sequence[onnx.ValueInfoProto]) -> dict[str, tuple[list[int | str], int]]:
+        out = {}
+        for v in values:
+            t = v.type.tensor_type
+            dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in t.shape.dim]
+            out[v.name] = (dims, t.elem_type)
+        return out
+
+    initializers = {i.name for i in model.graph.initializer}
+    return {
+        "inputs": describe([i for i in model.graph.input if i.name not in initializers]),
+        "outputs": describe(model.graph.output),
+        "metadata": {p.key: p.value for p in model.metadata_props},
+        "opset": next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None),
+    }
+
+
+def elem_type_of(dtype: np.dtype) -> int:
+    return _ELEM_TYPE[np.dtype(dtype)]
+
+
+def probe_model(opset: int) -> bytes:
+    """A one-node model stamped with `opset`, to ask a runtime whether it supports that opset."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
+    body = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "probe", [x], [y])
+    opsets = [helper.make_opsetid("", opset)]
+    model = helper.make_model(body, opset_imports=opsets, ir_version=helper.find_min_ir_version_for(opsets))
+    return model.SerializeToString()

@@ -1,0 +1,103 @@
+"""Runners: the backends behind one small interface, so the harness can compare any two."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import lru_cache
+from typing import Protocol
+
+import numpy as np
+
+from .errors import BackendUnavailable, NNSpecError
+from .evaluator import NumpyModel
+from .feeds import check_feeds
+from .ir import Graph
+
+PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+
+
+class Runner(Protocol):
+    """Runs a model on named batch-first arrays and returns its outputs by name."""
+
+    name: str
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+
+class NumpyRunner:
+    """The NumPy reference evaluator."""
+
+    def __init__(self, graph: Graph) -> None:
+        self.name = "numpy"
+        self.model = NumpyModel(graph)
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.model.run(feeds)
+
+
+def _ort():  # type: ignore[no-untyped-def]
+    try:
+        import onnxruntime
+    except ImportError as exc:  # pragma: no cover - a dependency; only a broken install lacks it
+        raise BackendUnavailable(f"onnxruntime is not importable: {exc}") from None
+    return onnxruntime
+
+
+def provider_name(provider: str) -> str:
+    """`cpu`/`cuda` -> the onnxruntime provider, checked to be available here."""
+    if provider not in PROVIDERS:
+        raise NNSpecError(f"unknown provider {provider!r}; valid: {', '.join(PROVIDERS)}")
+    full = PROVIDERS[provider]
+    available = _ort().get_available_providers()
+    if full not in available:
+        hint = " (install onnxruntime-gpu instead of onnxruntime, on a machine with an NVIDIA GPU and CUDA)" if provider == "cuda" else ""
+        raise BackendUnavailable(
+            f"the onnxruntime {provider} provider is not available here{hint}; available: {', '.join(available)}"
+        )
+    return full
+
+
+class OnnxRuntimeRunner:
+    """An ONNX model (as bytes) in an onnxruntime session with default graph optimizations, as deployed."""
+
+    def __init__(self, model_bytes: bytes, provider: str = "cpu", *, source: str | None = None) -> None:
+        ort = _ort()
+        self.name = "onnxruntime" if provider == "cpu" else f"onnxruntime-{provider}"
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # errors only: warnings about unused initializers are noise here
+        try:
+            self.session = ort.InferenceSession(model_bytes, options, providers=[provider_name(provider)])
+        except NNSpecError:
+            raise
+        except Exception as exc:  # onnxruntime raises its own untyped errors
+            raise BackendUnavailable(f"onnxruntime cannot load the model: {exc}", source=source) from None
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        results = self.session.run(None, dict(feeds))
+        return dict(zip(self.output_names, results))
+
+
+@lru_cache(maxsize=1)
+def onnxruntime_max_opset() -> int:
+    """The newest default-domain opset the installed onnxruntime loads (probed once with a tiny model)."""
+    from .onnx_export import max_opset, probe_model
+
+    ort = _ort()
+    options = ort.SessionOptions()
+    options.log_severity_level = 4
+    for opset in range(max_opset(), 12, -1):
+        try:
+            ort.InferenceSession(probe_model(opset), options, providers=["CPUExecutionProvider"])
+            return opset
+        except Exception:  # noqa: S112 - "not loadable" is exactly what the probe looks for
+            continue
+    return 12
+
+
+def run_numpy(graph: Graph, feeds: Mapping[str, object]) -> dict[str, np.ndarray]:
+    return NumpyModel(graph).run(feeds)
+
+
+def run_onnxruntime(graph: Graph, model_bytes: bytes, feeds: Mapping[str, object], provider: str = "cpu") -> dict[str, np.ndarray]:
+    return OnnxRuntimeRunner(model_bytes, provider).run(check_feeds(graph, feeds))

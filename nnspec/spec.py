@@ -1,0 +1,205 @@
+"""The `nnspec/1` spec format: pydantic models, JSON reading, and errors that name the place."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Union
+
+import orjson
+from pydantic import Field, PrivateAttr, ValidationError, field_validator
+
+from .errors import SpecError, SpecErrors, suggest
+from .fields import Name, StrictModel, kind_of, spec_error
+from .layers import LAYERS
+from .limits import Limits, human_bytes
+
+FORMAT = "nnspec/1"
+_FORMAT_RE = re.compile(r"^nnspec/(\d+)(?:\.(\d+))?$")
+
+Layer = Annotated[Union[tuple(t.spec for t in LAYERS.values())], Field(discriminator="type")]  # type: ignore[valid-type]
+
+
+class InputSpec(StrictModel):
+    """A network input; `shape` is per sample, and a batch dimension N is always added in front."""
+
+    name: Name
+    shape: list[Annotated[int, Field(ge=1)]] = Field(min_length=1, description="per-sample shape, e.g. [2]")
+
+
+class Spec(StrictModel):
+    """A whole network: inputs, layers run in order, and the outputs to expose."""
+
+    format: str = Field(description=f'must be "{FORMAT}"')
+    name: Name
+    description: str | None = None
+    dtype: str = Field("float32", description='"float32" or "float64", for the whole network')
+    inputs: list[InputSpec] = Field(min_length=1)
+    layers: list[Layer] = Field(min_length=1)  # type: ignore[valid-type]
+    outputs: list[Name] | None = Field(None, min_length=1, description="layer names; default: the last layer")
+
+    _base_dir: Path | None = PrivateAttr(default=None)
+    _source: str | None = PrivateAttr(default=None)
+    _graph: Any = PrivateAttr(default=None)
+
+    @field_validator("format", mode="plain")
+    @classmethod
+    def _format(cls, value: Any) -> str:
+        if value == FORMAT:
+            return value
+        match = _FORMAT_RE.match(value) if isinstance(value, str) else None
+        if match and (int(match[1]) > 1 or match[2]):
+            raise spec_error(
+                f"this nnspec reads format {FORMAT!r}; found {value!r}, written for a newer version of the "
+                "format (upgrade nnspec to read it)"
+            )
+        raise spec_error(f"expected {FORMAT!r}, found {value!r}")
+
+    @field_validator("dtype", mode="plain")
+    @classmethod
+    def _dtype(cls, value: Any) -> str:
+        if value in ("float32", "float64"):
+            return value
+        hint = suggest(value, ["float32", "float64"]) if isinstance(value, str) else ""
+        raise spec_error(f"expected 'float32' or 'float64', found {value!r}{hint}")
+
+    @field_validator("layers", mode="before")
+    @classmethod
+    def _layer_types(cls, value: Any) -> Any:
+        """Check each layer's `type` first, so an unknown type gets one clear message."""
+        if not isinstance(value, list):
+            return value
+        known = list(LAYERS)
+        for i, layer in enumerate(value):
+            if not isinstance(layer, dict):
+                raise spec_error(f"expected a layer object, found {kind_of(layer)}", i)
+            tag = layer.get("type")
+            if tag is None:
+                raise spec_error(f"missing: every layer needs a \"type\" (one of {', '.join(known)})", i, "type")
+            if tag not in LAYERS:
+                shown = repr(tag) if isinstance(tag, str) else kind_of(tag)
+                hint = suggest(tag, known) if isinstance(tag, str) else ""
+                raise spec_error(f"unknown layer type {shown}{hint}; valid: {', '.join(known)}", i, "type")
+        return value
+
+    @property
+    def base_dir(self) -> Path | None:
+        """The folder that weight files are resolved in (and confined to)."""
+        return self._base_dir
+
+    @property
+    def source(self) -> str | None:
+        return self._source
+
+    def to_json(self) -> str:
+        """The spec as JSON text (inline weights written out as nested lists)."""
+        return self.model_dump_json(indent=2, exclude_none=True)
+
+
+# --- reading -----------------------------------------------------------------------------------
+
+
+def _clean_loc(loc: tuple[str | int, ...]) -> list[str | int]:
+    """Drop the discriminator tag pydantic puts after `layers[i]`."""
+    out: list[str | int] = []
+    for i, part in enumerate(loc):
+        if i >= 2 and loc[0] == "layers" and i == 2 and isinstance(loc[1], int) and part in LAYERS:
+            continue
+        out.append(part)
+    return out
+
+
+def _found(value: Any) -> str:
+    text = repr(value) if isinstance(value, str | int | float | bool) or value is None else kind_of(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _message(error: Any) -> str:
+    kind, ctx, value = error["type"], error.get("ctx") or {}, error.get("input")
+    if kind == "missing":
+        return "missing: this key is required"
+    if kind == "greater_than_equal":
+        return f"expected a number >= {ctx['ge']}, found {_found(value)}"
+    if kind == "too_short":
+        return f"expected at least {ctx['min_length']} item(s), found {ctx.get('actual_length', 0)}"
+    if kind in ("int_type", "int_from_float"):
+        return f"expected an integer, found {_found(value)}"
+    if kind == "string_type":
+        return f"expected a string, found {_found(value)}"
+    if kind == "list_type":
+        return f"expected a list, found {_found(value)}"
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return f"expected an object, found {_found(value)}"
+    if kind == "extra_forbidden":
+        return "unknown key"
+    message = str(error["msg"])
+    message = re.sub(r"^Input should be", "expected", message)
+    return f"{message}, found {_found(value)}"
+
+
+def errors_from(exc: ValidationError, source: str | None = None) -> SpecErrors:
+    """Turn pydantic's errors into nnspec's: a spec path, what was expected, what was found."""
+    out: list[SpecError] = []
+    seen: set[str] = set()
+    for error in exc.errors(include_url=False):
+        loc = _clean_loc(tuple(error["loc"]))
+        if error["type"] == "nnspec":
+            loc += error["ctx"]["subloc"]
+            message = error["ctx"]["message"]
+        else:
+            message = _message(error)
+        item = SpecError(message, loc)
+        if str(item) not in seen:
+            seen.add(str(item))
+            out.append(item)
+    return SpecErrors(out, source=source)
+
+
+def parse_json(text: bytes | str, source: str | None = None) -> Any:
+    """Parse JSON, explaining where it is malformed and refusing NaN and Infinity."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raw = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
+        at = raw[exc.pos : exc.pos + 9].lstrip("-")
+        if at.startswith(("NaN", "Infinity")):
+            why = "non-finite numbers (NaN, Infinity) are not allowed"
+        else:
+            why = exc.msg
+        raise SpecError(f"malformed JSON at line {exc.lineno}, column {exc.colno}: {why}", source=source) from None
+
+
+def from_dict(data: Any, base_dir: str | Path | None = None, *, source: str | None = None) -> Spec:
+    """Validate a parsed spec (the structure only; `build_graph` checks shapes and loads weights)."""
+    if not isinstance(data, dict):
+        raise SpecError(f"expected a JSON object at the top level, found {kind_of(data)}", source=source)
+    try:
+        spec = Spec.model_validate(data)
+    except ValidationError as exc:
+        raise errors_from(exc, source) from None
+    spec._base_dir = Path(base_dir) if base_dir is not None else None
+    spec._source = source
+    return spec
+
+
+def read_spec(path: str | Path, limits: Limits | None = None) -> Spec:
+    """Read and validate the structure of a spec file."""
+    limits = limits or Limits.from_env()
+    path = Path(path)
+    source = str(path)
+    try:
+        size = path.stat().st_size
+        if size > limits.max_spec_bytes:
+            raise SpecError(
+                f"the spec file is {human_bytes(size)}, over the limit of {human_bytes(limits.max_spec_bytes)} "
+                "(NNSPEC_MAX_SPEC_BYTES); put large weights in .npy/.npz files",
+                source=source,
+            )
+        text = path.read_bytes()
+    except FileNotFoundError:
+        raise SpecError("no such file", source=source) from None
+    except IsADirectoryError:
+        raise SpecError("expected a spec file, found a folder", source=source) from None
+    except OSError as exc:
+        raise SpecError(f"cannot read: {exc.strerror}", source=source) from None
+    return from_dict(parse_json(text, source), path.parent, source=source)

@@ -1,0 +1,180 @@
+"""Turn a weight source (inline numbers, a file, an initializer) into an array of a known shape.
+
+Files are confined to the spec's folder, read without pickle, and checked against the expected
+shape from their header before their data is read.
+"""
+
+from __future__ import annotations
+
+import math
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+
+from .errors import Loc, WeightError, suggest
+from .fields import FileRef, Init, Inline, WeightSource
+from .ir import Shape
+
+# A .npy header is at most a few hundred bytes; 64 KiB is the format's own upper bound (v2/v3 headers
+# may be longer, but numpy refuses headers over 10 000 bytes by default when not told otherwise).
+_NPY_HEADER_ALLOWANCE = 1 << 16
+
+
+def materialize(
+    source: WeightSource, shape: Shape, reason: str, dtype: np.dtype, base_dir: Path | None, loc: Loc
+) -> np.ndarray:
+    """The array for `source`, of exactly `shape`, in `dtype`; WeightError otherwise."""
+    if isinstance(source, Inline):
+        array = source.array
+        _check_shape(array.shape, shape, reason, loc)
+    elif isinstance(source, FileRef):
+        array = _load_file(source, shape, reason, dtype, base_dir, loc)
+    else:
+        array = _initialize(source, shape)
+    out = np.ascontiguousarray(array, dtype=dtype)
+    if not np.isfinite(out).all():
+        where = [int(i) for i in np.argwhere(~np.isfinite(out))[0]]
+        original = array[tuple(where)]
+        why = f"{original} does not fit in {dtype.name}" if np.isfinite(original) else f"found {original}"
+        raise WeightError(f"expected finite numbers; at index {where}: {why}", loc)
+    return out
+
+
+def _check_shape(found: Sequence[int], expected: Shape, reason: str, loc: Loc) -> None:
+    if tuple(found) != tuple(expected):
+        raise WeightError(f"expected shape {list(expected)} ({reason}), found {list(found)}", loc)
+
+
+# --- files -------------------------------------------------------------------------------------
+
+
+def resolve_inside(base_dir: Path | None, relative: str, loc: Loc) -> Path:
+    """`relative` resolved (symlinks followed) inside `base_dir`; refuses anything that leaves it."""
+    if base_dir is None:
+        raise WeightError(
+            f"{relative!r} is relative to the spec's folder, but this spec was not loaded from a file "
+            "(pass base_dir to nnspec.from_dict)",
+            loc,
+        )
+    if Path(relative).is_absolute() or relative.startswith("~"):
+        raise WeightError(f"expected a path relative to the spec's folder, found the absolute path {relative!r}", loc)
+    base = base_dir.resolve()
+    target = (base / relative).resolve()
+    if not target.is_relative_to(base):
+        raise WeightError(f"{relative!r} leaves the spec's folder ({base}); weight files must be inside it", loc)
+    return target
+
+
+def _load_file(ref: FileRef, shape: Shape, reason: str, dtype: np.dtype, base_dir: Path | None, loc: Loc) -> np.ndarray:
+    file_loc = (*loc, "file")
+    path = resolve_inside(base_dir, ref.file, file_loc)
+    if not path.is_file():
+        raise WeightError(f"file not found: {ref.file!r} (looked for {path})", file_loc)
+    try:
+        if ref.key is None:
+            with path.open("rb") as f:
+                return _read_npy(f, shape, reason, loc, ref.file)
+        return _read_npz_member(path, ref, shape, reason, loc)
+    except OSError as exc:
+        raise WeightError(f"cannot read {ref.file!r}: {exc.strerror or exc}", file_loc) from None
+
+
+def _read_npy(f: IO[bytes], shape: Shape, reason: str, loc: Loc, what: str) -> np.ndarray:
+    """Read one .npy stream, checking the header's dtype and shape before reading any data."""
+    try:
+        version = np.lib.format.read_magic(f)
+        header = (
+            np.lib.format.read_array_header_1_0(f)
+            if version == (1, 0)
+            else np.lib.format.read_array_header_2_0(f)
+        )
+    except ValueError as exc:
+        raise WeightError(f"{what} is not a valid .npy array: {exc}", loc) from None
+    found_shape, _fortran, found_dtype = header
+    if found_dtype.hasobject:
+        raise WeightError(f"{what} holds Python objects, which nnspec never unpickles; save a numeric array", loc)
+    if found_dtype.kind not in "iuf":
+        raise WeightError(f"expected real numbers (int or float), {what} holds dtype {found_dtype}", loc)
+    _check_shape(found_shape, shape, reason, loc)
+    f.seek(0)
+    try:
+        return np.lib.format.read_array(f, allow_pickle=False)
+    except ValueError as exc:
+        raise WeightError(f"{what} is damaged: {exc}", loc) from None
+
+
+def _read_npz_member(path: Path, ref: FileRef, shape: Shape, reason: str, loc: Loc) -> np.ndarray:
+    what = f"{ref.file}[{ref.key!r}]"
+    try:
+        archive = zipfile.ZipFile(path)
+    except zipfile.BadZipFile:
+        raise WeightError(f"{ref.file!r} is not a valid .npz (zip) file", (*loc, "file")) from None
+    with archive:
+        names = [n[:-4] for n in archive.namelist() if n.endswith(".npy")]
+        if ref.key not in names:
+            assert ref.key is not None
+            raise WeightError(
+                f"no array {ref.key!r} in {ref.file!r}{suggest(ref.key, names)}; it holds: {', '.join(names) or 'nothing'}",
+                (*loc, "key"),
+            )
+        info = archive.getinfo(f"{ref.key}.npy")
+        expected_bytes = math.prod(shape) * 8 + _NPY_HEADER_ALLOWANCE  # at most 8 bytes per real number
+        if info.file_size > expected_bytes:
+            raise WeightError(
+                f"{what} inflates to {info.file_size} bytes, more than an array of shape {list(shape)} can need",
+                loc,
+            )
+        with archive.open(info) as member:
+            return _read_npy(member, shape, reason, loc, what)
+
+
+# --- initializers ------------------------------------------------------------------------------
+
+
+def _uniform01(seed: int, count: int) -> np.ndarray:
+    """`count` float64 numbers in [0, 1) from PCG64's raw stream, stable across NumPy versions."""
+    bits = np.random.PCG64(seed).random_raw(count)
+    return (bits >> np.uint64(11)).astype(np.float64) * 2.0**-53
+
+
+def _normal(seed: int, count: int) -> np.ndarray:
+    """Standard normal numbers by Box-Muller on the raw stream (not Generator.normal, which may change)."""
+    pairs = (count + 1) // 2
+    u = _uniform01(seed, 2 * pairs)
+    radius = np.sqrt(-2.0 * np.log1p(-u[:pairs]))
+    angle = 2.0 * np.pi * u[pairs:]
+    return np.concatenate([radius * np.cos(angle), radius * np.sin(angle)])[:count]
+
+
+def _fans(shape: Shape) -> tuple[int, int]:
+    if len(shape) >= 2:
+        return shape[-1], shape[0]  # [units, in_features]: fan_in = in_features, fan_out = units
+    return shape[0], shape[0]
+
+
+def _initialize(init: Init, shape: Shape) -> np.ndarray:
+    count = math.prod(shape)
+    p = init.params
+    if init.init == "zeros":
+        return np.zeros(shape)
+    if init.init == "ones":
+        return np.ones(shape)
+    if init.init == "constant":
+        return np.full(shape, p["value"])
+    if init.init == "uniform":
+        values = p["low"] + (p["high"] - p["low"]) * _uniform01(p["seed"], count)
+    elif init.init == "normal":
+        values = p["mean"] + p["std"] * _normal(p["seed"], count)
+    elif init.init == "glorot_uniform":
+        fan_in, fan_out = _fans(shape)
+        limit = math.sqrt(6.0 / (fan_in + fan_out))
+        values = -limit + 2 * limit * _uniform01(p["seed"], count)
+    elif init.init == "he_normal":
+        fan_in, _ = _fans(shape)
+        values = math.sqrt(2.0 / fan_in) * _normal(p["seed"], count)
+    else:  # pragma: no cover - the spec stage refuses unknown initializers
+        raise AssertionError(init.init)
+    return values.reshape(shape)
