@@ -126,6 +126,15 @@ def _step(x: np.ndarray, low: float) -> np.ndarray:
 
 # --- shared lowerings --------------------------------------------------------------------------
 
+# NOTE: in float64 networks the parametrized and log/exp-based activations are composed from
+# primitives with float64 constants: ONNX stores float attributes as float32 (alpha=0.2 would become
+# 0.2000000030), and onnxruntime's CPU provider has no float64 kernels for LeakyRelu, Elu, Selu,
+# Softplus, Softsign, HardSigmoid, Mish or Erf.
+
+
+def _wide(g: OpBuilder) -> bool:
+    return g.dtype == np.float64
+
 
 def _unary(op_type: str, **fixed: Any) -> Lowering:
     def lower(g: OpBuilder, x: str, out: str | None, **params: Any) -> str:
@@ -134,8 +143,51 @@ def _unary(op_type: str, **fixed: Any) -> Lowering:
     return lower
 
 
+def _native_or(op_type: str, composed: Lowering) -> Lowering:
+    """The ONNX operator in float32 networks, the composition (exact constants) in float64 ones."""
+    native = _unary(op_type)
+
+    def lower(g: OpBuilder, x: str, out: str | None, **params: Any) -> str:
+        return (composed if _wide(g) else native)(g, x, out, **params)
+
+    return lower
+
+
+def _leaky_relu_onnx(g: OpBuilder, x: str, out: str | None, alpha: float) -> str:
+    at_or_above = g.op("GreaterOrEqual", [x, g.const(0.0)])
+    return g.op("Where", [at_or_above, x, g.op("Mul", [x, g.const(alpha)])], out)
+
+
+def _elu_onnx(g: OpBuilder, x: str, out: str | None, alpha: float, gamma: float | None = None) -> str:
+    negative_part = g.op("Sub", [g.op("Exp", [g.op("Min", [x, g.const(0.0)])]), g.const(1.0)])
+    above = g.op("Greater", [x, g.const(0.0)])
+    if gamma is None:
+        return g.op("Where", [above, x, g.op("Mul", [negative_part, g.const(alpha)])], out)
+    elu = g.op("Where", [above, x, g.op("Mul", [negative_part, g.const(alpha)])])
+    return g.op("Mul", [elu, g.const(gamma)], out)
+
+
+def _selu_onnx(g: OpBuilder, x: str, out: str | None, alpha: float, gamma: float) -> str:
+    return _elu_onnx(g, x, out, alpha, gamma)
+
+
+def _softplus_composed(g: OpBuilder, x: str, out: str | None = None) -> str:
+    # max(x, 0) + log(1 + exp(-|x|)): never overflows, exact to within an ulp of the result.
+    tail = g.op("Log", [g.op("Add", [g.op("Exp", [g.op("Neg", [g.op("Abs", [x])])]), g.const(1.0)])])
+    return g.op("Add", [g.op("Relu", [x]), tail], out)
+
+
+def _softsign_onnx(g: OpBuilder, x: str, out: str | None) -> str:
+    return g.op("Div", [x, g.op("Add", [g.op("Abs", [x]), g.const(1.0)])], out)
+
+
+def _hard_sigmoid_onnx(g: OpBuilder, x: str, out: str | None, alpha: float, beta: float) -> str:
+    line = g.op("Add", [g.op("Mul", [x, g.const(alpha)]), g.const(beta)])
+    return g.op("Clip", [line, g.const(0.0), g.const(1.0)], out)
+
+
 def _gelu_onnx(g: OpBuilder, x: str, out: str | None, approximate: str) -> str:
-    if g.opset >= 20:
+    if g.opset >= 20 and not _wide(g):
         return g.op("Gelu", [x], out, approximate=approximate)
     if approximate == "tanh":
         cube = g.op("Mul", [g.op("Mul", [x, x]), x])
@@ -148,15 +200,16 @@ def _gelu_onnx(g: OpBuilder, x: str, out: str | None, approximate: str) -> str:
 
 
 def _silu_onnx(g: OpBuilder, x: str, out: str | None) -> str:
-    if g.opset >= 24:
+    if g.opset >= 24 and not _wide(g):
         return g.op("Swish", [x], out)
     return g.op("Mul", [x, g.op("Sigmoid", [x])], out)
 
 
 def _mish_onnx(g: OpBuilder, x: str, out: str | None) -> str:
-    if g.opset >= 18:
+    if g.opset >= 18 and not _wide(g):
         return g.op("Mish", [x], out)
-    return g.op("Mul", [x, g.op("Tanh", [g.op("Softplus", [x])])], out)
+    softplus = _softplus_composed(g, x) if _wide(g) else g.op("Softplus", [x])
+    return g.op("Mul", [x, g.op("Tanh", [softplus])], out)
 
 
 def _step_onnx(low: float) -> Lowering:
@@ -186,31 +239,31 @@ for _entry in [
     ActivationType(
         "leaky_relu",
         lambda x, alpha: np.where(x >= 0, x, alpha * x),
-        _unary("LeakyRelu"),
+        _native_or("LeakyRelu", _leaky_relu_onnx),
         params={"alpha": 0.01},
         doc="a = n if n >= 0 else alpha * n",
     ),
     ActivationType(
         "elu",
         lambda x, alpha: np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0))),
-        _unary("Elu"),
+        _native_or("Elu", _elu_onnx),
         params={"alpha": 1.0},
         doc="a = n if n > 0 else alpha * (exp(n) - 1)",
     ),
     ActivationType(
         "selu",
         lambda x, alpha, gamma: gamma * np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0))),
-        _unary("Selu"),
+        _native_or("Selu", _selu_onnx),
         # The self-normalizing constants of Klambauer et al. (2017), ONNX's defaults, to float32 precision.
         params={"alpha": 1.67326319217681884765625, "gamma": 1.05070102214813232421875},
         doc="a = gamma * (n if n > 0 else alpha * (exp(n) - 1))",
     ),
-    ActivationType("softplus", _softplus, _unary("Softplus"), doc="a = log(1 + exp(n))"),
-    ActivationType("softsign", lambda x: x / (1 + np.abs(x)), _unary("Softsign"), doc="a = n / (1 + |n|)"),
+    ActivationType("softplus", _softplus, _native_or("Softplus", _softplus_composed), doc="a = log(1 + exp(n))"),
+    ActivationType("softsign", lambda x: x / (1 + np.abs(x)), _native_or("Softsign", _softsign_onnx), doc="a = n / (1 + |n|)"),
     ActivationType(
         "hard_sigmoid",
         lambda x, alpha, beta: np.clip(alpha * x + beta, 0, 1),
-        _unary("HardSigmoid"),
+        _native_or("HardSigmoid", _hard_sigmoid_onnx),
         params={"alpha": 0.2, "beta": 0.5},
         doc="a = clip(alpha * n + beta, 0, 1)",
     ),

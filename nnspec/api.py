@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import ModelFileError, NNSpecError
 from .evaluator import NumpyModel
 from .graph import build_graph
-from .harness import DEFAULT_BATCH_SIZES, Report, Tolerance, cross_check, given_cases, interface_problems, random_cases
+from .harness import DEFAULT_BATCH_SIZES, INPUT_SCALE, Report, Tolerance, cross_check, given_cases, interface_problems, random_cases
 from .ir import Graph
 from .limits import Limits
 from .runners import NumpyRunner, OnnxRuntimeRunner, onnxruntime_max_opset
@@ -123,12 +123,16 @@ def check(
             notes.append("the model's recorded spec hash differs from this spec's: it was compiled from another version")
         elif not recorded:
             notes.append("the model carries no nnspec spec hash (not compiled by nnspec)")
-    cases = given_cases(g, inputs) if inputs is not None else random_cases(g, seed, batch_sizes)
+    if inputs is not None:
+        cases, origin = given_cases(g, inputs), "given"
+    else:
+        cases = random_cases(g, seed, batch_sizes)
+        origin = f"seeded random, N(0, {INPUT_SCALE:g}^2), seed {seed}"
     tol = Tolerance.for_dtype(g.dtype, rtol, atol)
     reference = NumpyRunner(g)
     if problems:
-        return cross_check(g, reference, reference, cases, tol, problems=problems, notes=notes)
+        return cross_check(g, reference, reference, cases, tol, problems=problems, notes=notes, inputs=origin)
     candidate = OnnxRuntimeRunner(data, provider, source=label)
-    report = cross_check(g, reference, candidate, cases, tol, notes=notes)
+    report = cross_check(g, reference, candidate, cases, tol, notes=notes, inputs=origin)
     report.notes.insert(0, f"candidate: {label}")
     return report

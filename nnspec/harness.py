@@ -87,6 +87,7 @@ class Report:
     outputs: list[OutputResult] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    inputs: str = ""  # where the input batches came from
 
     @property
     def passed(self) -> bool:
@@ -109,7 +110,7 @@ def random_cases(graph: Graph, seed: int = 0, batch_sizes: Sequence[int] = DEFAU
             count = batch * math.prod(info.shape)
             values = INPUT_SCALE * _normal(seed * 1_000_003 + k * 1009 + j, count)
             feeds[info.name] = values.reshape(batch, *info.shape).astype(graph.dtype)
-        cases.append(Case(f"random batch={batch} seed={seed}", feeds))
+        cases.append(Case(f"batch {batch}", feeds))
     return cases
 
 
@@ -174,6 +175,7 @@ def cross_check(
     *,
     problems: Sequence[str] = (),
     notes: Sequence[str] = (),
+    inputs: str = "",
 ) -> Report:
     """Run both runners on every case and compare every output of the graph."""
     report = Report(
@@ -185,6 +187,7 @@ def cross_check(
         cases=[c.label for c in cases],
         problems=list(problems),
         notes=list(notes),
+        inputs=inputs,
     )
     if report.problems:
         return report

@@ -1,0 +1,220 @@
+"""The `nnspec` command line: a thin layer over the Python API. Exit codes: 0 ok, 1 disagreement, 2 bad input."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, Optional, TypeVar
+
+import numpy as np
+import typer
+from rich.console import Console
+
+from . import api
+from ._version import __version__
+from .errors import NNSpecError
+from .files import atomic_write, load_arrays, save_arrays
+from .limits import human_bytes
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    help="Write a network down once as data, compile it to ONNX, and prove both forms compute the same thing.",
+)
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Backend(str, Enum):
+    numpy = "numpy"
+    onnxruntime = "onnxruntime"
+
+
+class Provider(str, Enum):
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+def reports_errors(command: F) -> F:
+    """Turn nnspec's errors into one message on stderr and their exit code; tracebacks are for bugs."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except NNSpecError as exc:
+            err.print(f"[bold red]error:[/bold red] {exc}", markup=True, highlight=False, soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"nnspec {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Write a network down once as data, compile it to ONNX, and prove both forms compute the same thing."""
+
+
+SpecArg = Annotated[Path, typer.Argument(help="The spec file (JSON, format nnspec/1).", show_default=False)]
+OpsetOpt = Annotated[int, typer.Option("--opset", help="ONNX opset to target.")]
+
+
+def _tolerance(value: Optional[float], name: str) -> Optional[float]:
+    if value is not None and not (value >= 0 and np.isfinite(value)):
+        raise NNSpecError(f"{name} must be a finite number >= 0, found {value}")
+    return value
+
+
+@app.command()
+@reports_errors
+def validate(spec: SpecArg) -> None:
+    """Check a spec completely (structure, names, shapes, weights) without writing anything.
+
+    Exit 0 when valid, 2 when not.
+    """
+    s = api.load(spec)
+    g = api.graph(s)
+    out.print(
+        f"ok: {spec} is a valid {s.format} spec: model {g.name!r}, {len(g.inputs)} input(s), {len(g.nodes)} layer(s), "
+        f"{g.parameter_count} parameters, outputs: {', '.join(o.name for o in g.outputs)}"
+    )
+
+
+@app.command("compile")
+@reports_errors
+def compile_(
+    spec: SpecArg,
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Where to write the model [default: <name>.onnx].")] = None,
+    opset: OpsetOpt = api.DEFAULT_OPSET,
+    no_check: Annotated[bool, typer.Option("--no-check", help="Skip the cross-check before writing.")] = False,
+) -> None:
+    """Compile a spec to ONNX; unless --no-check, first prove the model agrees with the NumPy evaluator.
+
+    Exit 1, writing nothing, when the check fails.
+    """
+    from .onnx_export import to_bytes
+
+    s = api.load(spec)
+    g = api.graph(s)
+    if not no_check:
+        api.check_opset(opset)
+    data = to_bytes(api.to_onnx(s, opset))
+    target = output if output is not None else Path(f"{g.name}.onnx")
+    summary = ""
+    if not no_check:
+        report = api.check(s, onnx_model=data)
+        if not report.passed:
+            from .render import print_report
+
+            print_report(report, err)
+            err.print(f"[bold red]not written:[/bold red] {target} (the ONNX model disagrees with the spec)", markup=True)
+            raise typer.Exit(1)
+        worst = max((o.max_abs_error for o in report.outputs), default=0.0)
+        summary = f"; cross-check passed on {len(report.cases)} batches (max abs error {worst:.3g})"
+    if target.is_dir():
+        raise NNSpecError(f"{target} is a folder; give a file name such as {target / (g.name + '.onnx')}")
+    if not target.parent.is_dir() and str(target.parent):
+        raise NNSpecError(f"folder {target.parent} does not exist")
+    atomic_write(target, data)
+    out.print(f"wrote {target} (opset {opset}, {g.parameter_count} parameters, {human_bytes(len(data))}){summary}")
+
+
+@app.command()
+@reports_errors
+def run(
+    spec: SpecArg,
+    input: Annotated[Path, typer.Option("--input", "-i", help=".npy (single-input models) or .npz keyed by input name.", show_default=False)],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help=".npy (single output) or .npz keyed by output name; default: print.")] = None,
+    backend: Annotated[Backend, typer.Option("--backend", help="Which form of the model to run.")] = Backend.numpy,
+    provider: Annotated[Provider, typer.Option("--provider", help="onnxruntime execution provider.")] = Provider.cpu,
+    opset: OpsetOpt = api.DEFAULT_OPSET,
+) -> None:
+    """Run a spec's model on arrays from a file and print or save its outputs."""
+    from .feeds import check_feeds
+
+    s = api.load(spec)
+    g = api.graph(s)
+    if output is not None and output.suffix.lower() not in (".npy", ".npz"):
+        raise NNSpecError(f"expected an output file ending in .npy or .npz, found {output.name!r}")
+    feeds = check_feeds(g, load_arrays(input, g.inputs))
+    if backend is Backend.numpy:
+        results = api.to_numpy(s).run(feeds)
+    else:
+        from .onnx_export import to_bytes
+        from .runners import OnnxRuntimeRunner
+
+        api.check_opset(opset)
+        results = OnnxRuntimeRunner(to_bytes(api.to_onnx(s, opset)), provider.value).run(feeds)
+    if output is not None:
+        save_arrays(output, results)
+        out.print(f"wrote {output} ({', '.join(f'{k} {list(v.shape)}' for k, v in results.items())})")
+        return
+    for name, value in results.items():
+        out.print(f"{name} = {np.array2string(value, threshold=1000)}")
+
+
+@app.command()
+@reports_errors
+def check(
+    spec: SpecArg,
+    onnx: Annotated[Optional[Path], typer.Option("--onnx", help="Check this existing ONNX file instead of a fresh export.")] = None,
+    inputs: Annotated[Optional[Path], typer.Option("--inputs", help="Inputs to use (.npy or .npz) instead of seeded random batches.")] = None,
+    rtol: Annotated[Optional[float], typer.Option("--rtol", help="Relative tolerance [default: from the dtype].")] = None,
+    atol: Annotated[Optional[float], typer.Option("--atol", help="Absolute tolerance [default: from the dtype].")] = None,
+    json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write the report as JSON ('-' for stdout, instead of the table).")] = None,
+    markdown: Annotated[Optional[Path], typer.Option("--markdown", help="Also write the report as Markdown (for CI summaries).")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the random input batches.")] = 0,
+    provider: Annotated[Provider, typer.Option("--provider", help="onnxruntime execution provider.")] = Provider.cpu,
+    opset: OpsetOpt = api.DEFAULT_OPSET,
+) -> None:
+    """Prove that the ONNX form computes what the spec says: run both on the same inputs, compare every output.
+
+    Exit 0 when they agree, 1 when they do not, 2 on invalid input.
+    """
+    from . import render
+
+    _tolerance(rtol, "--rtol")
+    _tolerance(atol, "--atol")
+    s = api.load(spec)
+    g = api.graph(s)
+    feeds = load_arrays(inputs, g.inputs) if inputs is not None else None
+    report = api.check(
+        s, onnx_model=onnx, inputs=feeds, rtol=rtol, atol=atol, seed=seed, provider=provider.value, opset=opset
+    )
+    if json_path is not None and str(json_path) == "-":
+        sys.stdout.write(render.to_json(report))
+    else:
+        render.print_report(report, out)
+        if json_path is not None:
+            atomic_write(json_path, render.to_json(report).encode())
+    if markdown is not None:
+        atomic_write(markdown, render.markdown(report).encode())
+    raise typer.Exit(0 if report.passed else 1)
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of the spec format."""
+    from .spec import Spec
+
+    sys.stdout.write(json.dumps(Spec.model_json_schema(), indent=2) + "\n")
+
+
+def main() -> None:
+    app()
