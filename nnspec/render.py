@@ -29,32 +29,25 @@ def where(at: dict[str, Any] | None) -> str:
         return "-"
     if "problem" in at:
         return f"{at['case']}: {at['problem']}"
-    return f"{at['case']} {at['index']}"
+    return f"{at['case']} [{','.join(map(str, at['index']))}]"
 
 
 def table(report: Report) -> Table:
     t = Table(title=f"nnspec check: {report.model} ({report.reference} vs {report.candidate}, {report.dtype})")
-    for column, justify in [
-        ("output", "left"),
-        ("shape", "left"),
-        ("max abs err", "right"),
-        ("at", "left"),
-        ("max rel err", "right"),
-        ("err/allowed", "right"),
-        ("failing", "right"),
-        ("result", "left"),
-    ]:
-        t.add_column(column, justify=justify)  # type: ignore[arg-type]
+    t.add_column("output", min_width=8)
+    for column in ("abs err", "rel err", "err/tol", "failing"):
+        t.add_column(column, justify="right", no_wrap=True)
+    t.add_column("result", no_wrap=True)
+    t.add_column("worst at", min_width=14)
     for o in report.outputs:
         t.add_row(
             o.name,
-            " x ".join(map(str, o.shape)),
             fmt(o.max_abs_error),
-            where(o.max_abs_at),
             fmt(o.max_rel_error),
             fmt(o.worst_ratio),
-            f"{o.mismatches} / {o.elements}",
+            f"{o.mismatches}/{o.elements}",
             "[green]pass[/green]" if o.passed else "[bold red]FAIL[/bold red]",
+            where(o.max_abs_at),
         )
     return t
 
