@@ -143,9 +143,10 @@ def compare(
             diff = np.abs(c - r)
             same_special = (r == c) | (np.isnan(r) & np.isnan(c))  # equal infinities, or NaN on both sides
             diff = np.where(same_special, 0.0, np.where(np.isnan(diff), np.inf, diff))
-            allowed = tol.atol + tol.rtol * np.abs(r)
-            ratio = diff / allowed
-            rel = np.where(r != 0, diff / np.abs(r), np.where(diff == 0, 0.0, np.inf))
+            magnitude = np.where(np.isfinite(r), np.abs(r), 0.0)
+            allowed = tol.atol + tol.rtol * magnitude
+            ratio = np.where(diff == 0, 0.0, diff / allowed)  # a NaN or inf on one side only: ratio inf
+            rel = np.where(diff == 0, 0.0, np.where(magnitude > 0, diff / magnitude, np.inf))
         result.elements += r.size
         result.mismatches += int(np.count_nonzero(ratio > 1))
         if r.size == 0:

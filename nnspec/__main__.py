@@ -1,0 +1,5 @@
+"""`python -m nnspec` is the `nnspec` command."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,191 @@
+"""The command line through typer's CliRunner: each command's happy path and its exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+import nnspec
+
+
+def test_version(cli):
+    result = cli("--version")
+    assert result.exit_code == 0 and nnspec.__version__ in result.stdout
+
+
+def test_validate_ok(cli, write_spec, party):
+    result = cli("validate", write_spec(party))
+    assert result.exit_code == 0
+    assert "valid" in result.stdout and "3 parameters" in result.stdout
+
+
+def test_schema_is_json_with_every_layer_type(cli):
+    result = cli("schema")
+    assert result.exit_code == 0
+    schema = json.loads(result.stdout)
+    assert {"Dense", "ActivationLayer"} <= set(schema["$defs"])
+
+
+def test_compile_default_output_is_name_in_cwd(cli, write_spec, party, tmp_path, monkeypatch):
+    spec = write_spec(party, "spec.json")
+    work = tmp_path / "out"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    result = cli("compile", spec)
+    assert result.exit_code == 0, result.output
+    assert "cross-check passed" in result.stdout
+    model = onnx.load(work / "party.onnx")
+    assert model.opset_import[0].version == 17
+    assert [p.key for p in model.metadata_props] == ["nnspec.version", "nnspec.spec_sha256"]
+
+
+def test_compile_opset_and_no_check(cli, write_spec, party, tmp_path):
+    out = tmp_path / "p.onnx"
+    assert cli("compile", write_spec(party), "-o", out, "--opset", "13", "--no-check").exit_code == 0
+    assert onnx.load(out).opset_import[0].version == 13
+    assert not list(tmp_path.glob(".*.tmp"))  # the temporary file was renamed, not left behind
+
+
+def test_compile_overwrites_atomically(cli, write_spec, party, tmp_path):
+    out = tmp_path / "p.onnx"
+    out.write_bytes(b"old")
+    assert cli("compile", write_spec(party), "-o", out).exit_code == 0
+    assert onnx.load(out).graph.name == "party"
+
+
+def test_compile_refuses_unsupported_opset(cli, write_spec, party, tmp_path):
+    result = cli("compile", write_spec(party), "-o", tmp_path / "p.onnx", "--opset", "12")
+    assert result.exit_code == 2 and "opset" in result.stderr
+    assert not (tmp_path / "p.onnx").exists()
+
+
+def test_compile_fails_and_writes_nothing_when_check_fails(cli, write_spec, three_layer, tmp_path, monkeypatch):
+    import dataclasses
+
+    from nnspec.layers import LAYERS
+
+    original = LAYERS["dense"]
+
+    def transposed(node, g, inputs, out):  # a classic exporter bug: W instead of W^T
+        return original.onnx(node, g, inputs, out) if node.name != "l2" else _wrong(node, g, inputs, out)
+
+    def _wrong(node, g, inputs, out):
+        w = node.params["weights"]
+        swapped = np.ascontiguousarray(w[::-1])
+        return original.onnx(dataclasses.replace(node, params={**node.params, "weights": swapped}), g, inputs, out)
+
+    monkeypatch.setitem(LAYERS, "dense", dataclasses.replace(original, onnx=transposed))
+    out = tmp_path / "three.onnx"
+    result = cli("compile", write_spec(three_layer), "-o", out)
+    assert result.exit_code == 1
+    assert "FAIL" in result.stderr and "not written" in result.stderr
+    assert not out.exists()
+
+
+def test_run_prints_outputs(cli, write_spec, party, tmp_path):
+    x = tmp_path / "x.npy"
+    np.save(x, np.array([[1.0, 3.0], [0.0, 0.0]]))
+    result = cli("run", write_spec(party), "--input", x)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("decide = [[1.]")
+
+
+@pytest.mark.parametrize("backend", ["numpy", "onnxruntime"])
+def test_run_writes_npz_keyed_by_output(cli, write_spec, three_layer, tmp_path, backend):
+    three_layer["outputs"] = ["l1", "l3"]
+    x = tmp_path / "x.npz"
+    np.savez(x, p=np.ones((5, 3)))
+    out = tmp_path / "y.npz"
+    result = cli("run", write_spec(three_layer), "--input", x, "--output", out, "--backend", backend)
+    assert result.exit_code == 0, result.output
+    with np.load(out) as y:
+        assert set(y.files) == {"l1", "l3"}
+        assert y["l3"].shape == (5, 2) and y["l3"].dtype == np.float32
+        expected = nnspec.to_numpy(nnspec.from_dict(three_layer))(np.ones((5, 3)))
+        np.testing.assert_allclose(y["l3"], expected["l3"], rtol=1e-5)
+
+
+def test_run_npy_output_for_single_output(cli, write_spec, party, tmp_path):
+    x, y = tmp_path / "x.npy", tmp_path / "y.npy"
+    np.save(x, np.array([[1, 3]]))  # integers are cast to the spec's dtype
+    assert cli("run", write_spec(party), "-i", x, "-o", y).exit_code == 0
+    assert np.load(y).tolist() == [[1.0]]
+
+
+def test_run_cuda_without_gpu_is_a_clear_error(cli, write_spec, party, tmp_path):
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("this machine has the CUDA provider; the error path cannot be exercised")
+    x = tmp_path / "x.npy"
+    np.save(x, np.zeros((1, 2)))
+    result = cli("run", write_spec(party), "-i", x, "--backend", "onnxruntime", "--provider", "cuda")
+    assert result.exit_code == 2
+    assert "cuda provider is not available" in result.stderr and "Traceback" not in result.output
+
+
+def test_check_passes_and_writes_reports(cli, write_spec, three_layer, tmp_path):
+    report, md = tmp_path / "r.json", tmp_path / "r.md"
+    result = cli("check", write_spec(three_layer), "--json", report, "--markdown", md)
+    assert result.exit_code == 0, result.output
+    assert "PASS" in result.stdout
+    assert json.loads(report.read_text())["passed"] is True
+    assert "passed" in md.read_text()
+
+
+def test_check_json_to_stdout(cli, write_spec, party):
+    result = cli("check", write_spec(party), "--json", "-")
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)["outputs"][0]["name"] == "decide"
+
+
+def test_check_onnx_file_with_changed_weight_exits_1(cli, write_spec, party, tmp_path):
+    spec = write_spec(party)
+    model_path = tmp_path / "party.onnx"
+    assert cli("compile", spec, "-o", model_path).exit_code == 0
+    model = onnx.load(model_path)
+    w = model.graph.initializer[0]
+    changed = numpy_helper.to_array(w).copy()
+    changed[0, 0] = -4.5
+    w.CopyFrom(numpy_helper.from_array(changed, w.name))
+    onnx.save(model, model_path)
+    result = cli("check", spec, "--onnx", model_path, "--json", tmp_path / "r.json")
+    assert result.exit_code == 1
+    assert "FAIL" in result.stdout and "decide" in result.stdout
+    assert json.loads((tmp_path / "r.json").read_text())["passed"] is False
+
+
+def test_check_with_inputs_file(cli, write_spec, party, tmp_path):
+    x = tmp_path / "x.npy"
+    np.save(x, np.array([[1.0, 3.0], [0.0, 5.0], [1.0, 0.0]]))
+    result = cli("check", write_spec(party), "--inputs", x)
+    assert result.exit_code == 0 and "given" in result.stdout
+
+
+def test_check_tolerance_flags(cli, write_spec, three_layer):
+    spec = write_spec(three_layer)
+    assert cli("check", spec, "--rtol", "0", "--atol", "0.5").exit_code == 0
+    result = cli("check", spec, "--rtol", "-1")
+    assert result.exit_code == 2 and "--rtol" in result.stderr
+
+
+def test_check_unreadable_onnx_is_exit_2(cli, write_spec, party, tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x00not a model")
+    result = cli("check", write_spec(party), "--onnx", bad)
+    assert result.exit_code == 2 and "not a valid ONNX model" in result.stderr
+    missing = cli("check", write_spec(party), "--onnx", tmp_path / "missing.onnx")
+    assert missing.exit_code == 2 and "no such file" in missing.stderr
+
+
+def test_python_dash_m_entry_point(tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "nnspec", "--version"], capture_output=True, text=True, check=False)
+    assert result.returncode == 0 and nnspec.__version__ in result.stdout

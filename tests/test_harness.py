@@ -1,0 +1,164 @@
+"""The cross-check: it passes correct models, and catches and locates wrong ones."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+import nnspec
+from nnspec.harness import HEADROOM_ULPS, Tolerance, compare
+from nnspec.layers import LAYERS
+from nnspec.onnx_export import to_bytes
+
+
+def _tamper(model: onnx.ModelProto, name: str, change) -> bytes:
+    """A copy of `model` with initializer `name` replaced by change(array)."""
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    for i, init in enumerate(model.graph.initializer):
+        if init.name == name:
+            array = change(numpy_helper.to_array(init).copy())
+            model.graph.initializer[i].CopyFrom(numpy_helper.from_array(array, name))
+            return model.SerializeToString()
+    raise KeyError(name)
+
+
+@pytest.fixture
+def three(three_layer):
+    return nnspec.from_dict(three_layer)
+
+
+def test_default_tolerance_follows_the_dtype():
+    f32 = Tolerance.for_dtype(np.dtype("float32"))
+    f64 = Tolerance.for_dtype(np.dtype("float64"))
+    assert f32.rtol == f32.atol == HEADROOM_ULPS * 2.0**-24
+    assert f64.rtol == f64.atol == HEADROOM_ULPS * 2.0**-53
+    assert "float32" in f32.reason
+
+
+def test_fresh_export_agrees_and_report_says_where(three):
+    report = nnspec.check(three)
+    assert report.passed
+    (out,) = report.outputs
+    assert out.name == "l3" and out.elements == (1 + 7 + 64) * 2
+    assert out.max_abs_at is not None and out.max_abs_at["case"].startswith("batch")
+    assert report.cases == ["batch 1", "batch 7", "batch 64"]
+
+
+def test_batch_sizes_and_seed_are_honoured(three):
+    a = nnspec.check(three, batch_sizes=(3,), seed=5)
+    b = nnspec.check(three, batch_sizes=(3,), seed=5)
+    assert a.cases == ["batch 3"] and a.outputs[0].elements == 6
+    assert a.to_dict() == b.to_dict()  # seeded: the same inputs, the same report
+
+
+def test_changed_weight_fails_and_is_located(three):
+    model = nnspec.to_onnx(three)
+
+    def bump(w):
+        w[1, 2] *= 1.01
+        return w
+
+    report = nnspec.check(three, onnx_model=_tamper(model, "l2.weights", bump))
+    assert not report.passed
+    (out,) = report.outputs
+    assert out.mismatches > 0 and out.worst_ratio > 1
+    assert out.max_abs_at["index"][1] in (0, 1)
+
+
+def test_one_ulp_weight_difference_passes(three):
+    model = nnspec.to_onnx(three)
+    tampered = _tamper(model, "l1.weights", lambda w: np.nextafter(w, np.inf, dtype=w.dtype))
+    report = nnspec.check(three, onnx_model=tampered)
+    assert report.passed, report.to_dict()
+    assert report.outputs[0].max_abs_error > 0  # the change is real, and within the tolerance
+
+
+def test_dropped_bias_fails(three):
+    model = nnspec.to_onnx(three)
+    assert not nnspec.check(three, onnx_model=_tamper(model, "l1.bias", np.zeros_like)).passed
+
+
+def test_changed_activation_fails(three_layer):
+    spec = nnspec.from_dict(three_layer)
+    three_layer["layers"][0]["activation"] = "sigmoid"
+    other = nnspec.to_onnx(nnspec.from_dict(three_layer))
+    report = nnspec.check(spec, onnx_model=other)
+    assert not report.passed
+    assert any("another version" in note for note in report.notes)  # the recorded spec hash differs
+
+
+def test_renamed_output_is_an_interface_problem(three):
+    model = nnspec.to_onnx(three)
+    model.graph.output[0].name = "renamed"
+    model.graph.node[-1].output[0] = "renamed"
+    report = nnspec.check(three, onnx_model=model)
+    assert not report.passed
+    assert any("no output 'l3'" in p for p in report.problems)
+
+
+def test_wrong_element_type_is_an_interface_problem(three_layer):
+    spec = nnspec.from_dict(three_layer)
+    wide = nnspec.to_onnx(nnspec.from_dict({**three_layer, "dtype": "float64"}))
+    report = nnspec.check(spec, onnx_model=wide)
+    assert not report.passed and any("element type" in p for p in report.problems)
+
+
+def test_broken_lowering_is_caught(monkeypatch, three):
+    """A lowering bug (the bias dropped in every dense layer) must not survive the check."""
+    original = LAYERS["dense"]
+
+    def no_bias(node, g, inputs, out):
+        params = {k: v for k, v in node.params.items() if k != "bias"}
+        return original.onnx(dataclasses.replace(node, params=params), g, inputs, out)
+
+    monkeypatch.setitem(LAYERS, "dense", dataclasses.replace(original, onnx=no_bias))
+    assert not nnspec.check(three).passed
+
+
+def test_given_inputs_replace_random_batches(three):
+    x = np.linspace(-3, 3, 12).reshape(4, 3)
+    report = nnspec.check(three, inputs={"p": x})
+    assert report.passed and report.cases == ["given inputs"] and report.outputs[0].elements == 8
+
+
+def test_explicit_tolerance_overrides_default(three):
+    model = nnspec.to_onnx(three)
+    tampered = _tamper(model, "l1.weights", lambda w: w * (1 + 1e-3))
+    assert not nnspec.check(three, onnx_model=tampered).passed
+    loose = nnspec.check(three, onnx_model=tampered, rtol=0.1, atol=0.1)
+    assert loose.passed and loose.tolerance.reason == "given"
+
+
+def test_compare_counts_nan_on_one_side_as_mismatch():
+    ref = np.array([[1.0, np.nan, np.inf]])
+    tol = Tolerance.for_dtype(np.dtype("float64"))
+    assert compare("y", [3], [("b", ref, ref.copy())], tol).passed  # equal specials agree
+    other = np.array([[1.0, 0.0, np.inf]])
+    result = compare("y", [3], [("b", ref, other)], tol)
+    assert result.mismatches == 1 and result.max_abs_at == {"case": "b", "index": [0, 1]}
+
+
+def test_report_json_round_trips(three):
+    from nnspec.render import to_json
+
+    data = json.loads(to_json(nnspec.check(three)))
+    assert data["passed"] is True
+    assert data["outputs"][0]["name"] == "l3"
+    assert set(data["tolerance"]) == {"rtol", "atol", "reason"}
+
+
+def test_markdown_report_renders_from_template(three):
+    from nnspec.render import markdown
+
+    text = markdown(nnspec.check(three))
+    assert "## nnspec check: `three` passed" in text
+    assert "| `l3` |" in text
+
+
+def test_model_bytes_are_deterministic(three):
+    assert to_bytes(nnspec.to_onnx(three)) == to_bytes(nnspec.to_onnx(three))
