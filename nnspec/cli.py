@@ -13,6 +13,7 @@ from typing import Annotated, Any, Optional, TypeVar
 import numpy as np
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from . import api
 from ._version import __version__
@@ -50,7 +51,8 @@ def reports_errors(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except NNSpecError as exc:
-            err.print(f"[bold red]error:[/bold red] {exc}", markup=True, highlight=False, soft_wrap=True)
+            # The message quotes the user's own text (names, keys, values): never read it as markup.
+            err.print(f"[bold red]error:[/bold red] {escape(str(exc))}", markup=True, highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
 
     return wrapper  # type: ignore[return-value]

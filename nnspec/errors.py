@@ -21,8 +21,28 @@ def format_path(loc: Loc) -> str:
 
 def suggest(word: str, choices: Iterable[str]) -> str:
     """A ` (did you mean 'x'?)` hint for a misspelt name, or an empty string."""
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    choices = list(choices)
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    if not close:
+        # A change of case ('w1' for 'W1') is the commonest slip that difflib's ratio misses.
+        by_case = {c.lower(): c for c in choices}
+        close = difflib.get_close_matches(word.lower(), list(by_case), n=1, cutoff=0.6)
+        close = [by_case[c] for c in close]
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def unknown(noun: str, found: str, valid: Sequence[str], note: str = "", *, also: Iterable[str] = ()) -> str:
+    """`expected one of the <noun>s a, b; found unknown <noun> 'x' (did you mean 'a'?)`.
+
+    `also` are further accepted spellings (aliases) that a suggestion may name but the list leaves out.
+    """
+    hint = suggest(found, [*valid, *also])
+    return f"expected one of the {noun}s {', '.join(valid)}{note}; found unknown {noun} {found!r}{hint}"
+
+
+def missing(key: str, why: str = "it is required") -> str:
+    """`expected a 'key' here (it is required), found none`."""
+    return f"expected a {key!r} here ({why}), found none"
 
 
 class NNSpecError(Exception):

@@ -10,30 +10,30 @@ from .errors import InputDataError, suggest
 from .ir import Graph, TensorInfo
 
 
-def check_feeds(graph: Graph | tuple[TensorInfo, ...], feeds: Mapping[str, object], dtype: np.dtype | None = None) -> dict[str, np.ndarray]:
-    """Arrays keyed by input name, each `[N, *shape]` with one N, cast to the network's dtype.
-
-    Integers and floats of any width are accepted and cast; anything else (objects, strings,
-    booleans, complex numbers) is refused.
-    """
-    infos = graph.inputs if isinstance(graph, Graph) else graph
-    dtype = graph.dtype if isinstance(graph, Graph) else np.dtype(dtype)
+def check_arrays(infos: tuple[TensorInfo, ...], feeds: Mapping[str, object]) -> dict[str, np.ndarray]:
+    """The arrays keyed by input name, each `[N, *shape]` with one N and real numbers; not yet cast."""
     expected = [i.name for i in infos]
+    for info in infos:
+        if info.name not in feeds:
+            given = ", ".join(map(repr, feeds)) or "nothing"
+            strays = [key for key in feeds if key not in expected]
+            hint = suggest(strays[0], [info.name]) if len(strays) == 1 else ""
+            raise InputDataError(
+                f"expected an array for input {info.name!r} (shape {['N', *info.shape]}), found none; "
+                f"given: {given}{hint}"
+            )
     for key in feeds:
         if key not in expected:
             raise InputDataError(
-                f"unknown input {key!r}{suggest(key, expected)}; the model's inputs: {', '.join(expected)}"
+                f"expected arrays for the model's inputs only ({', '.join(expected)}), found also {key!r}"
             )
     out: dict[str, np.ndarray] = {}
     batch: tuple[str, int] | None = None
     for info in infos:
-        if info.name not in feeds:
-            raise InputDataError(f"missing input {info.name!r} (shape {['N', *info.shape]})")
         array = np.asarray(feeds[info.name])
         if array.dtype.kind not in "iuf":
-            raise InputDataError(
-                f"input {info.name!r}: expected real numbers (int or float), found dtype {array.dtype}"
-            )
+            found = "Python objects" if array.dtype.hasobject else f"dtype {array.dtype}"
+            raise InputDataError(f"input {info.name!r}: expected real numbers (int or float), found {found}")
         want = ["N", *info.shape]
         if array.ndim != len(want) or tuple(array.shape[1:]) != info.shape:
             extra = " (the batch dimension N comes first)" if tuple(array.shape) == info.shape else ""
@@ -42,11 +42,29 @@ def check_feeds(graph: Graph | tuple[TensorInfo, ...], feeds: Mapping[str, objec
             raise InputDataError(f"input {info.name!r}: expected at least one sample, found an empty batch")
         if batch is not None and array.shape[0] != batch[1]:
             raise InputDataError(
-                f"input {info.name!r} has {array.shape[0]} samples but {batch[0]!r} has {batch[1]}; batch sizes must match"
+                f"input {info.name!r}: expected {batch[1]} samples, as {batch[0]!r} has, found {array.shape[0]}"
             )
         batch = (info.name, array.shape[0])
-        cast = np.ascontiguousarray(array, dtype=dtype)
-        if not np.isfinite(cast).all() and np.isfinite(array).all():
-            raise InputDataError(f"input {info.name!r}: values too large for {dtype.name}")
-        out[info.name] = cast
+        out[info.name] = array
+    return out
+
+
+def check_feeds(graph: Graph | tuple[TensorInfo, ...], feeds: Mapping[str, object], dtype: np.dtype | None = None) -> dict[str, np.ndarray]:
+    """Arrays keyed by input name, each `[N, *shape]` with one N, cast to the network's dtype.
+
+    Integers and floats of any width are accepted and cast; anything else (objects, strings,
+    booleans, complex numbers) is refused.
+    """
+    infos = graph.inputs if isinstance(graph, Graph) else graph
+    dtype = graph.dtype if isinstance(graph, Graph) else np.dtype(dtype)
+    out: dict[str, np.ndarray] = {}
+    for name, array in check_arrays(infos, feeds).items():
+        with np.errstate(over="ignore"):  # an overflow becomes inf, reported below
+            cast = np.ascontiguousarray(array, dtype=dtype)
+        if not np.isfinite(cast).all() and (too_large := np.isinf(cast) & np.isfinite(array)).any():
+            where = [int(i) for i in np.argwhere(too_large)[0]]
+            raise InputDataError(
+                f"input {name!r}: expected values that fit in {dtype.name}, found {array[tuple(where)]} at index {where}"
+            )
+        out[name] = cast
     return out

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, PlainSerializer, PlainValidator, Wit
 from pydantic_core import PydanticCustomError
 
 from . import activations
-from .errors import suggest
+from .errors import missing, suggest, unknown
 
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.\-]{0,127}$"
 NAME_RE = re.compile(NAME_PATTERN)
@@ -48,12 +48,10 @@ def check_keys(value: dict[str, Any], allowed: list[str], required: list[str] = 
     """Refuse unknown keys (naming the closest valid one) and missing required keys."""
     for key in value:
         if key not in allowed:
-            raise spec_error(
-                f"unknown key {key!r}{suggest(key, allowed)}; valid keys here: {', '.join(allowed)}", key
-            )
+            raise spec_error(unknown("key", str(key), allowed), key)
     for key in required:
         if key not in value:
-            raise spec_error("missing: this key is required", key)
+            raise spec_error(missing(key), key)
 
 
 class StrictModel(BaseModel):
@@ -68,10 +66,7 @@ class StrictModel(BaseModel):
             allowed = [f.alias or name for name, f in cls.model_fields.items()]
             for key in data:
                 if key not in allowed:
-                    raise spec_error(
-                        f"unknown key {key!r}{suggest(str(key), allowed)}; valid keys here: {', '.join(allowed)}",
-                        key,
-                    )
+                    raise spec_error(unknown("key", str(key), allowed), key)
         return data
 
 
@@ -94,7 +89,10 @@ def parse_activation(value: Any) -> activations.Activation:
         name, given = value, {}
     elif isinstance(value, dict):
         if "name" not in value:
-            raise spec_error("an activation object needs a 'name', e.g. {\"name\": \"leaky_relu\", \"alpha\": 0.1}")
+            raise spec_error(
+                "expected an activation object with a \"name\", e.g. {\"name\": \"leaky_relu\", \"alpha\": 0.1}, "
+                f"found keys {sorted(value)}"
+            )
         name, given = value["name"], {k: v for k, v in value.items() if k != "name"}
         if not isinstance(name, str):
             raise spec_error(f"expected an activation name, found {kind_of(name)}", "name")
@@ -102,21 +100,19 @@ def parse_activation(value: Any) -> activations.Activation:
         raise spec_error(f"expected an activation name or object, found {kind_of(value)}")
     entry = activations.lookup(name)
     if entry is None:
-        known = sorted(activations.ALIASES)
-        hint = suggest(name, known) or suggest(name.lower(), known)
+        names = sorted(activations.REGISTRY)
+        aliases = sorted(set(activations.ALIASES) - set(names))
         raise spec_error(
-            f"unknown activation {name!r}{hint}; valid: {', '.join(sorted(activations.REGISTRY))}"
-            + " (aliases: "
-            + ", ".join(sorted(set(known) - set(activations.REGISTRY)))
-            + ")",
+            unknown("activation", name, names, f" (aliases: {', '.join(aliases)})", also=aliases),
             *(("name",) if isinstance(value, dict) else ()),
         )
     params = entry.defaults()
     for key, raw in given.items():
         if key not in entry.params:
             allowed = list(entry.params)
-            what = f"valid: {', '.join(allowed)}" if allowed else "it takes no parameters"
-            raise spec_error(f"unknown parameter {key!r} for {entry.name}{suggest(key, allowed)}; {what}", key)
+            if not allowed:
+                raise spec_error(f"expected no parameters ({entry.name} takes none), found {key!r}", key)
+            raise spec_error(unknown(f"{entry.name} parameter", key, allowed), key)
         default = entry.params[key]
         if isinstance(default, activations.Choice):
             if raw not in default.values:
@@ -197,9 +193,14 @@ def parse_inline(value: Any) -> Inline:
     try:
         array = np.asarray(value)
     except ValueError:
-        raise spec_error("expected a rectangular nested list of numbers (rows of equal length)") from None
+        raise spec_error(
+            "expected a rectangular nested list of numbers, found rows of unequal length or depth"
+        ) from None
+    except OverflowError:
+        raise spec_error("expected numbers that fit in a float64, found an integer too large for one") from None
     if array.dtype == object:
-        raise spec_error("expected a rectangular nested list of numbers (rows of equal length)")
+        found = "integers too large for a float64" if _has_big_int(value) else "null, an object, or rows of unequal length"
+        raise spec_error(f"expected a rectangular nested list of numbers, found {found}")
     if array.dtype.kind not in "iuf":
         raise spec_error(f"expected numbers, found {array.dtype.kind == 'b' and 'booleans' or 'strings'}")
     array = array.astype(np.float64, copy=False)
@@ -207,6 +208,12 @@ def parse_inline(value: Any) -> Inline:
         where = tuple(int(i) for i in np.argwhere(~np.isfinite(array))[0])
         raise spec_error(f"expected finite numbers, found {array[where]} at index {list(where)}")
     return Inline(array)
+
+
+def _has_big_int(value: Any) -> bool:
+    if isinstance(value, list):
+        return any(_has_big_int(v) for v in value)
+    return isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**64
 
 
 def parse_file_ref(value: dict[str, Any]) -> FileRef:
@@ -220,21 +227,26 @@ def parse_file_ref(value: dict[str, Any]) -> FileRef:
     if suffix not in ("npy", "npz"):
         raise spec_error(f"expected a .npy or .npz file, found {file!r}", "file")
     if suffix == "npz" and key is None:
-        raise spec_error("a .npz file holds several arrays: name one with \"key\"", "key")
+        raise spec_error(missing("key", "a .npz file holds several arrays: name one"), "key")
     if suffix == "npy" and key is not None:
-        raise spec_error("a .npy file holds one array: remove \"key\" (it is for .npz files)", "key")
+        raise spec_error(f"expected no \"key\" (a .npy file holds one array), found {key!r}", "key")
     return FileRef(file, key)
 
 
 def parse_init(value: dict[str, Any]) -> Init:
     kind = value["init"]
     kinds = list(Init.KINDS)
-    if not isinstance(kind, str) or kind not in Init.KINDS:
-        shown = repr(kind) if isinstance(kind, str) else kind_of(kind)
-        hint = suggest(kind, kinds) if isinstance(kind, str) else ""
-        raise spec_error(f"unknown initializer {shown}{hint}; valid: {', '.join(kinds)}", "init")
+    if not isinstance(kind, str):
+        raise spec_error(f"expected an initializer name ({', '.join(kinds)}), found {kind_of(kind)}", "init")
+    if kind not in Init.KINDS:
+        raise spec_error(unknown("initializer", kind, kinds), "init")
     spec = Init.KINDS[kind]
-    check_keys(value, ["init", *spec], ["init", *(k for k, d in spec.items() if d is None)])
+    check_keys(value, ["init", *spec], ["init", *(k for k, d in spec.items() if d is None and k != "seed")])
+    if "seed" in spec and "seed" not in value:
+        raise spec_error(
+            missing("seed", f"{kind} draws random numbers; an integer seed makes every backend see the same ones"),
+            "seed",
+        )
     params: dict[str, Any] = {}
     for key, default in spec.items():
         raw = value.get(key, default)
@@ -260,8 +272,9 @@ def parse_weight_source(value: Any) -> WeightSource:
             return parse_file_ref(value)
         if "init" in value:
             return parse_init(value)
+        hint = next((h for h in (suggest(str(k), ["file", "init"]) for k in value) if h), "")
         raise spec_error(
-            f"expected numbers, {{\"file\": ...}} or {{\"init\": ...}}, found an object with keys {sorted(value)}"
+            f"expected numbers, {{\"file\": ...}} or {{\"init\": ...}}, found an object with keys {sorted(value)}{hint}"
         )
     if isinstance(value, list | int | float) and not isinstance(value, bool):
         return parse_inline(value)

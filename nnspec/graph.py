@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from .errors import LimitError, SpecError, suggest
+from .errors import LimitError, SpecError, suggest, unknown
 from .ir import Graph, LayerPlan, Node, Source, TensorInfo
 from .layers import LAYERS
 from .limits import Limits, human_bytes
@@ -37,14 +37,17 @@ def _check_unique(spec: Spec) -> None:
     seen: dict[str, str] = {}
     for i, inp in enumerate(spec.inputs):
         if inp.name in seen:
-            raise SpecError(f"duplicate name {inp.name!r}: already used by {seen[inp.name]}", ("inputs", i, "name"))
+            raise SpecError(
+                f"expected a unique name, found {inp.name!r}, which {seen[inp.name]} already has", ("inputs", i, "name")
+            )
         seen[inp.name] = f"inputs[{i}]"
     for i, layer in enumerate(spec.layers):
         if layer.name is None:
             continue
         if layer.name in seen:
             raise SpecError(
-                f"duplicate name {layer.name!r}: already used by {seen[layer.name]}", ("layers", i, "name")
+                f"expected a unique name, found {layer.name!r}, which {seen[layer.name]} already has",
+                ("layers", i, "name"),
             )
         seen[layer.name] = f"layers[{i}]"
 
@@ -54,16 +57,25 @@ def _sources(spec: Spec, i: int, names: list[str], env: dict[str, Source]) -> li
     wanted = layer.inputs if layer.inputs is not None else [names[i - 1] if i else spec.inputs[0].name]
     if len(wanted) != layer.arity:
         raise SpecError(
-            f"a {layer.type} layer reads {layer.arity} input(s), found {len(wanted)}: {wanted}", ("layers", i, "inputs")
+            f"expected {layer.arity} source(s) for a {layer.type} layer, found {len(wanted)}: {wanted}",
+            ("layers", i, "inputs"),
         )
     sources = []
     for j, ref in enumerate(wanted):
         if ref not in env:
             later = [k for k in range(i, len(names)) if names[k] == ref]
-            if later:
-                why = f"{ref!r} is layers[{later[0]}], which runs later; a layer reads only inputs and earlier layers"
+            if later and later[0] == i:
+                why = f"expected a network input or an earlier layer, found {ref!r}, which is this layer itself"
+            elif later:
+                why = (
+                    f"expected a network input or an earlier layer, found {ref!r}, which is layers[{later[0]}] "
+                    "and runs later (layers run in order)"
+                )
             else:
-                why = f"unknown layer or input {ref!r}{suggest(ref, env)}; known here: {', '.join(env)}"
+                why = (
+                    f"expected a network input or an earlier layer ({', '.join(env)}), "
+                    f"found unknown {ref!r}{suggest(ref, env)}"
+                )
             raise SpecError(why, ("layers", i, "inputs", j))
         sources.append(env[ref])
     return sources
@@ -72,29 +84,51 @@ def _sources(spec: Spec, i: int, names: list[str], env: dict[str, Source]) -> li
 def _outputs(spec: Spec, names: list[str], shapes: dict[str, tuple[int, ...]]) -> tuple[TensorInfo, ...]:
     if spec.outputs is None:
         return (TensorInfo(names[-1], shapes[names[-1]]),)
-    seen = set()
+    seen: dict[str, int] = {}
     for j, ref in enumerate(spec.outputs):
         if ref in seen:
-            raise SpecError(f"{ref!r} is listed twice", ("outputs", j))
-        seen.add(ref)
+            raise SpecError(f"expected each output once, found {ref!r} again (also outputs[{seen[ref]}])", ("outputs", j))
+        seen[ref] = j
         if ref not in shapes:
             if ref in {i.name for i in spec.inputs}:
-                raise SpecError(f"{ref!r} is a network input; outputs name layers", ("outputs", j))
-            raise SpecError(f"unknown layer {ref!r}{suggest(ref, names)}; layers: {', '.join(names)}", ("outputs", j))
+                raise SpecError(
+                    f"expected a layer's name, found {ref!r}, which is a network input (outputs name layers)",
+                    ("outputs", j),
+                )
+            raise SpecError(unknown("layer", ref, names), ("outputs", j))
     return tuple(TensorInfo(ref, shapes[ref]) for ref in spec.outputs)
 
 
 def _check_limits(spec: Spec, plans: list[LayerPlan], itemsize: int, limits: Limits) -> None:
+    """Refuse from declared sizes alone, before a single weight or activation is allocated."""
+    sample_limit = human_bytes(limits.max_batch_bytes)
+    for i, inp in enumerate(spec.inputs):
+        size = math.prod(inp.shape) * itemsize
+        if size > limits.max_batch_bytes:
+            raise LimitError(
+                f"expected one sample to need at most {sample_limit} (NNSPEC_MAX_BATCH_BYTES), found "
+                f"{human_bytes(size)} for shape {inp.shape} as {spec.dtype}",
+                ("inputs", i, "shape"),
+            )
     total = 0
     for i, plan in enumerate(plans):
         for name, param in plan.params.items():
-            total += math.prod(param.shape) * itemsize
+            size = math.prod(param.shape) * itemsize
+            total += size
             if total > limits.max_weight_bytes:
                 raise LimitError(
-                    f"the weights declared up to here need {human_bytes(total)} as {spec.dtype}, over the limit of "
-                    f"{human_bytes(limits.max_weight_bytes)} (set NNSPEC_MAX_WEIGHT_BYTES to raise it)",
+                    f"expected at most {human_bytes(limits.max_weight_bytes)} of weights in all "
+                    f"(NNSPEC_MAX_WEIGHT_BYTES), found {human_bytes(total)} as {spec.dtype} declared up to here, "
+                    f"{human_bytes(size)} of it for this one of shape {list(param.shape)} ({param.reason})",
                     ("layers", i, name),
                 )
+        size = math.prod(plan.shape) * itemsize
+        if size > limits.max_batch_bytes:
+            raise LimitError(
+                f"expected one sample of a layer's output to need at most {sample_limit} (NNSPEC_MAX_BATCH_BYTES), "
+                f"found {human_bytes(size)} for shape {list(plan.shape)} as {spec.dtype}",
+                ("layers", i),
+            )
 
 
 def _fingerprint(spec: Spec, nodes: list[Node]) -> str:
@@ -124,7 +158,7 @@ def build_graph(spec: Spec, limits: Limits | None = None) -> Graph:
     try:
         if len(spec.layers) > limits.max_layers:
             raise LimitError(
-                f"{len(spec.layers)} layers, over the limit of {limits.max_layers} (NNSPEC_MAX_LAYERS)", ("layers",)
+                f"expected at most {limits.max_layers} layers (NNSPEC_MAX_LAYERS), found {len(spec.layers)}", ("layers",)
             )
         _check_unique(spec)
         names = layer_names(spec)

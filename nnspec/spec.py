@@ -9,13 +9,15 @@ from typing import Annotated, Any, Union
 import orjson
 from pydantic import Field, PrivateAttr, ValidationError, field_validator
 
-from .errors import SpecError, SpecErrors, suggest
+from .errors import SpecError, SpecErrors, missing, suggest, unknown
 from .fields import Name, StrictModel, kind_of, spec_error
 from .layers import LAYERS
 from .limits import Limits, human_bytes
 
 FORMAT = "nnspec/1"
 _FORMAT_RE = re.compile(r"^nnspec/(\d+)(?:\.(\d+))?$")
+_NUMBER_RE = re.compile(r"-?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?")
+_SPECIAL_RE = re.compile(r"-?(?:NaN|Infinity)")
 
 Layer = Annotated[Union[tuple(t.spec for t in LAYERS.values())], Field(discriminator="type")]  # type: ignore[valid-type]
 
@@ -50,8 +52,7 @@ class Spec(StrictModel):
         match = _FORMAT_RE.match(value) if isinstance(value, str) else None
         if match and (int(match[1]) > 1 or match[2]):
             raise spec_error(
-                f"this nnspec reads format {FORMAT!r}; found {value!r}, written for a newer version of the "
-                "format (upgrade nnspec to read it)"
+                f"expected {FORMAT!r}, found {value!r}, a newer version of the format (upgrade nnspec to read it)"
             )
         raise spec_error(f"expected {FORMAT!r}, found {value!r}")
 
@@ -75,11 +76,11 @@ class Spec(StrictModel):
                 raise spec_error(f"expected a layer object, found {kind_of(layer)}", i)
             tag = layer.get("type")
             if tag is None:
-                raise spec_error(f"missing: every layer needs a \"type\" (one of {', '.join(known)})", i, "type")
+                raise spec_error(missing("type", f"every layer has one: {', '.join(known)}"), i, "type")
+            if not isinstance(tag, str):
+                raise spec_error(f"expected a layer type ({', '.join(known)}), found {kind_of(tag)}", i, "type")
             if tag not in LAYERS:
-                shown = repr(tag) if isinstance(tag, str) else kind_of(tag)
-                hint = suggest(tag, known) if isinstance(tag, str) else ""
-                raise spec_error(f"unknown layer type {shown}{hint}; valid: {', '.join(known)}", i, "type")
+                raise spec_error(unknown("layer type", tag, known), i, "type")
         return value
 
     @property
@@ -110,14 +111,17 @@ def _clean_loc(loc: tuple[str | int, ...]) -> list[str | int]:
 
 
 def _found(value: Any) -> str:
-    text = repr(value) if isinstance(value, str | int | float | bool) or value is None else kind_of(value)
+    """A found value as it was written in JSON: `'3'`, `3.5`, `true`, `null`, or its kind."""
+    if isinstance(value, bool) or value is None:
+        return orjson.dumps(value).decode()
+    text = repr(value) if isinstance(value, str | int | float) else kind_of(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _message(error: Any) -> str:
     kind, ctx, value = error["type"], error.get("ctx") or {}, error.get("input")
     if kind == "missing":
-        return "missing: this key is required"
+        return missing(str(error["loc"][-1]))
     if kind == "greater_than_equal":
         return f"expected a number >= {ctx['ge']}, found {_found(value)}"
     if kind == "too_short":
@@ -161,11 +165,19 @@ def parse_json(text: bytes | str, source: str | None = None) -> Any:
         return orjson.loads(text)
     except orjson.JSONDecodeError as exc:
         raw = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
-        at = raw[exc.pos : exc.pos + 9].lstrip("-")
-        if at.startswith(("NaN", "Infinity")):
-            why = "non-finite numbers (NaN, Infinity) are not allowed"
+        if not raw.strip():
+            raise SpecError("malformed JSON: expected a JSON object, found an empty file", source=source) from None
+        rest = raw[exc.pos :]
+        number = _NUMBER_RE.match(rest)
+        special = _SPECIAL_RE.match(raw[exc.pos - 1 :] if raw[exc.pos - 1 : exc.pos] == "-" else rest)
+        if special:
+            why = f"expected a finite number, found {special[0]} (NaN and Infinity are not allowed)"
+        elif "infinity" in exc.msg and number:
+            why = f"expected a finite number, found {number[0]!r}, too large for a 64-bit float"
         else:
-            why = exc.msg
+            line = rest.split("\n", 1)[0].strip()
+            found = repr(line[:20] + ("..." if len(line) > 20 else "")) if line else "the end of the line"
+            why = f"{exc.msg}; found {found}" if rest else f"{exc.msg}; found the end of the file"
         raise SpecError(f"malformed JSON at line {exc.lineno}, column {exc.colno}: {why}", source=source) from None
 
 

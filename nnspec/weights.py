@@ -8,19 +8,22 @@ from __future__ import annotations
 
 import math
 import zipfile
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
 import numpy as np
 
-from .errors import Loc, WeightError, suggest
+from .errors import Loc, WeightError, unknown
 from .fields import FileRef, Init, Inline, WeightSource
 from .ir import Shape
 
 # A .npy header is at most a few hundred bytes; 64 KiB is the format's own upper bound (v2/v3 headers
 # may be longer, but numpy refuses headers over 10 000 bytes by default when not told otherwise).
 _NPY_HEADER_ALLOWANCE = 1 << 16
+# What reading a damaged zip member raises: bad CRC or header, bad deflate data, early end, odd compression.
+_ZIP_DAMAGE = (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError)
 
 
 def materialize(
@@ -34,13 +37,22 @@ def materialize(
         array = _load_file(source, shape, reason, dtype, base_dir, loc)
     else:
         array = _initialize(source, shape)
-    out = np.ascontiguousarray(array, dtype=dtype)
+    with np.errstate(over="ignore"):  # an overflow becomes inf, reported below with its index
+        out = np.ascontiguousarray(array, dtype=dtype)
     if not np.isfinite(out).all():
         where = [int(i) for i in np.argwhere(~np.isfinite(out))[0]]
         original = array[tuple(where)]
-        why = f"{original} does not fit in {dtype.name}" if np.isfinite(original) else f"found {original}"
-        raise WeightError(f"expected finite numbers; at index {where}: {why}", loc)
+        origin = f" in {_describe(source)}" if isinstance(source, FileRef) else ""
+        if np.isfinite(original):
+            found = f"{original} at index {where}{origin}, too large for {dtype.name}"
+        else:
+            found = f"{original} at index {where}{origin}"
+        raise WeightError(f"expected finite numbers, found {found}", loc)
     return out
+
+
+def _describe(ref: FileRef) -> str:
+    return repr(ref.file) if ref.key is None else f"{ref.file}[{ref.key!r}]"
 
 
 def _check_shape(found: Sequence[int], expected: Shape, reason: str, loc: Loc) -> None:
@@ -55,7 +67,7 @@ def resolve_inside(base_dir: Path | None, relative: str, loc: Loc) -> Path:
     """`relative` resolved (symlinks followed) inside `base_dir`; refuses anything that leaves it."""
     if base_dir is None:
         raise WeightError(
-            f"{relative!r} is relative to the spec's folder, but this spec was not loaded from a file "
+            f"expected a spec folder to find {relative!r} in, found none: this spec was not loaded from a file "
             "(pass base_dir to nnspec.from_dict)",
             loc,
         )
@@ -64,7 +76,10 @@ def resolve_inside(base_dir: Path | None, relative: str, loc: Loc) -> Path:
     base = base_dir.resolve()
     target = (base / relative).resolve()
     if not target.is_relative_to(base):
-        raise WeightError(f"{relative!r} leaves the spec's folder ({base}); weight files must be inside it", loc)
+        via = "" if target == (base / relative).absolute() else f" (it leads to {target})"
+        raise WeightError(
+            f"expected a path inside the spec's folder ({base}), found {relative!r}, which leaves it{via}", loc
+        )
     return target
 
 
@@ -72,14 +87,15 @@ def _load_file(ref: FileRef, shape: Shape, reason: str, dtype: np.dtype, base_di
     file_loc = (*loc, "file")
     path = resolve_inside(base_dir, ref.file, file_loc)
     if not path.is_file():
-        raise WeightError(f"file not found: {ref.file!r} (looked for {path})", file_loc)
+        found = "a folder" if path.is_dir() else "no such file"
+        raise WeightError(f"expected a file {ref.file!r} (looked for {path}), found {found}", file_loc)
     try:
         if ref.key is None:
             with path.open("rb") as f:
-                return _read_npy(f, shape, reason, loc, ref.file)
+                return _read_npy(f, shape, reason, loc, repr(ref.file))
         return _read_npz_member(path, ref, shape, reason, loc)
     except OSError as exc:
-        raise WeightError(f"cannot read {ref.file!r}: {exc.strerror or exc}", file_loc) from None
+        raise WeightError(f"expected a readable file, found {ref.file!r}: {exc.strerror or exc}", file_loc) from None
 
 
 def _read_npy(f: IO[bytes], shape: Shape, reason: str, loc: Loc, what: str) -> np.ndarray:
@@ -92,43 +108,50 @@ def _read_npy(f: IO[bytes], shape: Shape, reason: str, loc: Loc, what: str) -> n
             else np.lib.format.read_array_header_2_0(f)
         )
     except ValueError as exc:
-        raise WeightError(f"{what} is not a valid .npy array: {exc}", loc) from None
+        raise WeightError(f"expected a .npy array, found {what}, which is not one ({exc})", loc) from None
     found_shape, _fortran, found_dtype = header
     if found_dtype.hasobject:
-        raise WeightError(f"{what} holds Python objects, which nnspec never unpickles; save a numeric array", loc)
+        raise WeightError(
+            f"expected real numbers (int or float), found Python objects in {what} "
+            "(nnspec never unpickles; save a numeric array)",
+            loc,
+        )
     if found_dtype.kind not in "iuf":
-        raise WeightError(f"expected real numbers (int or float), {what} holds dtype {found_dtype}", loc)
+        raise WeightError(f"expected real numbers (int or float), found dtype {found_dtype} in {what}", loc)
     _check_shape(found_shape, shape, reason, loc)
     f.seek(0)
     try:
         return np.lib.format.read_array(f, allow_pickle=False)
     except ValueError as exc:
-        raise WeightError(f"{what} is damaged: {exc}", loc) from None
+        raise WeightError(f"expected a complete .npy array, found {what} damaged ({exc})", loc) from None
 
 
 def _read_npz_member(path: Path, ref: FileRef, shape: Shape, reason: str, loc: Loc) -> np.ndarray:
-    what = f"{ref.file}[{ref.key!r}]"
+    what = _describe(ref)
     try:
         archive = zipfile.ZipFile(path)
     except zipfile.BadZipFile:
-        raise WeightError(f"{ref.file!r} is not a valid .npz (zip) file", (*loc, "file")) from None
+        raise WeightError(f"expected a .npz (zip) file, found {ref.file!r}, which is not one", (*loc, "file")) from None
     with archive:
         names = [n[:-4] for n in archive.namelist() if n.endswith(".npy")]
         if ref.key not in names:
             assert ref.key is not None
-            raise WeightError(
-                f"no array {ref.key!r} in {ref.file!r}{suggest(ref.key, names)}; it holds: {', '.join(names) or 'nothing'}",
-                (*loc, "key"),
-            )
+            if not names:
+                raise WeightError(f"expected an array {ref.key!r}, found {ref.file!r} holds no arrays", (*loc, "key"))
+            raise WeightError(unknown("array", ref.key, names, f" in {ref.file!r}"), (*loc, "key"))
         info = archive.getinfo(f"{ref.key}.npy")
         expected_bytes = math.prod(shape) * 8 + _NPY_HEADER_ALLOWANCE  # at most 8 bytes per real number
         if info.file_size > expected_bytes:
             raise WeightError(
-                f"{what} inflates to {info.file_size} bytes, more than an array of shape {list(shape)} can need",
+                f"expected at most {expected_bytes} bytes for an array of shape {list(shape)}, "
+                f"found {what} inflates to {info.file_size} bytes",
                 loc,
             )
-        with archive.open(info) as member:
-            return _read_npy(member, shape, reason, loc, what)
+        try:
+            with archive.open(info) as member:
+                return _read_npy(member, shape, reason, loc, what)
+        except _ZIP_DAMAGE as exc:
+            raise WeightError(f"expected an intact .npz file, found {what} damaged ({exc})", loc) from None
 
 
 # --- initializers ------------------------------------------------------------------------------
