@@ -33,7 +33,7 @@ def load(path: str | Path, *, limits: Limits | None = None) -> Spec:
 
 def from_dict(data: Mapping[str, Any], base_dir: str | Path | None = None, *, limits: Limits | None = None) -> Spec:
     """Validate a spec given as a parsed JSON object; weight files resolve inside `base_dir`."""
-    spec = _validate_dict(dict(data), base_dir)
+    spec = _validate_dict(data, base_dir)
     spec._graph = build_graph(spec, limits)
     return spec
 

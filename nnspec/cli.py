@@ -168,7 +168,7 @@ def run(
         out.print(f"wrote {output} ({', '.join(f'{k} {list(v.shape)}' for k, v in results.items())})")
         return
     for name, value in results.items():
-        out.print(f"{name} = {np.array2string(value, threshold=1000)}")
+        out.print(f"{name} = {np.array2string(value, threshold=1000)}", markup=False)
 
 
 @app.command()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import numpy as np
 
 from .errors import InputDataError, suggest
 from .ir import Graph, TensorInfo
+from .limits import Limits, human_bytes
 
 
 def check_arrays(infos: tuple[TensorInfo, ...], feeds: Mapping[str, object]) -> dict[str, np.ndarray]:
@@ -67,4 +69,23 @@ def check_feeds(graph: Graph | tuple[TensorInfo, ...], feeds: Mapping[str, objec
                 f"input {name!r}: expected values that fit in {dtype.name}, found {array[tuple(where)]} at index {where}"
             )
         out[name] = cast
+    if isinstance(graph, Graph) and out:
+        check_batch_memory(graph, next(iter(out.values())).shape[0])
     return out
+
+
+def sample_bytes(graph: Graph) -> tuple[int, str]:
+    """The largest per-sample value in the network (an input or a layer output), in bytes, and its name."""
+    sizes = [(math.prod(t.shape) * graph.dtype.itemsize, t.name) for t in (*graph.inputs, *graph.nodes)]
+    return max(sizes)
+
+
+def check_batch_memory(graph: Graph, batch: int, limits: Limits | None = None) -> None:
+    """Refuse a batch whose largest intermediate value would exceed the batch memory limit."""
+    limit = (limits or Limits.from_env()).max_batch_bytes
+    per_sample, where = sample_bytes(graph)
+    if batch * per_sample > limit:
+        raise InputDataError(
+            f"expected a batch whose values fit in {human_bytes(limit)} (NNSPEC_MAX_BATCH_BYTES), found {batch} "
+            f"samples, which need {human_bytes(batch * per_sample)} for {where!r} alone; split the batch"
+        )

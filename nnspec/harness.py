@@ -9,8 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from .feeds import check_feeds
+from .feeds import check_feeds, sample_bytes
 from .ir import Graph
+from .limits import Limits
 from .runners import Runner
 from .weights import _normal
 
@@ -104,7 +105,9 @@ class Report:
 def random_cases(graph: Graph, seed: int = 0, batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES) -> list[Case]:
     """Seeded, reproducible batches: N(0, INPUT_SCALE^2) values for every input, per batch size."""
     cases = []
-    for k, batch in enumerate(batch_sizes):
+    per_sample, _ = sample_bytes(graph)
+    largest = max(1, Limits.from_env().max_batch_bytes // per_sample)
+    for k, batch in enumerate(dict.fromkeys(min(b, largest) for b in batch_sizes)):  # capped to the memory limit
         feeds = {}
         for j, info in enumerate(graph.inputs):
             count = batch * math.prod(info.shape)

@@ -33,7 +33,7 @@ class Limits:
                 except ValueError:
                     from .errors import NNSpecError
 
-                    raise NNSpecError(f"NNSPEC_{name.upper()} must be an integer, found {raw!r}") from None
+                    raise NNSpecError(f"NNSPEC_{name.upper()}: expected an integer number of bytes, found {raw!r}") from None
         return cls(**values)
 
 
@@ -42,6 +42,8 @@ def human_bytes(n: int) -> str:
     size = float(n)
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if size < 1024 or unit == "TiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+            if unit == "B":
+                return f"{size:.0f} B"
+            return f"{size:.1f} {unit}" if size < 10_000 else f"{size:.3g} {unit}"
         size /= 1024
     return f"{n} B"

@@ -189,3 +189,31 @@ def test_python_dash_m_entry_point(tmp_path):
 
     result = subprocess.run([sys.executable, "-m", "nnspec", "--version"], capture_output=True, text=True, check=False)
     assert result.returncode == 0 and nnspec.__version__ in result.stdout
+
+
+def test_run_prints_brackets_and_nan_verbatim(cli, write_spec, party, tmp_path):
+    """Output arrays are printed as text, never interpreted as terminal markup."""
+    x = tmp_path / "x.npy"
+    np.save(x, np.array([[np.inf, np.inf]]))  # -4·inf + inf = nan
+    result = cli("run", write_spec(party), "-i", x)
+    assert result.exit_code == 0 and result.stdout.strip() == "decide = [[nan]]"
+
+
+@pytest.mark.parametrize("data", [[], "spec", 3, None], ids=["list", "string", "number", "null"])
+def test_from_dict_refuses_non_objects_cleanly(data):
+    with pytest.raises(nnspec.SpecError, match="expected a JSON object at the top level"):
+        nnspec.from_dict(data)
+
+
+def test_batch_too_large_for_memory_limit(monkeypatch, three_layer):
+    model = nnspec.to_numpy(nnspec.from_dict(three_layer))
+    monkeypatch.setenv("NNSPEC_MAX_BATCH_BYTES", "1000")
+    with pytest.raises(nnspec.InputDataError, match="split the batch"):
+        model(np.zeros((100, 3)))
+    assert model(np.zeros((10, 3))).shape == (10, 2)  # 10 samples x 5 floats x 4 bytes fits
+
+
+def test_random_batches_shrink_to_the_memory_limit(monkeypatch, three_layer):
+    monkeypatch.setenv("NNSPEC_MAX_BATCH_BYTES", "400")  # the widest value is 5 float32 = 20 bytes
+    report = nnspec.check(nnspec.from_dict(three_layer))
+    assert report.passed and report.cases == ["batch 1", "batch 7", "batch 20"]
