@@ -69,7 +69,8 @@ def main() -> None:
 
     print(f"# bench_load  {datetime.date.today()}  python {platform.python_version()}  numpy {np.__version__}  "
           f"orjson {orjson.__version__}  nnspec {nnspec.__version__}  cpus {os.cpu_count()}")
-    print(f"# per-call median of {repeats} repeats (loaders interleaved, calls under 50 ms looped) after 1 warmup; all rows include reading the file\n")
+    print(f"# per-call median of {repeats} repeats (loaders interleaved, calls under 50 ms looped) after 1 warmup; "
+          "all rows include reading the file\n")
 
     rows: list[list[str]] = []
     summary: list[str] = []
@@ -106,10 +107,12 @@ def main() -> None:
                  f"{t_checked.median / t_npload.median:.2f}"],
                 [label, "", "**nnspec.load**", fmt_time(t_files.median), f"**{t_files.median / t_npload.median:.2f}**"],
             ]
-            summary.append(f"N={n}: nnspec/orjson = {t_inline.median / t_orjson.median:.2f}, "
-                  f"nnspec/json = {t_inline.median / t_json.median:.2f}, "
-                  f"nnspec/(orjson+asarray) = {t_inline.median / t_arrays.median:.2f}, "
-                  f"nnspec(.npy)/np.load = {t_files.median / t_npload.median:.2f}")
+            summary.append(
+                f"N={n}: nnspec/orjson = {t_inline.median / t_orjson.median:.2f}, "
+                f"nnspec/json = {t_inline.median / t_json.median:.2f}, "
+                f"nnspec/(orjson+asarray) = {t_inline.median / t_arrays.median:.2f}, "
+                f"nnspec(.npy)/np.load = {t_files.median / t_npload.median:.2f}"
+            )
         print_table(["weights", "spec", "loader", "median", "x baseline"], rows)
         print("\n(x baseline: time / orjson.loads for inline rows, time / np.load for .npy rows)\n")
         print("\n".join(summary))
