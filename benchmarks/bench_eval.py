@@ -45,9 +45,9 @@ THREADS = _apply_threads_early()
 import numpy as np  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 import orjson  # noqa: E402
+from _timing import compare, fmt_time, print_table
 
 import nnspec  # noqa: E402
-from _timing import compare, fmt_time, print_table
 
 SIZES = [784, 512, 256, 10]
 ACTIVATIONS = ["relu", "relu", "softmax"]

@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 import orjson
+from _timing import compare, fmt_time, print_table
 
 import nnspec
-from _timing import compare, fmt_time, print_table
 
 
 def write_specs(folder: Path, n: int) -> tuple[Path, Path, list[Path]]:

@@ -9,7 +9,16 @@ from typing import TYPE_CHECKING, Any
 from .errors import ModelFileError, NNSpecError
 from .evaluator import NumpyModel
 from .graph import build_graph
-from .harness import DEFAULT_BATCH_SIZES, INPUT_SCALE, Report, Tolerance, cross_check, given_cases, interface_problems, random_cases
+from .harness import (
+    DEFAULT_BATCH_SIZES,
+    INPUT_SCALE,
+    Report,
+    Tolerance,
+    cross_check,
+    given_cases,
+    interface_problems,
+    random_cases,
+)
 from .ir import Graph
 from .limits import Limits
 from .runners import NumpyRunner, OnnxRuntimeRunner, onnxruntime_max_opset

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 
 import numpy as np
@@ -76,8 +75,7 @@ def check_feeds(graph: Graph | tuple[TensorInfo, ...], feeds: Mapping[str, objec
 
 def sample_bytes(graph: Graph) -> tuple[int, str]:
     """The largest per-sample value in the network (an input or a layer output), in bytes, and its name."""
-    sizes = [(math.prod(t.shape) * graph.dtype.itemsize, t.name) for t in (*graph.inputs, *graph.nodes)]
-    return max(sizes)
+    return graph.largest_value
 
 
 def check_batch_memory(graph: Graph, batch: int, limits: Limits | None = None) -> None:

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
-from typing import Any
 
 import numpy as np
-import orjson
 
 from .errors import LimitError, SpecError, suggest, unknown
 from .ir import Graph, LayerPlan, Node, Source, TensorInfo
@@ -131,26 +128,6 @@ def _check_limits(spec: Spec, plans: list[LayerPlan], itemsize: int, limits: Lim
             )
 
 
-def _fingerprint(spec: Spec, nodes: list[Node]) -> str:
-    """sha256 of the network's meaning: structure, activations, and the weights' bytes."""
-    h = hashlib.sha256()
-    structure: dict[str, Any] = {
-        "format": spec.format,
-        "dtype": spec.dtype,
-        "inputs": [[i.name, i.shape] for i in spec.inputs],
-        "layers": [
-            [n.name, n.op, list(n.inputs), n.activation.to_json() if n.activation else None, sorted(n.params)]
-            for n in nodes
-        ],
-        "outputs": spec.outputs,
-    }
-    h.update(orjson.dumps(structure, option=orjson.OPT_SORT_KEYS))
-    for node in nodes:
-        for key in sorted(node.params):
-            h.update(node.params[key].tobytes())
-    return h.hexdigest()
-
-
 def build_graph(spec: Spec, limits: Limits | None = None) -> Graph:
     """Resolve names, sources and shapes, check limits from declared sizes, then load the weights."""
     limits = limits or Limits.from_env()
@@ -203,6 +180,5 @@ def build_graph(spec: Spec, limits: Limits | None = None) -> Graph:
         inputs=tuple(TensorInfo(i.name, tuple(i.shape)) for i in spec.inputs),
         nodes=tuple(nodes),
         outputs=outputs,
-        fingerprint=_fingerprint(spec, nodes),
         description=spec.description,
     )

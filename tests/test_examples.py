@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from conftest import SPECS
 
 import nnspec
-from conftest import SPECS
 
 EXAMPLES = sorted(SPECS.glob("*.json"))
 
