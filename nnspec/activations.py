@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -132,6 +132,47 @@ def _step(x: np.ndarray, low: float) -> np.ndarray:
 # Softplus, Softsign, HardSigmoid, Mish or Erf.
 
 
+# erf in float64, from primitives that onnxruntime's CPU provider runs in float64:
+#   |x| < 1:  erf(x) = x + x * P_small(x^2)
+#   |x| >= 1: erf(x) = sign(x) * (1 - exp(-z^2) * P_large(1 / (2 + z))),  z = min(|x|, 6)
+# (erfc(6) = 2e-17 is below half an ulp of 1, so clamping at 6 changes nothing and keeps exp and the
+# polynomial finite for any x.) Coefficients, lowest degree first, are from `fit_erf_coefficients()`
+# below; within 1 ulp of the correctly rounded erf on a dense grid of [-7, 7] (onnxruntime's Exp included).
+_ERF_SMALL = (
+    0.12837916709551256, -0.3761263890318352, 0.112837916709451, -0.026866170643295214,
+    0.005223977607593506, -0.0008548325992439943, 0.00012055295190596103, -1.4924738182126343e-05,
+    1.6447394557278533e-06, -1.6207959642200486e-07, 1.3716775893806688e-08, -7.788268018088953e-10,
+)
+_ERF_LARGE = (
+    -3.3636766612738407e-06, 0.5643863220252008, 1.1231143734270628, 2.0599683345255184,
+    1.8884864813906428, 9.921530861981834, -41.17894099922344, 161.15604581254868,
+    -510.0657286779493, 992.5899712394794, -1149.5748712329305, 745.0423451158426,
+    -211.02759962880458,
+)
+_ERF_SMALL_BELOW = 1.0
+_ERF_CLAMP = 6.0
+
+
+def _polynomial(g: OpBuilder, u: str, coefficients: Sequence[float]) -> str:
+    """sum(c_k u^k) by Horner's rule."""
+    acc = g.const(coefficients[-1])
+    for c in reversed(coefficients[:-1]):
+        acc = g.op("Add", [g.op("Mul", [acc, u]), g.const(c)])
+    return acc
+
+
+def erf_from_primitives(g: OpBuilder, x: str, out: str | None = None) -> str:
+    """erf(x) from Clip, Abs, Min, Mul, Add, Sub, Div, Neg, Exp, Sign, Less and Where."""
+    near = g.op("Clip", [x, g.const(-_ERF_SMALL_BELOW), g.const(_ERF_SMALL_BELOW)])
+    small = g.op("Add", [near, g.op("Mul", [near, _polynomial(g, g.op("Mul", [near, near]), _ERF_SMALL)])])
+    magnitude = g.op("Abs", [x])
+    z = g.op("Min", [magnitude, g.const(_ERF_CLAMP)])
+    u = g.op("Div", [g.const(1.0), g.op("Add", [z, g.const(2.0)])])
+    erfc = g.op("Mul", [g.op("Exp", [g.op("Neg", [g.op("Mul", [z, z])])]), _polynomial(g, u, _ERF_LARGE)])
+    large = g.op("Mul", [g.op("Sign", [x]), g.op("Sub", [g.const(1.0), erfc])])
+    return g.op("Where", [g.op("Less", [magnitude, g.const(_ERF_SMALL_BELOW)]), small, large], out)
+
+
 def _wide(g: OpBuilder) -> bool:
     return g.dtype == np.float64
 
@@ -193,6 +234,8 @@ def _gelu_onnx(g: OpBuilder, x: str, out: str | None, approximate: str) -> str:
         cube = g.op("Mul", [g.op("Mul", [x, x]), x])
         inner = g.op("Add", [x, g.op("Mul", [cube, g.const(0.044715)])])
         t = g.op("Tanh", [g.op("Mul", [inner, g.const(math.sqrt(2 / math.pi))])])
+    elif _wide(g):
+        t = erf_from_primitives(g, g.op("Div", [x, g.const(math.sqrt(2))]))  # as the NumPy formula divides
     else:
         t = g.op("Erf", [g.op("Mul", [x, g.const(1 / math.sqrt(2))])])
     half_x = g.op("Mul", [x, g.const(0.5)])
@@ -200,8 +243,7 @@ def _gelu_onnx(g: OpBuilder, x: str, out: str | None, approximate: str) -> str:
 
 
 def _silu_onnx(g: OpBuilder, x: str, out: str | None) -> str:
-    if g.opset >= 24 and not _wide(g):
-        return g.op("Swish", [x], out)
+    # NOTE: not ONNX's Swish (opset 24): onnxruntime (1.32 included) has no kernel for it.
     return g.op("Mul", [x, g.op("Sigmoid", [x])], out)
 
 
@@ -286,3 +328,52 @@ for _entry in [
     ActivationType("satlins", lambda x: np.clip(x, -1, 1), _clip_onnx(-1.0, 1.0), doc="a = clip(n, -1, 1)"),
 ]:
     register(_entry)
+
+
+# --- how the erf constants were computed ---------------------------------------------------------
+
+
+def fit_erf_coefficients(points: int = 800) -> tuple[list[float], list[float]]:
+    """Refit _ERF_SMALL and _ERF_LARGE (offline; about a second) against math.erf and math.erfc.
+
+    Weighted least squares in a Chebyshev basis (numpy.polynomial.chebyshev) at Chebyshev points of
+    [0, 1] and [1, 6], rounded to 24 bits so that their squares are exact. The residual of each round
+    is computed exactly (fractions) and fitted again, so the double-precision solve does not limit
+    the accuracy; the power-basis coefficients are converted exactly and rounded once.
+    """
+    from fractions import Fraction
+
+    from numpy.polynomial import chebyshev
+
+    def fit(u: np.ndarray, y: list[float], weight: np.ndarray, degree: int) -> list[float]:
+        lo, hi = Fraction(float(u.min())), Fraction(float(u.max()))
+        scale, shift = 2 / (hi - lo), -(lo + hi) / (hi - lo)  # the Chebyshev variable s = scale * u + shift
+        basis = [[Fraction(1)], [shift, scale]]  # T_k(s) as power series in u, exactly
+        while len(basis) <= degree:
+            t1, t0 = [*basis[-1], 0], [*basis[-2], 0, 0]
+            basis.append([2 * shift * t1[i] + 2 * scale * (t1[i - 1] if i else 0) - t0[i] for i in range(len(t1))])
+        coef = [Fraction(0)] * (degree + 1)
+        exact_u = [Fraction(v) for v in u.tolist()]
+        for _ in range(3):
+            residual = [float(yj - sum(c * uj**k for k, c in enumerate(coef))) for uj, yj in zip(exact_u, y)]
+            step = chebyshev.Chebyshev.fit(u, residual, degree, domain=[float(lo), float(hi)], w=weight)
+            for t, c in zip(basis, step.coef.tolist()):
+                for k, v in enumerate(t):
+                    coef[k] += Fraction(c) * v
+        return [float(c) for c in coef]
+
+    def nodes(lo: float, hi: float) -> np.ndarray:
+        k = np.arange(points)
+        x = (lo + hi) / 2 + (hi - lo) / 2 * np.cos(np.pi * (k + 0.5) / points)
+        return np.unique(np.round(x * 2.0**24) / 2.0**24)
+
+    x = nodes(0.0, _ERF_SMALL_BELOW)
+    x = x[x > 0]
+    small = fit(x * x, [math.erf(v) / v - 1 for v in x.tolist()], np.ones_like(x), len(_ERF_SMALL) - 1)
+    z = nodes(_ERF_SMALL_BELOW, _ERF_CLAMP)
+    # An error in P_large costs exp(-z^2) / erf(z) in erf; the floor keeps the solve well-conditioned
+    # where erfc is far below an ulp of erf.
+    weight = np.maximum(np.exp(-z * z), 1e-6) / np.array([math.erf(v) for v in z.tolist()])
+    erfcx = [math.exp(v * v) * math.erfc(v) for v in z.tolist()]
+    large = fit(1 / (2 + z), erfcx, weight, len(_ERF_LARGE) - 1)
+    return small, large
