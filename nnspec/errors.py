@@ -22,7 +22,8 @@ def format_path(loc: Loc) -> str:
 def suggest(word: str, choices: Iterable[str]) -> str:
     """A ` (did you mean 'x'?)` hint for a misspelt name, or an empty string."""
     choices = list(choices)
-    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    same_but_case = [c for c in choices if c.lower() == word.lower()]
+    close = same_but_case or difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
     if not close:
         # A change of case ('w1' for 'W1') is the commonest slip that difflib's ratio misses.
         by_case = {c.lower(): c for c in choices}

@@ -123,7 +123,8 @@ def _message(error: Any) -> str:
     if kind == "missing":
         return missing(str(error["loc"][-1]))
     if kind == "greater_than_equal":
-        return f"expected a number >= {ctx['ge']}, found {_found(value)}"
+        what = "an integer" if isinstance(ctx["ge"], int) else "a number"
+        return f"expected {what} >= {ctx['ge']}, found {_found(value)}"
     if kind == "too_short":
         return f"expected at least {ctx['min_length']} item(s), found {ctx.get('actual_length', 0)}"
     if kind in ("int_type", "int_from_float"):
