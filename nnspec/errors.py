@@ -104,5 +104,9 @@ class ModelFileError(NNSpecError):
     """An ONNX file could not be read."""
 
 
+class OutputError(NNSpecError):
+    """A result could not be written where the user asked."""
+
+
 class BackendUnavailable(NNSpecError):
     """A requested runtime or execution provider is not installed or not usable here."""

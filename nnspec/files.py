@@ -14,7 +14,7 @@ from typing import IO
 
 import numpy as np
 
-from .errors import InputDataError
+from .errors import InputDataError, OutputError
 from .feeds import check_arrays
 from .ir import TensorInfo
 from .limits import Limits, human_bytes
@@ -27,7 +27,12 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None] | bytes) -
     """
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    if path.is_dir():
+        raise OutputError(f"expected a file name to write, found a folder: {path}")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
     try:
         with os.fdopen(fd, "wb") as f:
             if isinstance(write, bytes | bytearray):
@@ -37,11 +42,13 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None] | bytes) -
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(exc, OSError):
+            raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
         raise
     return path
 

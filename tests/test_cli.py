@@ -216,3 +216,20 @@ def test_random_batches_shrink_to_the_memory_limit(monkeypatch, three_layer):
     monkeypatch.setenv("NNSPEC_MAX_BATCH_BYTES", "400")  # the widest value is 5 float32 = 20 bytes
     report = nnspec.check(nnspec.from_dict(three_layer))
     assert report.passed and report.cases == ["batch 1", "batch 7", "batch 20"]
+
+
+@pytest.mark.parametrize("command", ["compile", "check", "run"])
+def test_unwritable_output_is_a_clear_error(cli, write_spec, party, tmp_path, command):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    spec = write_spec(party)
+    x = tmp_path / "x.npy"
+    np.save(x, np.zeros((1, 2)))
+    args = {
+        "compile": ["compile", spec, "-o", blocker / "m.onnx"],
+        "check": ["check", spec, "--json", blocker / "r.json"],
+        "run": ["run", spec, "-i", x, "-o", blocker / "y.npy"],
+    }[command]
+    result = cli(*args)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and str(blocker) in result.stderr
