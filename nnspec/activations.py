@@ -132,6 +132,35 @@ def _step(x: np.ndarray, low: float) -> np.ndarray:
 # Softplus, Softsign, HardSigmoid, Mish or Erf.
 
 
+def _wide(g: OpBuilder) -> bool:
+    return g.dtype == np.float64
+
+
+def _clip(g: OpBuilder, x: str, low: float, high: float, out: str | None = None) -> str:
+    # NOTE: float64 clips are Max then Min: onnxruntime's Relu+Clip fusion fails to load a model
+    # where a float64 Relu feeds a Clip ("Unexpected data type for Clip 'min' input of 11").
+    if _wide(g):
+        return g.op("Min", [g.op("Max", [x, g.const(low)]), g.const(high)], out)
+    return g.op("Clip", [x, g.const(low), g.const(high)], out)
+
+
+def _unary(op_type: str, **fixed: Any) -> Lowering:
+    def lower(g: OpBuilder, x: str, out: str | None, **params: Any) -> str:
+        return g.op(op_type, [x], out, **fixed, **params)
+
+    return lower
+
+
+def _native_or(op_type: str, composed: Lowering) -> Lowering:
+    """The ONNX operator in float32 networks, the composition (exact constants) in float64 ones."""
+    native = _unary(op_type)
+
+    def lower(g: OpBuilder, x: str, out: str | None, **params: Any) -> str:
+        return (composed if _wide(g) else native)(g, x, out, **params)
+
+    return lower
+
+
 # erf in float64, from primitives that onnxruntime's CPU provider runs in float64:
 #   |x| < 1:  erf(x) = x + x * P_small(x^2)
 #   |x| >= 1: erf(x) = sign(x) * (1 - exp(-z^2) * P_large(1 / (2 + z))),  z = min(|x|, 6)
@@ -162,8 +191,8 @@ def _polynomial(g: OpBuilder, u: str, coefficients: Sequence[float]) -> str:
 
 
 def erf_from_primitives(g: OpBuilder, x: str, out: str | None = None) -> str:
-    """erf(x) from Clip, Abs, Min, Mul, Add, Sub, Div, Neg, Exp, Sign, Less and Where."""
-    near = g.op("Clip", [x, g.const(-_ERF_SMALL_BELOW), g.const(_ERF_SMALL_BELOW)])
+    """erf(x) from Max, Min, Abs, Mul, Add, Sub, Div, Neg, Exp, Sign, Less and Where (float64 kernels all)."""
+    near = _clip(g, x, -_ERF_SMALL_BELOW, _ERF_SMALL_BELOW)
     small = g.op("Add", [near, g.op("Mul", [near, _polynomial(g, g.op("Mul", [near, near]), _ERF_SMALL)])])
     magnitude = g.op("Abs", [x])
     z = g.op("Min", [magnitude, g.const(_ERF_CLAMP)])
@@ -173,34 +202,33 @@ def erf_from_primitives(g: OpBuilder, x: str, out: str | None = None) -> str:
     return g.op("Where", [g.op("Less", [magnitude, g.const(_ERF_SMALL_BELOW)]), small, large], out)
 
 
-def _wide(g: OpBuilder) -> bool:
-    return g.dtype == np.float64
-
-
-def _unary(op_type: str, **fixed: Any) -> Lowering:
-    def lower(g: OpBuilder, x: str, out: str | None, **params: Any) -> str:
-        return g.op(op_type, [x], out, **fixed, **params)
-
-    return lower
-
-
-def _native_or(op_type: str, composed: Lowering) -> Lowering:
-    """The ONNX operator in float32 networks, the composition (exact constants) in float64 ones."""
-    native = _unary(op_type)
-
-    def lower(g: OpBuilder, x: str, out: str | None, **params: Any) -> str:
-        return (composed if _wide(g) else native)(g, x, out, **params)
-
-    return lower
-
-
 def _leaky_relu_onnx(g: OpBuilder, x: str, out: str | None, alpha: float) -> str:
     at_or_above = g.op("GreaterOrEqual", [x, g.const(0.0)])
     return g.op("Where", [at_or_above, x, g.op("Mul", [x, g.const(alpha)])], out)
 
 
+# expm1 and log1p by Kahan's tricks: with u = exp(m) (or 1 + y) rounded, (u - 1) / log(u) is
+# evaluated at that same rounded u, which cancels its rounding error. A plain Exp - 1 (Log of 1 + y)
+# returns 0 for |m| below an ulp of 1, where the result is m (y), and so loses its sign.
+
+
+def _expm1_nonpositive(g: OpBuilder, m: str) -> str:
+    """exp(m) - 1 for m <= 0, within a few ulps."""
+    m = g.op("Max", [m, g.const(-40.0)])  # expm1(-40) rounds to -1 already; keeps log(u) finite
+    u = g.op("Exp", [m])
+    kahan = g.op("Mul", [g.op("Sub", [u, g.const(1.0)]), g.op("Div", [m, g.op("Log", [u])])])
+    return g.op("Where", [g.op("Equal", [u, g.const(1.0)]), m, kahan])
+
+
+def _log1p_nonnegative(g: OpBuilder, y: str) -> str:
+    """log(1 + y) for y >= 0, within a few ulps."""
+    u = g.op("Add", [y, g.const(1.0)])
+    kahan = g.op("Mul", [g.op("Log", [u]), g.op("Div", [y, g.op("Sub", [u, g.const(1.0)])])])
+    return g.op("Where", [g.op("Equal", [u, g.const(1.0)]), y, kahan])
+
+
 def _elu_onnx(g: OpBuilder, x: str, out: str | None, alpha: float, gamma: float | None = None) -> str:
-    negative_part = g.op("Sub", [g.op("Exp", [g.op("Min", [x, g.const(0.0)])]), g.const(1.0)])
+    negative_part = _expm1_nonpositive(g, g.op("Min", [x, g.const(0.0)]))
     above = g.op("Greater", [x, g.const(0.0)])
     if gamma is None:
         return g.op("Where", [above, x, g.op("Mul", [negative_part, g.const(alpha)])], out)
@@ -213,8 +241,8 @@ def _selu_onnx(g: OpBuilder, x: str, out: str | None, alpha: float, gamma: float
 
 
 def _softplus_composed(g: OpBuilder, x: str, out: str | None = None) -> str:
-    # max(x, 0) + log(1 + exp(-|x|)): never overflows, exact to within an ulp of the result.
-    tail = g.op("Log", [g.op("Add", [g.op("Exp", [g.op("Neg", [g.op("Abs", [x])])]), g.const(1.0)])])
+    # max(x, 0) + log1p(exp(-|x|)), as the NumPy formula: never overflows, keeps tiny results.
+    tail = _log1p_nonnegative(g, g.op("Exp", [g.op("Neg", [g.op("Abs", [x])])]))
     return g.op("Add", [g.op("Relu", [x]), tail], out)
 
 
@@ -224,7 +252,7 @@ def _softsign_onnx(g: OpBuilder, x: str, out: str | None) -> str:
 
 def _hard_sigmoid_onnx(g: OpBuilder, x: str, out: str | None, alpha: float, beta: float) -> str:
     line = g.op("Add", [g.op("Mul", [x, g.const(alpha)]), g.const(beta)])
-    return g.op("Clip", [line, g.const(0.0), g.const(1.0)], out)
+    return _clip(g, line, 0.0, 1.0, out)
 
 
 def _gelu_onnx(g: OpBuilder, x: str, out: str | None, approximate: str) -> str:
@@ -264,7 +292,7 @@ def _step_onnx(low: float) -> Lowering:
 
 def _clip_onnx(low: float, high: float) -> Lowering:
     def lower(g: OpBuilder, x: str, out: str | None) -> str:
-        return g.op("Clip", [x, g.const(low), g.const(high)], out)
+        return _clip(g, x, low, high, out)
 
     return lower
 

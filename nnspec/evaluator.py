@@ -52,11 +52,14 @@ class NumpyModel:
     def run(self, feeds: Mapping[str, object], *, trace: bool = False) -> dict[str, np.ndarray]:
         """Outputs keyed by name; with `trace`, every layer's output as well."""
         values: dict[str, np.ndarray] = dict(check_feeds(self.graph, feeds))
-        for step, (node, kernel) in enumerate(self._kernels):
-            values[node.name] = kernel(*(values[name] for name in node.inputs))
-            if not trace:
-                for name in self._free_after[step]:
-                    values.pop(name, None)
+        # inf and NaN are values like any other here (ONNX computes them too, the harness compares
+        # them), so NumPy's floating-point warnings would only be noise on the user's terminal.
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            for step, (node, kernel) in enumerate(self._kernels):
+                values[node.name] = kernel(*(values[name] for name in node.inputs))
+                if not trace:
+                    for name in self._free_after[step]:
+                        values.pop(name, None)
         if trace:
             return {n.name: values[n.name] for n in self.graph.nodes}
         return {name: values[name] for name in self.output_names}

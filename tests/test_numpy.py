@@ -278,3 +278,15 @@ def test_initializers_are_materialized_once_for_both_backends(three_layer: dict[
     for node in nnspec.graph(spec).nodes:
         np.testing.assert_array_equal(stored[f"{node.name}.weights"], node.params["weights"])
     assert nnspec.check(spec).passed
+
+
+def test_non_finite_values_flow_through_without_warnings(party: dict[str, Any]) -> None:
+    import warnings
+
+    model = nnspec.to_numpy(nnspec.from_dict({**party, "layers": [{**party["layers"][0], "activation": "softplus"}]}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = model(np.array([[np.inf, np.inf], [np.nan, 0.0], [-1e30, 0.0], [1.0, 3.0]]))
+    assert np.isnan(out[0, 0]) and np.isnan(out[1, 0])  # -4 inf + inf, and NaN
+    assert out[2, 0] == np.float32(4e30)
+    assert out[3, 0] == pytest.approx(math.log1p(math.e), rel=2**-22)
