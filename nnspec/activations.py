@@ -166,16 +166,36 @@ def _native_or(op_type: str, composed: Lowering) -> Lowering:
 #   |x| >= 1: erf(x) = sign(x) * (1 - exp(-z^2) * P_large(1 / (2 + z))),  z = min(|x|, 6)
 # (erfc(6) = 2e-17 is below half an ulp of 1, so clamping at 6 changes nothing and keeps exp and the
 # polynomial finite for any x.) Coefficients, lowest degree first, are from `fit_erf_coefficients()`
-# below; within 1 ulp of the correctly rounded erf on a dense grid of [-7, 7] (onnxruntime's Exp included).
+# below. Run in onnxruntime (its Exp is within 2 ulps) over 1.8 million points of [-7, 7] and tiny
+# magnitudes, checked against mpmath: at most 1 ulp from the correctly rounded erf, 1.24 ulps from the
+# exact value.
 _ERF_SMALL = (
-    0.12837916709551256, -0.3761263890318352, 0.112837916709451, -0.026866170643295214,
-    0.005223977607593506, -0.0008548325992439943, 0.00012055295190596103, -1.4924738182126343e-05,
-    1.6447394557278533e-06, -1.6207959642200486e-07, 1.3716775893806688e-08, -7.788268018088953e-10,
+    0.12837916709551256,
+    -0.3761263890318352,
+    0.112837916709451,
+    -0.026866170643295214,
+    0.005223977607593506,
+    -0.0008548325992439943,
+    0.00012055295190596103,
+    -1.4924738182126343e-05,
+    1.6447394557278533e-06,
+    -1.6207959642200486e-07,
+    1.3716775893806688e-08,
+    -7.788268018088953e-10,
 )
 _ERF_LARGE = (
-    -3.3636766612738407e-06, 0.5643863220252008, 1.1231143734270628, 2.0599683345255184,
-    1.8884864813906428, 9.921530861981834, -41.17894099922344, 161.15604581254868,
-    -510.0657286779493, 992.5899712394794, -1149.5748712329305, 745.0423451158426,
+    -3.3636766612738407e-06,
+    0.5643863220252008,
+    1.1231143734270628,
+    2.0599683345255184,
+    1.8884864813906428,
+    9.921530861981834,
+    -41.17894099922344,
+    161.15604581254868,
+    -510.0657286779493,
+    992.5899712394794,
+    -1149.5748712329305,
+    745.0423451158426,
     -211.02759962880458,
 )
 _ERF_SMALL_BELOW = 1.0
@@ -329,7 +349,9 @@ for _entry in [
         doc="a = gamma * (n if n > 0 else alpha * (exp(n) - 1))",
     ),
     ActivationType("softplus", _softplus, _native_or("Softplus", _softplus_composed), doc="a = log(1 + exp(n))"),
-    ActivationType("softsign", lambda x: x / (1 + np.abs(x)), _native_or("Softsign", _softsign_onnx), doc="a = n / (1 + |n|)"),
+    ActivationType(
+        "softsign", lambda x: x / (1 + np.abs(x)), _native_or("Softsign", _softsign_onnx), doc="a = n / (1 + |n|)"
+    ),
     ActivationType(
         "hard_sigmoid",
         lambda x, alpha, beta: np.clip(alpha * x + beta, 0, 1),
@@ -383,9 +405,11 @@ def fit_erf_coefficients(points: int = 800) -> tuple[list[float], list[float]]:
         coef = [Fraction(0)] * (degree + 1)
         exact_u = [Fraction(v) for v in u.tolist()]
         for _ in range(3):
-            residual = [float(yj - sum(c * uj**k for k, c in enumerate(coef))) for uj, yj in zip(exact_u, y)]
+            residual = [
+                float(yj - sum(c * uj**k for k, c in enumerate(coef))) for uj, yj in zip(exact_u, y, strict=True)
+            ]
             step = chebyshev.Chebyshev.fit(u, residual, degree, domain=[float(lo), float(hi)], w=weight)
-            for t, c in zip(basis, step.coef.tolist()):
+            for t, c in zip(basis, step.coef.tolist(), strict=True):
                 for k, v in enumerate(t):
                     coef[k] += Fraction(c) * v
         return [float(c) for c in coef]

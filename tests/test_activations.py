@@ -287,7 +287,9 @@ def _erf_grid() -> Iterator[np.ndarray]:
     yield np.linspace(-7, 7, 140_001)  # both pieces, the switch at |x| = 1 and the clamp at 6
     yield np.linspace(0.99, 1.01, 2001) * np.array([[-1], [1]])
     yield np.geomspace(1e-300, 1, 3001) * np.array([[-1], [1]])
-    yield np.array([0.0, 5e-324, 2.2250738585072014e-308, 1e-310, 1e-300, 5.0, 6.0, 30.0, 1e300, 1.7976931348623157e308])
+    yield np.array(
+        [0.0, 5e-324, 2.2250738585072014e-308, 1e-310, 1e-300, 5.0, 6.0, 30.0, 1e300, 1.7976931348623157e308]
+    )
 
 
 # math.erf (the C library's) is within 1 ulp of erf; the composition, measured offline against mpmath
@@ -357,7 +359,9 @@ def test_float64_gelu_composes_erf_and_float32_keeps_the_operator(opset: int) ->
 def test_float64_gelu_agrees_over_a_wide_range(opset: int) -> None:
     spec = nnspec.from_dict(_activation_spec("gelu", "float64"))
     x = np.concatenate([np.linspace(-40, 40, 4000), [-1e300, -1e10, 1e10, 1e300, 5e-324, -5e-324]])
-    report = nnspec.check(spec, opset=opset, inputs={"x": np.resize(x, (len(x) // WIDTH + 1) * WIDTH).reshape(-1, WIDTH)})
+    report = nnspec.check(
+        spec, opset=opset, inputs={"x": np.resize(x, (len(x) // WIDTH + 1) * WIDTH).reshape(-1, WIDTH)}
+    )
     assert report.passed, report.outputs
 
 
@@ -368,10 +372,14 @@ def test_schema_and_registries_agree() -> None:
     schema = nnspec.Spec.model_json_schema()
     layer_union = schema["properties"]["layers"]["items"]
     assert set(layer_union["discriminator"]["mapping"]) == set(LAYERS)
-    tags = {d["properties"]["type"]["const"] for name, d in schema["$defs"].items() if "type" in d.get("properties", {})}
+    tags = {
+        d["properties"]["type"]["const"] for name, d in schema["$defs"].items() if "type" in d.get("properties", {})
+    }
     assert tags == set(LAYERS)
 
-    fields = [d["properties"]["activation"] for d in schema["$defs"].values() if "activation" in d.get("properties", {})]
+    fields = [
+        d["properties"]["activation"] for d in schema["$defs"].values() if "activation" in d.get("properties", {})
+    ]
     assert fields, "no layer in the schema takes an activation"
     for field in fields:
         by_name, objects = field["anyOf"][0], field["anyOf"][1:]

@@ -76,10 +76,32 @@ TWO_INPUTS: dict[str, Any] = {
     "dtype": "float64",
     "inputs": [{"name": "features", "shape": [3]}, {"name": "context", "shape": [2]}],
     "layers": [
-        {"type": "dense", "name": "trunk", "units": 2, "activation": "tanh", "weights": [[0.5, -1, 2], [1, 0, -0.5]], "bias": [0.1, -0.2]},
-        {"type": "dense", "name": "mood", "inputs": ["context"], "units": 3, "activation": "relu", "weights": [[1, -1], [2, 0.5], [-1, -1]]},
+        {
+            "type": "dense",
+            "name": "trunk",
+            "units": 2,
+            "activation": "tanh",
+            "weights": [[0.5, -1, 2], [1, 0, -0.5]],
+            "bias": [0.1, -0.2],
+        },
+        {
+            "type": "dense",
+            "name": "mood",
+            "inputs": ["context"],
+            "units": 3,
+            "activation": "relu",
+            "weights": [[1, -1], [2, 0.5], [-1, -1]],
+        },
         # Reads trunk by name, skipping mood: a = logsig(W trunk + b).
-        {"type": "dense", "name": "risk", "inputs": ["trunk"], "units": 1, "activation": "logsig", "weights": [[3, -2]], "bias": [0.25]},
+        {
+            "type": "dense",
+            "name": "risk",
+            "inputs": ["trunk"],
+            "units": 1,
+            "activation": "logsig",
+            "weights": [[3, -2]],
+            "bias": [0.25],
+        },
         {"type": "activation", "name": "mood_probs", "inputs": ["mood"], "activation": "softmax"},
     ],
     "outputs": ["risk", "mood_probs", "trunk"],
@@ -138,7 +160,12 @@ def test_three_layer_network_is_the_seed_composition(dtype: str) -> None:
 
     def a3(p: np.ndarray) -> np.ndarray:
         # a3 = f3(W3 f2(W2 f1(W1 p + b1) + b2) + b3)
-        return layer(l3["weights"], layer(l2["weights"], layer(l1["weights"], p, l1["bias"], np.tanh), l2["bias"], logsig), l3["bias"], lambda n: n)
+        return layer(
+            l3["weights"],
+            layer(l2["weights"], layer(l1["weights"], p, l1["bias"], np.tanh), l2["bias"], logsig),
+            l3["bias"],
+            lambda n: n,
+        )
 
     spec = nnspec.from_dict({**data, "dtype": dtype})
     p = np.array([[8.0, 3.0], [5.0, 1.0], [0.0, 0.0], [-2.0, 10.0], *batch(60, 2)]).astype(dtype)
@@ -158,7 +185,14 @@ def dense_spec(weights: Any, bias: Any = None, in_features: int = 3, units: int 
     dense: dict[str, Any] = {"type": "dense", "name": "d", "units": units, "weights": weights}
     if bias is not None:
         dense["bias"] = bias
-    return {"format": "nnspec/1", "name": "w", "dtype": "float64", "inputs": [{"name": "p", "shape": [in_features]}], "layers": [dense], **extra}
+    return {
+        "format": "nnspec/1",
+        "name": "w",
+        "dtype": "float64",
+        "inputs": [{"name": "p", "shape": [in_features]}],
+        "layers": [dense],
+        **extra,
+    }
 
 
 def read_back(spec: nnspec.Spec, in_features: int) -> tuple[np.ndarray, np.ndarray]:
@@ -181,7 +215,10 @@ def test_inline_weights() -> None:
 def test_npy_and_npz_files(tmp_path: Path, write_spec: Callable[..., Path]) -> None:
     np.save(tmp_path / "w.npy", np.array(W))
     np.savez(tmp_path / "params.npz", W=np.array(W), b=np.array(B, np.float32), other=np.ones(4))
-    for weights, bias in [({"file": "w.npy"}, {"file": "params.npz", "key": "b"}), ({"file": "params.npz", "key": "W"}, B)]:
+    for weights, bias in [
+        ({"file": "w.npy"}, {"file": "params.npz", "key": "b"}),
+        ({"file": "params.npz", "key": "W"}, B),
+    ]:
         spec = nnspec.load(write_spec(dense_spec(weights, bias)))
         got_w, got_b = read_back(spec, 3)
         np.testing.assert_array_equal(got_w, W)
@@ -189,7 +226,8 @@ def test_npy_and_npz_files(tmp_path: Path, write_spec: Callable[..., Path]) -> N
 
 
 @pytest.mark.parametrize(
-    ("source", "value"), [({"init": "zeros"}, 0.0), ({"init": "ones"}, 1.0), ({"init": "constant", "value": -0.75}, -0.75)]
+    ("source", "value"),
+    [({"init": "zeros"}, 0.0), ({"init": "ones"}, 1.0), ({"init": "constant", "value": -0.75}, -0.75)],
 )
 def test_constant_initializers(source: dict[str, Any], value: float) -> None:
     weights, bias = read_back(nnspec.from_dict(dense_spec(source, source)), 3)

@@ -23,10 +23,30 @@ TWO_HEADS: dict[str, Any] = {
     "name": "two_heads",
     "inputs": [{"name": "a", "shape": [3]}, {"name": "b", "shape": [2]}],
     "layers": [
-        {"type": "dense", "name": "left", "units": 4, "activation": "relu", "weights": {"init": "normal", "seed": 1}, "inputs": ["a"]},
-        {"type": "dense", "name": "right", "units": 5, "weights": {"init": "normal", "seed": 2}, "bias": {"init": "ones"}, "inputs": ["b"]},
+        {
+            "type": "dense",
+            "name": "left",
+            "units": 4,
+            "activation": "relu",
+            "weights": {"init": "normal", "seed": 1},
+            "inputs": ["a"],
+        },
+        {
+            "type": "dense",
+            "name": "right",
+            "units": 5,
+            "weights": {"init": "normal", "seed": 2},
+            "bias": {"init": "ones"},
+            "inputs": ["b"],
+        },
         {"type": "activation", "name": "right_soft", "activation": "softmax"},
-        {"type": "dense", "units": 2, "activation": "tanh", "weights": {"init": "uniform", "seed": 3}, "inputs": ["left"]},
+        {
+            "type": "dense",
+            "units": 2,
+            "activation": "tanh",
+            "weights": {"init": "uniform", "seed": 3},
+            "inputs": ["left"],
+        },
     ],
     "outputs": ["right_soft", "left", "dense_3"],
 }
@@ -37,7 +57,14 @@ MATRIX_INPUT: dict[str, Any] = {
     "name": "rows",
     "inputs": [{"name": "m", "shape": [3, 4]}],
     "layers": [
-        {"type": "dense", "name": "d1", "units": 6, "activation": "sigmoid", "weights": {"init": "glorot_uniform", "seed": 5}, "bias": {"init": "normal", "seed": 6}},
+        {
+            "type": "dense",
+            "name": "d1",
+            "units": 6,
+            "activation": "sigmoid",
+            "weights": {"init": "glorot_uniform", "seed": 5},
+            "bias": {"init": "normal", "seed": 6},
+        },
         {"type": "dense", "name": "d2", "units": 2, "weights": {"init": "he_normal", "seed": 7}},
     ],
 }
@@ -76,7 +103,11 @@ def test_inputs_and_outputs_keep_the_spec_names_and_shapes() -> None:
     model = nnspec.to_onnx(nnspec.from_dict(TWO_HEADS))
     assert [(i.name, dims(i)) for i in graph_inputs(model)] == [("a", ["N", 3]), ("b", ["N", 2])]
     # The outputs in the spec's order, with every dimension after the batch known.
-    assert [(o.name, dims(o)) for o in model.graph.output] == [("right_soft", ["N", 5]), ("left", ["N", 4]), ("dense_3", ["N", 2])]
+    assert [(o.name, dims(o)) for o in model.graph.output] == [
+        ("right_soft", ["N", 5]),
+        ("left", ["N", 4]),
+        ("dense_3", ["N", 2]),
+    ]
     model = nnspec.to_onnx(nnspec.from_dict(MATRIX_INPUT))
     assert [(i.name, dims(i)) for i in graph_inputs(model)] == [("m", ["N", 3, 4])]
     assert [(o.name, dims(o)) for o in model.graph.output] == [("d2", ["N", 3, 2])]
@@ -109,7 +140,7 @@ def test_one_gemm_with_transposed_weights_per_dense_layer(three_layer: dict[str,
     assert [g.name.split("/")[0] for g in gemms] == ["l1", "l2", "l3"]
     assert "MatMul" not in op_types(model)
     weights = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-    for gemm, node in zip(gemms, nnspec.graph(spec).nodes):
+    for gemm, node in zip(gemms, nnspec.graph(spec).nodes, strict=True):
         assert attribute(gemm, "transB") == 1
         # B is W as the spec writes it, [units, in_features], so a deployed model reads like the spec.
         np.testing.assert_array_equal(weights[gemm.input[1]], node.params["weights"])
@@ -184,7 +215,9 @@ COMPOSED = [
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize(("activation", "opset", "missing"), COMPOSED, ids=lambda v: str(v) if not isinstance(v, dict) else "gelu-tanh")
+@pytest.mark.parametrize(
+    ("activation", "opset", "missing"), COMPOSED, ids=lambda v: str(v) if not isinstance(v, dict) else "gelu-tanh"
+)
 def test_activations_without_an_operator_are_composed(activation: Any, opset: int, missing: str, dtype: str) -> None:
     spec = nnspec.from_dict(
         {
@@ -192,7 +225,15 @@ def test_activations_without_an_operator_are_composed(activation: Any, opset: in
             "name": "composed",
             "dtype": dtype,
             "inputs": [{"name": "x", "shape": [6]}],
-            "layers": [{"type": "dense", "name": "h", "units": 8, "activation": activation, "weights": {"init": "normal", "seed": 3, "std": 1.0}}],
+            "layers": [
+                {
+                    "type": "dense",
+                    "name": "h",
+                    "units": 8,
+                    "activation": activation,
+                    "weights": {"init": "normal", "seed": 3, "std": 1.0},
+                }
+            ],
         }
     )
     model = nnspec.to_onnx(spec, opset=opset)
