@@ -128,6 +128,18 @@ def _check_limits(spec: Spec, plans: list[LayerPlan], itemsize: int, limits: Lim
             )
 
 
+def _check_activation_fits(plan: LayerPlan, dtype: np.dtype, i: int) -> None:
+    """Activation parameters become constants of the network's dtype; they must stay finite there."""
+    if plan.activation is None:
+        return
+    for key, value in plan.activation.params.items():
+        if isinstance(value, float) and abs(value) > float(np.finfo(dtype).max):
+            raise SpecError(
+                f"expected a value that fits in {dtype.name} (|x| <= {float(np.finfo(dtype).max):.4g}), found {value}",
+                ("layers", i, "activation", key),
+            )
+
+
 def build_graph(spec: Spec, limits: Limits | None = None) -> Graph:
     """Resolve names, sources and shapes, check limits from declared sizes, then load the weights."""
     limits = limits or Limits.from_env()
@@ -145,6 +157,7 @@ def build_graph(spec: Spec, limits: Limits | None = None) -> Graph:
         for i, layer in enumerate(spec.layers):
             sources = _sources(spec, i, names, env)
             plan = layer.plan(sources)
+            _check_activation_fits(plan, dtype, i)
             plans.append(plan)
             wiring.append(sources)
             env[names[i]] = Source(names[i], plan.shape, "layer")

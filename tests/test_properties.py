@@ -94,7 +94,7 @@ def networks(draw: st.DrawFn) -> dict[str, Any]:
     }
 
 
-@settings(max_examples=60)
+@settings(max_examples=200)
 @given(
     spec=networks(),
     opset=st.sampled_from(OPSETS),

@@ -679,3 +679,11 @@ def test_layer_count_limit(monkeypatch: pytest.MonkeyPatch, three_layer: dict[st
     monkeypatch.setenv("NNSPEC_MAX_LAYERS", "2")
     exc = refused(three_layer)
     assert_names_place(exc, "layers", "at most 2 layers", "found 3")
+
+
+def test_activation_parameter_must_fit_the_dtype(party):
+    party["layers"][0]["activation"] = {"name": "leaky_relu", "alpha": 1e300}
+    with pytest.raises(nnspec.SpecError) as info:
+        nnspec.from_dict(party)
+    assert info.value.path == "layers[0].activation.alpha" and "float32" in info.value.message
+    assert nnspec.from_dict({**party, "dtype": "float64"}).format == "nnspec/1"  # fits in float64
