@@ -50,9 +50,7 @@ def compare(
             for _ in range(number):
                 fn()
             samples[name].append((time.perf_counter() - start) / number)
-    return {
-        name: Timing(statistics.median(s), min(s), repeats, numbers[name]) for name, s in samples.items()
-    }
+    return {name: Timing(statistics.median(s), min(s), repeats, numbers[name]) for name, s in samples.items()}
 
 
 def measure(fn: Callable[[], object], *, repeats: int, min_time: float = 0.0, warmup: int = 1) -> Timing:
@@ -72,7 +70,7 @@ def fmt_time(seconds: float) -> str:
 def print_table(header: list[str], rows: list[list[str]]) -> None:
     """A plain Markdown table, so the output can be pasted into benchmarks/README.md."""
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+    line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"  # noqa: E731
     print(line(header))
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for row in rows:

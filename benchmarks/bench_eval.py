@@ -57,16 +57,29 @@ def write_mlp(folder: Path, dtype: str) -> tuple[Path, list[tuple[np.ndarray, np
     """The spec file and its (W, b) pairs, W of shape [units, in_features] as the spec stores them."""
     rng = np.random.default_rng(0)
     params, layers = [], []
-    for i, (fan_in, units, act) in enumerate(zip(SIZES, SIZES[1:], ACTIVATIONS)):
+    for i, (fan_in, units, act) in enumerate(zip(SIZES, SIZES[1:], ACTIVATIONS, strict=False)):
         w = (rng.standard_normal((units, fan_in)) * np.sqrt(2.0 / fan_in)).astype(dtype)
         b = (rng.standard_normal(units) * 0.1).astype(dtype)
         np.save(folder / f"w{i}.npy", w)
         np.save(folder / f"b{i}.npy", b)
         params.append((w, b))
-        layers.append({"type": "dense", "name": f"fc{i}", "units": units, "activation": act,
-                       "weights": {"file": f"w{i}.npy"}, "bias": {"file": f"b{i}.npy"}})
-    spec = {"format": "nnspec/1", "name": "mlp", "dtype": dtype, "inputs": [{"name": "x", "shape": [SIZES[0]]}],
-            "layers": layers}
+        layers.append(
+            {
+                "type": "dense",
+                "name": f"fc{i}",
+                "units": units,
+                "activation": act,
+                "weights": {"file": f"w{i}.npy"},
+                "bias": {"file": f"b{i}.npy"},
+            }
+        )
+    spec = {
+        "format": "nnspec/1",
+        "name": "mlp",
+        "dtype": dtype,
+        "inputs": [{"name": "x", "shape": [SIZES[0]]}],
+        "layers": layers,
+    }
     path = folder / "mlp.json"
     path.write_bytes(orjson.dumps(spec))
     return path, params
@@ -97,11 +110,15 @@ def main() -> None:
     repeats = args.repeats or (3 if args.quick else 7)
     min_time = 0.02 if args.quick else 0.2
 
-    print(f"# bench_eval  {datetime.date.today()}  python {platform.python_version()}  numpy {np.__version__}  "
-          f"onnxruntime {ort.__version__}  nnspec {nnspec.__version__}  cpus {os.cpu_count()}  "
-          f"threads {args.threads or 'default'}  {args.dtype}")
-    print(f"# MLP {'-'.join(map(str, SIZES))} ({', '.join(ACTIVATIONS)}); per-call median of {repeats} repeats "
-          f"(forms interleaved), each a loop of >= {min_time * 1e3:.0f} ms, after 1 warmup\n")
+    print(
+        f"# bench_eval  {datetime.date.today()}  python {platform.python_version()}  numpy {np.__version__}  "
+        f"onnxruntime {ort.__version__}  nnspec {nnspec.__version__}  cpus {os.cpu_count()}  "
+        f"threads {args.threads or 'default'}  {args.dtype}"
+    )
+    print(
+        f"# MLP {'-'.join(map(str, SIZES))} ({', '.join(ACTIVATIONS)}); per-call median of {repeats} repeats "
+        f"(forms interleaved), each a loop of >= {min_time * 1e3:.0f} ms, after 1 warmup\n"
+    )
 
     with tempfile.TemporaryDirectory() as tmp:
         spec_path, params = write_mlp(Path(tmp), args.dtype)
@@ -131,10 +148,22 @@ def main() -> None:
         t_hand, t_model, t_ort = timings["hand"], timings["model"], timings["ort"]
         rows += [
             [batch, "numpy (hand)", fmt_time(t_hand.median), fmt_time(t_hand.median / batch), "1.00", "-"],
-            [batch, "**nnspec numpy**", fmt_time(t_model.median), fmt_time(t_model.median / batch),
-             f"**{t_model.median / t_hand.median:.2f}**", f"{diff_numpy:.1e}"],
-            [batch, "onnxruntime", fmt_time(t_ort.median), fmt_time(t_ort.median / batch),
-             f"{t_ort.median / t_hand.median:.2f}", f"{diff_ort:.1e}"],
+            [
+                batch,
+                "**nnspec numpy**",
+                fmt_time(t_model.median),
+                fmt_time(t_model.median / batch),
+                f"**{t_model.median / t_hand.median:.2f}**",
+                f"{diff_numpy:.1e}",
+            ],
+            [
+                batch,
+                "onnxruntime",
+                fmt_time(t_ort.median),
+                fmt_time(t_ort.median / batch),
+                f"{t_ort.median / t_hand.median:.2f}",
+                f"{diff_ort:.1e}",
+            ],
         ]
     print_table(["batch", "form", "per call", "per sample", "x hand", "max abs diff vs hand"], rows)
     print("\n(x hand: per-call time / the hand-written NumPy forward pass on the same batch)")

@@ -40,7 +40,9 @@ def write_specs(folder: Path, n: int) -> tuple[Path, Path, list[Path]]:
     layer = {"type": "dense", "name": "fc", "units": n, "activation": "relu"}
 
     inline = folder / f"dense{n}_inline.json"
-    inline.write_bytes(orjson.dumps({**base, "layers": [{**layer, "weights": weights.tolist(), "bias": bias.tolist()}]}))
+    inline.write_bytes(
+        orjson.dumps({**base, "layers": [{**layer, "weights": weights.tolist(), "bias": bias.tolist()}]})
+    )
 
     w_file, b_file = folder / f"dense{n}_w.npy", folder / f"dense{n}_b.npy"
     np.save(w_file, weights.astype(np.float32))  # stored in the spec's dtype: no cast needed on load
@@ -67,10 +69,14 @@ def main() -> None:
     sizes = args.sizes or ([1000] if args.quick else [1000, 2000])
     repeats = args.repeats or (3 if args.quick else 7)
 
-    print(f"# bench_load  {datetime.date.today()}  python {platform.python_version()}  numpy {np.__version__}  "
-          f"orjson {orjson.__version__}  nnspec {nnspec.__version__}  cpus {os.cpu_count()}")
-    print(f"# per-call median of {repeats} repeats (loaders interleaved, calls under 50 ms looped) after 1 warmup; "
-          "all rows include reading the file\n")
+    print(
+        f"# bench_load  {datetime.date.today()}  python {platform.python_version()}  numpy {np.__version__}  "
+        f"orjson {orjson.__version__}  nnspec {nnspec.__version__}  cpus {os.cpu_count()}"
+    )
+    print(
+        f"# per-call median of {repeats} repeats (loaders interleaved, calls under 50 ms looped) after 1 warmup; "
+        "all rows include reading the file\n"
+    )
 
     rows: list[list[str]] = []
     summary: list[str] = []
@@ -98,13 +104,34 @@ def main() -> None:
             rows += [
                 [label, f"inline JSON, {mb:.1f} MB", "orjson.loads", fmt_time(t_orjson.median), "1.00"],
                 [label, "", "json.loads", fmt_time(t_json.median), f"{t_json.median / t_orjson.median:.2f}"],
-                [label, "", "orjson.loads + np.asarray", fmt_time(t_arrays.median),
-                 f"{t_arrays.median / t_orjson.median:.2f}"],
-                [label, "", "**nnspec.load**", fmt_time(t_inline.median), f"**{t_inline.median / t_orjson.median:.2f}**"],
-                [label, f".npy files, {sum(p.stat().st_size for p in npys) / 1e6:.1f} MB", "np.load",
-                 fmt_time(t_npload.median), "1.00"],
-                [label, "", "np.load + isfinite check", fmt_time(t_checked.median),
-                 f"{t_checked.median / t_npload.median:.2f}"],
+                [
+                    label,
+                    "",
+                    "orjson.loads + np.asarray",
+                    fmt_time(t_arrays.median),
+                    f"{t_arrays.median / t_orjson.median:.2f}",
+                ],
+                [
+                    label,
+                    "",
+                    "**nnspec.load**",
+                    fmt_time(t_inline.median),
+                    f"**{t_inline.median / t_orjson.median:.2f}**",
+                ],
+                [
+                    label,
+                    f".npy files, {sum(p.stat().st_size for p in npys) / 1e6:.1f} MB",
+                    "np.load",
+                    fmt_time(t_npload.median),
+                    "1.00",
+                ],
+                [
+                    label,
+                    "",
+                    "np.load + isfinite check",
+                    fmt_time(t_checked.median),
+                    f"{t_checked.median / t_npload.median:.2f}",
+                ],
                 [label, "", "**nnspec.load**", fmt_time(t_files.median), f"**{t_files.median / t_npload.median:.2f}**"],
             ]
             summary.append(
@@ -132,6 +159,7 @@ def profile(spec_file: Path) -> None:
     profiler.disable()
     print(f"\n# cProfile of one nnspec.load({spec_file.name})")
     pstats.Stats(profiler, stream=sys.stdout).strip_dirs().sort_stats("tottime").print_stats(12)
+
 
 if __name__ == "__main__":
     main()

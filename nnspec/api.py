@@ -73,7 +73,7 @@ def check_opset(opset: int) -> None:
         )
 
 
-def to_onnx(spec: SpecLike, opset: int = DEFAULT_OPSET) -> "onnx.ModelProto":
+def to_onnx(spec: SpecLike, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
     """The spec as an ONNX model (checked by onnx.checker with full_check)."""
     from .onnx_export import to_onnx as export
 
@@ -129,7 +129,9 @@ def check(
         problems = interface_problems(g, iface, elem_type_of(g.dtype))
         recorded = iface["metadata"].get("nnspec.spec_sha256")
         if recorded and recorded != g.fingerprint:
-            notes.append("the model's recorded spec hash differs from this spec's: it was compiled from another version")
+            notes.append(
+                "the model's recorded spec hash differs from this spec's: it was compiled from another version"
+            )
         elif not recorded:
             notes.append("the model carries no nnspec spec hash (not compiled by nnspec)")
     if inputs is not None:

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Optional, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import numpy as np
 import typer
@@ -77,7 +77,7 @@ SpecArg = Annotated[Path, typer.Argument(help="The spec file (JSON, format nnspe
 OpsetOpt = Annotated[int, typer.Option("--opset", help="ONNX opset to target.")]
 
 
-def _tolerance(value: Optional[float], name: str) -> Optional[float]:
+def _tolerance(value: float | None, name: str) -> float | None:
     if value is not None and not (value >= 0 and np.isfinite(value)):
         raise NNSpecError(f"{name} must be a finite number >= 0, found {value}")
     return value
@@ -102,7 +102,9 @@ def validate(spec: SpecArg) -> None:
 @reports_errors
 def compile_(
     spec: SpecArg,
-    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Where to write the model [default: <name>.onnx].")] = None,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Where to write the model [default: <name>.onnx].")
+    ] = None,
     opset: OpsetOpt = api.DEFAULT_OPSET,
     no_check: Annotated[bool, typer.Option("--no-check", help="Skip the cross-check before writing.")] = False,
 ) -> None:
@@ -125,7 +127,9 @@ def compile_(
             from .render import print_report
 
             print_report(report, err)
-            err.print(f"[bold red]not written:[/bold red] {target} (the ONNX model disagrees with the spec)", markup=True)
+            err.print(
+                f"[bold red]not written:[/bold red] {target} (the ONNX model disagrees with the spec)", markup=True
+            )
             raise typer.Exit(1)
         worst = max((o.max_abs_error for o in report.outputs), default=0.0)
         summary = f"; cross-check passed on {len(report.cases)} batches (max abs error {worst:.3g})"
@@ -141,8 +145,16 @@ def compile_(
 @reports_errors
 def run(
     spec: SpecArg,
-    input: Annotated[Path, typer.Option("--input", "-i", help=".npy (single-input models) or .npz keyed by input name.", show_default=False)],
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help=".npy (single output) or .npz keyed by output name; default: print.")] = None,
+    input: Annotated[
+        Path,
+        typer.Option(
+            "--input", "-i", help=".npy (single-input models) or .npz keyed by input name.", show_default=False
+        ),
+    ],
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help=".npy (single output) or .npz keyed by output name; default: print."),
+    ] = None,
     backend: Annotated[Backend, typer.Option("--backend", help="Which form of the model to run.")] = Backend.numpy,
     provider: Annotated[Provider, typer.Option("--provider", help="onnxruntime execution provider.")] = Provider.cpu,
     opset: OpsetOpt = api.DEFAULT_OPSET,
@@ -175,12 +187,21 @@ def run(
 @reports_errors
 def check(
     spec: SpecArg,
-    onnx: Annotated[Optional[Path], typer.Option("--onnx", help="Check this existing ONNX file instead of a fresh export.")] = None,
-    inputs: Annotated[Optional[Path], typer.Option("--inputs", help="Inputs to use (.npy or .npz) instead of seeded random batches.")] = None,
-    rtol: Annotated[Optional[float], typer.Option("--rtol", help="Relative tolerance [default: from the dtype].")] = None,
-    atol: Annotated[Optional[float], typer.Option("--atol", help="Absolute tolerance [default: from the dtype].")] = None,
-    json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write the report as JSON ('-' for stdout, instead of the table).")] = None,
-    markdown: Annotated[Optional[Path], typer.Option("--markdown", help="Also write the report as Markdown (for CI summaries).")] = None,
+    onnx: Annotated[
+        Path | None, typer.Option("--onnx", help="Check this existing ONNX file instead of a fresh export.")
+    ] = None,
+    inputs: Annotated[
+        Path | None, typer.Option("--inputs", help="Inputs to use (.npy or .npz) instead of seeded random batches.")
+    ] = None,
+    rtol: Annotated[float | None, typer.Option("--rtol", help="Relative tolerance [default: from the dtype].")] = None,
+    atol: Annotated[float | None, typer.Option("--atol", help="Absolute tolerance [default: from the dtype].")] = None,
+    json_path: Annotated[
+        Path | None,
+        typer.Option("--json", help="Also write the report as JSON ('-' for stdout, instead of the table)."),
+    ] = None,
+    markdown: Annotated[
+        Path | None, typer.Option("--markdown", help="Also write the report as Markdown (for CI summaries).")
+    ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the random input batches.")] = 0,
     provider: Annotated[Provider, typer.Option("--provider", help="onnxruntime execution provider.")] = Provider.cpu,
     opset: OpsetOpt = api.DEFAULT_OPSET,

@@ -50,7 +50,9 @@ def check_arrays(infos: tuple[TensorInfo, ...], feeds: Mapping[str, object]) -> 
     return out
 
 
-def check_feeds(graph: Graph | tuple[TensorInfo, ...], feeds: Mapping[str, object], dtype: np.dtype | None = None) -> dict[str, np.ndarray]:
+def check_feeds(
+    graph: Graph | tuple[TensorInfo, ...], feeds: Mapping[str, object], dtype: np.dtype | None = None
+) -> dict[str, np.ndarray]:
     """Arrays keyed by input name, each `[N, *shape]` with one N, cast to the network's dtype.
 
     Integers and floats of any width are accepted and cast; anything else (objects, strings,

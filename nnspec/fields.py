@@ -97,7 +97,7 @@ def parse_activation(value: Any) -> activations.Activation:
     elif isinstance(value, dict):
         if "name" not in value:
             raise spec_error(
-                "expected an activation object with a \"name\", e.g. {\"name\": \"leaky_relu\", \"alpha\": 0.1}, "
+                'expected an activation object with a "name", e.g. {"name": "leaky_relu", "alpha": 0.1}, '
                 f"found keys {sorted(value)}"
             )
         name, given = value["name"], {k: v for k, v in value.items() if k != "name"}
@@ -206,7 +206,9 @@ def parse_inline(value: Any) -> Inline:
     except OverflowError:
         raise spec_error("expected numbers that fit in a float64, found an integer too large for one") from None
     if array.dtype == object:
-        found = "integers too large for a float64" if _has_big_int(value) else "null, an object, or rows of unequal length"
+        found = (
+            "integers too large for a float64" if _has_big_int(value) else "null, an object, or rows of unequal length"
+        )
         raise spec_error(f"expected a rectangular nested list of numbers, found {found}")
     if array.dtype.kind not in "iuf":
         raise spec_error(f"expected numbers, found {array.dtype.kind == 'b' and 'booleans' or 'strings'}")
@@ -236,7 +238,7 @@ def parse_file_ref(value: dict[str, Any]) -> FileRef:
     if suffix == "npz" and key is None:
         raise spec_error(missing("key", "a .npz file holds several arrays: name one"), "key")
     if suffix == "npy" and key is not None:
-        raise spec_error(f"expected no \"key\" (a .npy file holds one array), found {key!r}", "key")
+        raise spec_error(f'expected no "key" (a .npy file holds one array), found {key!r}', "key")
     return FileRef(file, key)
 
 
@@ -281,11 +283,11 @@ def parse_weight_source(value: Any) -> WeightSource:
             return parse_init(value)
         hint = next((h for h in (suggest(str(k), ["file", "init"]) for k in value) if h), "")
         raise spec_error(
-            f"expected numbers, {{\"file\": ...}} or {{\"init\": ...}}, found an object with keys {sorted(value)}{hint}"
+            f'expected numbers, {{"file": ...}} or {{"init": ...}}, found an object with keys {sorted(value)}{hint}'
         )
     if isinstance(value, list | int | float) and not isinstance(value, bool):
         return parse_inline(value)
-    raise spec_error(f"expected numbers, {{\"file\": ...}} or {{\"init\": ...}}, found {kind_of(value)}")
+    raise spec_error(f'expected numbers, {{"file": ...}} or {{"init": ...}}, found {kind_of(value)}')
 
 
 def dump_weight_source(source: WeightSource) -> Any:

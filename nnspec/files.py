@@ -106,7 +106,9 @@ def _read_npy(f: IO[bytes], what: str, limit: int, used: int = 0) -> np.ndarray:
         )
     size = math.prod(shape) * dtype.itemsize
     if used + size > limit:
-        found = f"{human_bytes(size)} in {what}" + (f", {human_bytes(used + size)} with the arrays before it" if used else "")
+        found = f"{human_bytes(size)} in {what}" + (
+            f", {human_bytes(used + size)} with the arrays before it" if used else ""
+        )
         raise InputDataError(
             f"expected at most {human_bytes(limit)} of input data (NNSPEC_MAX_BATCH_BYTES), found {found} "
             f"(shape {list(shape)}, dtype {dtype})"
@@ -149,7 +151,8 @@ def save_arrays(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
     if suffix == ".npy":
         if len(arrays) != 1:
             raise InputDataError(
-                f"the model has {len(arrays)} outputs ({', '.join(arrays)}); write them to a .npz file", source=str(path)
+                f"the model has {len(arrays)} outputs ({', '.join(arrays)}); write them to a .npz file",
+                source=str(path),
             )
         (array,) = arrays.values()
         return atomic_write(path, lambda f: np.save(f, array, allow_pickle=False))

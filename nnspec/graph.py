@@ -84,7 +84,9 @@ def _outputs(spec: Spec, names: list[str], shapes: dict[str, tuple[int, ...]]) -
     seen: dict[str, int] = {}
     for j, ref in enumerate(spec.outputs):
         if ref in seen:
-            raise SpecError(f"expected each output once, found {ref!r} again (also outputs[{seen[ref]}])", ("outputs", j))
+            raise SpecError(
+                f"expected each output once, found {ref!r} again (also outputs[{seen[ref]}])", ("outputs", j)
+            )
         seen[ref] = j
         if ref not in shapes:
             if ref in {i.name for i in spec.inputs}:
@@ -147,7 +149,8 @@ def build_graph(spec: Spec, limits: Limits | None = None) -> Graph:
     try:
         if len(spec.layers) > limits.max_layers:
             raise LimitError(
-                f"expected at most {limits.max_layers} layers (NNSPEC_MAX_LAYERS), found {len(spec.layers)}", ("layers",)
+                f"expected at most {limits.max_layers} layers (NNSPEC_MAX_LAYERS), found {len(spec.layers)}",
+                ("layers",),
             )
         _check_unique(spec)
         names = layer_names(spec)
@@ -164,7 +167,7 @@ def build_graph(spec: Spec, limits: Limits | None = None) -> Graph:
         outputs = _outputs(spec, names, {n: env[n].shape for n in names})
         _check_limits(spec, plans, dtype.itemsize, limits)
         nodes = []
-        for i, (layer, plan, sources) in enumerate(zip(spec.layers, plans, wiring)):
+        for i, (layer, plan, sources) in enumerate(zip(spec.layers, plans, wiring, strict=True)):
             params = {
                 key: materialize(p.source, p.shape, p.reason, dtype, spec.base_dir, ("layers", i, key))
                 for key, p in plan.params.items()

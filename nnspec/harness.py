@@ -37,7 +37,7 @@ class Tolerance:
     reason: str = ""
 
     @classmethod
-    def for_dtype(cls, dtype: np.dtype, rtol: float | None = None, atol: float | None = None) -> "Tolerance":
+    def for_dtype(cls, dtype: np.dtype, rtol: float | None = None, atol: float | None = None) -> Tolerance:
         u = float(np.finfo(dtype).eps) / 2
         default = HEADROOM_ULPS * u
         reason = f"default for {np.dtype(dtype).name}: {HEADROOM_ULPS} x unit roundoff ({u:.3g})"
@@ -97,7 +97,7 @@ class Report:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["passed"] = self.passed
-        for out, result in zip(data["outputs"], self.outputs):
+        for out, result in zip(data["outputs"], self.outputs, strict=True):
             out["passed"] = result.passed
         return data
 
@@ -216,15 +216,17 @@ def interface_problems(graph: Graph, iface: Mapping[str, Any], elem_type: int) -
         found = iface[f"{kind}s"]
         for info in expected:
             if info.name not in found:
-                problems.append(
-                    f"the model has no {kind} {info.name!r} (its {kind}s: {', '.join(found) or 'none'})"
-                )
+                problems.append(f"the model has no {kind} {info.name!r} (its {kind}s: {', '.join(found) or 'none'})")
                 continue
             dims, elem = found[info.name]
             if elem != elem_type:
-                problems.append(f"{kind} {info.name!r} has ONNX element type {elem}, expected {elem_type} ({graph.dtype.name})")
+                problems.append(
+                    f"{kind} {info.name!r} has ONNX element type {elem}, expected {elem_type} ({graph.dtype.name})"
+                )
             if [d for d in dims[1:]] != list(info.shape) or not dims:
-                problems.append(f"{kind} {info.name!r} has dims {dims}, expected ['N', {', '.join(map(str, info.shape))}]")
+                problems.append(
+                    f"{kind} {info.name!r} has dims {dims}, expected ['N', {', '.join(map(str, info.shape))}]"
+                )
         extra = [name for name in found if name not in {i.name for i in expected}]
         if kind == "input" and extra:
             problems.append(f"the model has inputs the spec does not: {', '.join(extra)}")

@@ -93,8 +93,14 @@ class Graph:
             "dtype": self.dtype.name,
             "inputs": [[i.name, list(i.shape)] for i in self.inputs],
             "layers": [
-                [n.name, n.op, list(n.inputs), n.activation.to_json() if n.activation else None, n.attrs,
-                 {k: list(v.shape) for k, v in n.params.items()}]
+                [
+                    n.name,
+                    n.op,
+                    list(n.inputs),
+                    n.activation.to_json() if n.activation else None,
+                    n.attrs,
+                    {k: list(v.shape) for k, v in n.params.items()},
+                ]
                 for n in self.nodes
             ],
             "outputs": [o.name for o in self.outputs],

@@ -22,7 +22,7 @@ class Limits:
     max_batch_bytes: int = 1 << 30
 
     @classmethod
-    def from_env(cls) -> "Limits":
+    def from_env(cls) -> Limits:
         """Defaults, overridden by `NNSPEC_MAX_WEIGHT_BYTES` and friends where set."""
         values = {}
         for name in cls.__dataclass_fields__:
@@ -33,7 +33,9 @@ class Limits:
                 except ValueError:
                     from .errors import NNSpecError
 
-                    raise NNSpecError(f"NNSPEC_{name.upper()}: expected an integer number of bytes, found {raw!r}") from None
+                    raise NNSpecError(
+                        f"NNSPEC_{name.upper()}: expected an integer number of bytes, found {raw!r}"
+                    ) from None
         return cls(**values)
 
 

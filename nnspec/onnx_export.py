@@ -110,7 +110,9 @@ def load_model(data: bytes, source: str) -> onnx.ModelProto:
     except Exception as exc:  # the protobuf and checker errors have no common base class
         from .errors import ModelFileError
 
-        raise ModelFileError(f"not a valid ONNX model: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", source=source) from None
+        raise ModelFileError(
+            f"not a valid ONNX model: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", source=source
+        ) from None
     return model
 
 

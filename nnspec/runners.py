@@ -50,7 +50,11 @@ def provider_name(provider: str) -> str:
     full = PROVIDERS[provider]
     available = _ort().get_available_providers()
     if full not in available:
-        hint = " (install onnxruntime-gpu instead of onnxruntime, on a machine with an NVIDIA GPU and CUDA)" if provider == "cuda" else ""
+        hint = (
+            " (install onnxruntime-gpu instead of onnxruntime, on a machine with an NVIDIA GPU and CUDA)"
+            if provider == "cuda"
+            else ""
+        )
         raise BackendUnavailable(
             f"the onnxruntime {provider} provider is not available here{hint}; available: {', '.join(available)}"
         )
@@ -75,7 +79,7 @@ class OnnxRuntimeRunner:
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         results = self.session.run(None, dict(feeds))
-        return dict(zip(self.output_names, results))
+        return dict(zip(self.output_names, results, strict=True))
 
 
 @lru_cache(maxsize=1)
@@ -99,5 +103,7 @@ def run_numpy(graph: Graph, feeds: Mapping[str, object]) -> dict[str, np.ndarray
     return NumpyModel(graph).run(feeds)
 
 
-def run_onnxruntime(graph: Graph, model_bytes: bytes, feeds: Mapping[str, object], provider: str = "cpu") -> dict[str, np.ndarray]:
+def run_onnxruntime(
+    graph: Graph, model_bytes: bytes, feeds: Mapping[str, object], provider: str = "cpu"
+) -> dict[str, np.ndarray]:
     return OnnxRuntimeRunner(model_bytes, provider).run(check_feeds(graph, feeds))

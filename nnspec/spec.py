@@ -19,7 +19,8 @@ _FORMAT_RE = re.compile(r"^nnspec/(\d+)(?:\.(\d+))?$")
 _NUMBER_RE = re.compile(r"-?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?")
 _SPECIAL_RE = re.compile(r"-?(?:NaN|Infinity)")
 
-Layer = Annotated[Union[tuple(t.spec for t in LAYERS.values())], Field(discriminator="type")]  # type: ignore[valid-type]
+# One member per registered layer type, told apart by its "type" tag.
+Layer = Annotated[Union[tuple(t.spec for t in LAYERS.values())], Field(discriminator="type")]  # type: ignore[valid-type]  # noqa: UP007
 
 
 class InputSpec(StrictModel):

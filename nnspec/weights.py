@@ -102,11 +102,7 @@ def _read_npy(f: IO[bytes], shape: Shape, reason: str, loc: Loc, what: str) -> n
     """Read one .npy stream, checking the header's dtype and shape before reading any data."""
     try:
         version = np.lib.format.read_magic(f)
-        header = (
-            np.lib.format.read_array_header_1_0(f)
-            if version == (1, 0)
-            else np.lib.format.read_array_header_2_0(f)
-        )
+        header = np.lib.format.read_array_header_1_0(f) if version == (1, 0) else np.lib.format.read_array_header_2_0(f)
     except ValueError as exc:
         raise WeightError(f"expected a .npy array, found {what}, which is not one ({exc})", loc) from None
     found_shape, _fortran, found_dtype = header

@@ -33,9 +33,29 @@ THREE_LAYER: dict[str, Any] = {
     "name": "three",
     "inputs": [{"name": "p", "shape": [3]}],
     "layers": [
-        {"type": "dense", "name": "l1", "units": 4, "activation": "tanh", "weights": {"init": "glorot_uniform", "seed": 1}, "bias": {"init": "normal", "seed": 2}},
-        {"type": "dense", "name": "l2", "units": 5, "activation": "relu", "weights": {"init": "he_normal", "seed": 3}, "bias": {"init": "zeros"}},
-        {"type": "dense", "name": "l3", "units": 2, "activation": "sigmoid", "weights": {"init": "uniform", "seed": 4, "low": -1, "high": 1}},
+        {
+            "type": "dense",
+            "name": "l1",
+            "units": 4,
+            "activation": "tanh",
+            "weights": {"init": "glorot_uniform", "seed": 1},
+            "bias": {"init": "normal", "seed": 2},
+        },
+        {
+            "type": "dense",
+            "name": "l2",
+            "units": 5,
+            "activation": "relu",
+            "weights": {"init": "he_normal", "seed": 3},
+            "bias": {"init": "zeros"},
+        },
+        {
+            "type": "dense",
+            "name": "l3",
+            "units": 2,
+            "activation": "sigmoid",
+            "weights": {"init": "uniform", "seed": 4, "low": -1, "high": 1},
+        },
     ],
 }
 

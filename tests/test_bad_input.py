@@ -18,16 +18,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import PARTY  # the party neuron, shared by every stage
 
 from nnspec.errors import NNSpecError
 from nnspec.files import atomic_write
-
-PARTY: dict[str, Any] = {
-    "format": "nnspec/1",
-    "name": "party",
-    "inputs": [{"name": "p", "shape": [2]}],
-    "layers": [{"type": "dense", "name": "decide", "units": 1, "weights": [[-4, 1]], "bias": [2]}],
-}
 
 TWO_INPUTS: dict[str, Any] = {
     "format": "nnspec/1",
@@ -88,6 +82,7 @@ def assert_refused(result: Any, *fragments: str, one_line: bool = True) -> str:
 
 # --- every spec problem, through every command that reads a spec -------------------------------
 
+
 def party_with(**layer_changes: Any) -> dict[str, Any]:
     spec = copy.deepcopy(PARTY)
     spec["layers"][0].update(layer_changes)
@@ -139,50 +134,211 @@ RAW_BIG = RAW_NAN.replace("NaN", "1e999")
 RAW_F32 = RAW_NAN.replace("NaN", "1e39")
 
 SPEC_CASES = [
-    pytest.param('{\n  "format": "nnspec/1",\n  "name": "x",,\n}', nothing, ["malformed JSON", "line 3, column 15", "found ','"], id="malformed-json"),
+    pytest.param(
+        '{\n  "format": "nnspec/1",\n  "name": "x",,\n}',
+        nothing,
+        ["malformed JSON", "line 3, column 15", "found ','"],
+        id="malformed-json",
+    ),
     pytest.param("", nothing, ["malformed JSON", "empty file"], id="empty-file"),
     pytest.param(RAW_NAN, nothing, ["line 3, column 56", "found NaN"], id="nan-literal"),
     pytest.param(RAW_BIG, nothing, ["line 3, column 56", "found '1e999'"], id="number-overflows-double"),
-    pytest.param(RAW_F32, nothing, ["layers[0].weights: expected finite", "1e+39", "float32"], id="number-overflows-float32"),
+    pytest.param(
+        RAW_F32, nothing, ["layers[0].weights: expected finite", "1e+39", "float32"], id="number-overflows-float32"
+    ),
     pytest.param("[]", nothing, ["JSON object at the top level", "found a list"], id="top-level-list"),
-    pytest.param(spec_with(format="nnspec/0"), nothing, ["format: expected 'nnspec/1', found 'nnspec/0'"], id="unknown-format"),
-    pytest.param(spec_with(format="nnspec/2"), nothing, ["format: expected 'nnspec/1'", "'nnspec/2'", "newer"], id="newer-format"),
-    pytest.param(party_with(type="dens"), nothing, ["layers[0].type: expected", "activation, dense", "did you mean 'dense'"], id="unknown-layer-type"),
-    pytest.param(party_with(activation="sigmod"), nothing, ["layers[0].activation: expected", "tanh", "did you mean 'sigmoid'"], id="unknown-activation"),
-    pytest.param(party_with(activaton="relu"), nothing, ["layers[0].activaton: expected", "did you mean 'activation'"], id="unknown-key-in-layer"),
-    pytest.param(spec_with(ouptuts=["decide"]), nothing, ["ouptuts: expected", "did you mean 'outputs'"], id="unknown-key-top-level"),
-    pytest.param(with_input(shpae=[2]), nothing, ["inputs[0].shpae: expected", "did you mean 'shape'"], id="unknown-key-in-input"),
-    pytest.param(party_with(activation={"name": "elu", "apha": 1}), nothing, ["layers[0].activation.apha: expected", "did you mean 'alpha'"], id="unknown-key-in-activation"),
-    pytest.param(party_with(weights={"fiel": "w.npy"}), nothing, ["layers[0].weights: expected", "['fiel']", "did you mean 'file'"], id="misspelt-file-key"),
-    pytest.param(party_with(weights={"file": "w.npz", "kee": "W"}), nothing, ["layers[0].weights.kee: expected", "did you mean 'key'"], id="unknown-key-in-file-ref"),
-    pytest.param(party_with(weights={"init": "normal", "seed": 1, "mena": 0}), nothing, ["layers[0].weights.mena: expected", "did you mean 'mean'"], id="unknown-key-in-init"),
-    pytest.param(party_with(weights={"init": "glorot_uniform"}), nothing, ["layers[0].weights.seed: expected a 'seed'", "found none"], id="seeded-init-without-seed"),
+    pytest.param(
+        spec_with(format="nnspec/0"), nothing, ["format: expected 'nnspec/1', found 'nnspec/0'"], id="unknown-format"
+    ),
+    pytest.param(
+        spec_with(format="nnspec/2"), nothing, ["format: expected 'nnspec/1'", "'nnspec/2'", "newer"], id="newer-format"
+    ),
+    pytest.param(
+        party_with(type="dens"),
+        nothing,
+        ["layers[0].type: expected", "activation, dense", "did you mean 'dense'"],
+        id="unknown-layer-type",
+    ),
+    pytest.param(
+        party_with(activation="sigmod"),
+        nothing,
+        ["layers[0].activation: expected", "tanh", "did you mean 'sigmoid'"],
+        id="unknown-activation",
+    ),
+    pytest.param(
+        party_with(activaton="relu"),
+        nothing,
+        ["layers[0].activaton: expected", "did you mean 'activation'"],
+        id="unknown-key-in-layer",
+    ),
+    pytest.param(
+        spec_with(ouptuts=["decide"]),
+        nothing,
+        ["ouptuts: expected", "did you mean 'outputs'"],
+        id="unknown-key-top-level",
+    ),
+    pytest.param(
+        with_input(shpae=[2]), nothing, ["inputs[0].shpae: expected", "did you mean 'shape'"], id="unknown-key-in-input"
+    ),
+    pytest.param(
+        party_with(activation={"name": "elu", "apha": 1}),
+        nothing,
+        ["layers[0].activation.apha: expected", "did you mean 'alpha'"],
+        id="unknown-key-in-activation",
+    ),
+    pytest.param(
+        party_with(weights={"fiel": "w.npy"}),
+        nothing,
+        ["layers[0].weights: expected", "['fiel']", "did you mean 'file'"],
+        id="misspelt-file-key",
+    ),
+    pytest.param(
+        party_with(weights={"file": "w.npz", "kee": "W"}),
+        nothing,
+        ["layers[0].weights.kee: expected", "did you mean 'key'"],
+        id="unknown-key-in-file-ref",
+    ),
+    pytest.param(
+        party_with(weights={"init": "normal", "seed": 1, "mena": 0}),
+        nothing,
+        ["layers[0].weights.mena: expected", "did you mean 'mean'"],
+        id="unknown-key-in-init",
+    ),
+    pytest.param(
+        party_with(weights={"init": "glorot_uniform"}),
+        nothing,
+        ["layers[0].weights.seed: expected a 'seed'", "found none"],
+        id="seeded-init-without-seed",
+    ),
     pytest.param(spec_with(layers=[]), nothing, ["layers: expected at least 1", "found 0"], id="empty-layers"),
-    pytest.param(with_input(shape=[0]), nothing, ["inputs[0].shape[0]: expected", ">= 1", "found 0"], id="input-shape-zero"),
+    pytest.param(
+        with_input(shape=[0]), nothing, ["inputs[0].shape[0]: expected", ">= 1", "found 0"], id="input-shape-zero"
+    ),
     pytest.param(party_with(units=0), nothing, ["layers[0].units: expected", ">= 1", "found 0"], id="units-zero"),
-    pytest.param(party_with(units="3"), nothing, ["layers[0].units: expected an integer, found '3'"], id="units-a-string"),
-    pytest.param(party_with(units=3.5), nothing, ["layers[0].units: expected an integer, found 3.5"], id="units-fractional"),
-    pytest.param(party_with(units=True), nothing, ["layers[0].units: expected an integer, found true"], id="units-boolean"),
-    pytest.param(party_with(activation={"name": "leaky_relu", "alpha": "x"}), nothing, ["layers[0].activation.alpha: expected a number, found a string"], id="alpha-a-string"),
-    pytest.param(two_layers(weights=[[1, 2, 3, 4]]), nothing, ["layers[1].weights: expected shape [1, 5]", "found [1, 4]", "layer 'hidden' has 5 outputs"], id="weights-wrong-shape"),
-    pytest.param(two_layers(bias=[1, 2]), nothing, ["layers[1].bias: expected shape [1]", "found [2]", "units = 1"], id="bias-wrong-shape"),
-    pytest.param(party_with(weights=[[1, 2], [3]]), nothing, ["layers[0].weights: expected a rectangular"], id="weights-ragged"),
-    pytest.param(party_with(name="p"), nothing, ["layers[0].name: expected a unique name", "'p'", "inputs[0]"], id="duplicate-input-and-layer"),
-    pytest.param(two_layers(name="hidden"), nothing, ["layers[1].name: expected a unique name", "'hidden'", "layers[0]"], id="duplicate-layers"),
-    pytest.param(party_with(inputs=["q"]), nothing, ["layers[0].inputs[0]: expected", "found unknown 'q'"], id="unknown-layer-input"),
-    pytest.param(two_layers(inputs=["out"]), nothing, ["layers[1].inputs[0]: expected", "'out'", "itself"], id="layer-reads-itself"),
-    pytest.param(spec_with(outputs=["decid"]), nothing, ["outputs[0]: expected", "did you mean 'decide'"], id="unknown-output"),
-    pytest.param(party_with(weights={"file": "w.npy"}), nothing, ["layers[0].weights.file: expected a file 'w.npy'", "found no such file"], id="missing-weight-file"),
-    pytest.param(party_with(weights={"file": "w.npz", "key": "W"}), npz("w.npz", W1=np.ones((1, 2))), ["layers[0].weights.key: expected", "did you mean 'W1'"], id="npz-missing-key"),
-    pytest.param(party_with(weights={"file": "w.npy"}), npy("w.npy", np.array([[np.nan, 1.0]])), ["layers[0].weights: expected finite", "found nan", "'w.npy'"], id="nan-in-npy"),
-    pytest.param(party_with(weights={"file": "w.npy"}), npy("w.npy", np.ones((2, 1))), ["layers[0].weights: expected shape [1, 2]", "found [2, 1]"], id="npy-wrong-shape"),
-    pytest.param(party_with(weights={"file": "w.npy"}), npy("w.npy", np.array([["a", "b"]])), ["layers[0].weights: expected real numbers", "<U1"], id="npy-of-strings"),
-    pytest.param(party_with(weights={"file": "../w.npy"}), outside_file, ["layers[0].weights.file: expected a path inside", "'../w.npy'"], id="path-to-parent"),
-    pytest.param(party_with(weights={"file": "/etc/hostname.npy"}), nothing, ["layers[0].weights.file: expected a path relative", "absolute path"], id="absolute-path"),
-    pytest.param(party_with(weights={"file": "w.npy"}), symlink_outside, ["layers[0].weights.file: expected a path inside", "leaves it"], id="symlink-outside"),
-    pytest.param(party_with(weights={"file": "w.npy"}), npy("w.npy", np.array([[None, 1.0]], dtype=object), allow_pickle=True), ["layers[0].weights: expected real numbers", "Python objects"], id="object-npy"),
-    pytest.param(party_with(weights={"file": "w.npz", "key": "W"}), npz("w.npz", W=np.array([[None, 1.0]], dtype=object)), ["layers[0].weights: expected real numbers", "Python objects"], id="object-npz"),
-    pytest.param(with_input(shape=[100_000]) | {"layers": [{"type": "dense", "units": 100_000, "weights": {"init": "uniform", "seed": 1}}]}, nothing, ["layers[0].weights: expected at most", "NNSPEC_MAX_WEIGHT_BYTES", "37.3 GiB"], id="network-too-large"),
+    pytest.param(
+        party_with(units="3"), nothing, ["layers[0].units: expected an integer, found '3'"], id="units-a-string"
+    ),
+    pytest.param(
+        party_with(units=3.5), nothing, ["layers[0].units: expected an integer, found 3.5"], id="units-fractional"
+    ),
+    pytest.param(
+        party_with(units=True), nothing, ["layers[0].units: expected an integer, found true"], id="units-boolean"
+    ),
+    pytest.param(
+        party_with(activation={"name": "leaky_relu", "alpha": "x"}),
+        nothing,
+        ["layers[0].activation.alpha: expected a number, found a string"],
+        id="alpha-a-string",
+    ),
+    pytest.param(
+        two_layers(weights=[[1, 2, 3, 4]]),
+        nothing,
+        ["layers[1].weights: expected shape [1, 5]", "found [1, 4]", "layer 'hidden' has 5 outputs"],
+        id="weights-wrong-shape",
+    ),
+    pytest.param(
+        two_layers(bias=[1, 2]),
+        nothing,
+        ["layers[1].bias: expected shape [1]", "found [2]", "units = 1"],
+        id="bias-wrong-shape",
+    ),
+    pytest.param(
+        party_with(weights=[[1, 2], [3]]), nothing, ["layers[0].weights: expected a rectangular"], id="weights-ragged"
+    ),
+    pytest.param(
+        party_with(name="p"),
+        nothing,
+        ["layers[0].name: expected a unique name", "'p'", "inputs[0]"],
+        id="duplicate-input-and-layer",
+    ),
+    pytest.param(
+        two_layers(name="hidden"),
+        nothing,
+        ["layers[1].name: expected a unique name", "'hidden'", "layers[0]"],
+        id="duplicate-layers",
+    ),
+    pytest.param(
+        party_with(inputs=["q"]),
+        nothing,
+        ["layers[0].inputs[0]: expected", "found unknown 'q'"],
+        id="unknown-layer-input",
+    ),
+    pytest.param(
+        two_layers(inputs=["out"]),
+        nothing,
+        ["layers[1].inputs[0]: expected", "'out'", "itself"],
+        id="layer-reads-itself",
+    ),
+    pytest.param(
+        spec_with(outputs=["decid"]), nothing, ["outputs[0]: expected", "did you mean 'decide'"], id="unknown-output"
+    ),
+    pytest.param(
+        party_with(weights={"file": "w.npy"}),
+        nothing,
+        ["layers[0].weights.file: expected a file 'w.npy'", "found no such file"],
+        id="missing-weight-file",
+    ),
+    pytest.param(
+        party_with(weights={"file": "w.npz", "key": "W"}),
+        npz("w.npz", W1=np.ones((1, 2))),
+        ["layers[0].weights.key: expected", "did you mean 'W1'"],
+        id="npz-missing-key",
+    ),
+    pytest.param(
+        party_with(weights={"file": "w.npy"}),
+        npy("w.npy", np.array([[np.nan, 1.0]])),
+        ["layers[0].weights: expected finite", "found nan", "'w.npy'"],
+        id="nan-in-npy",
+    ),
+    pytest.param(
+        party_with(weights={"file": "w.npy"}),
+        npy("w.npy", np.ones((2, 1))),
+        ["layers[0].weights: expected shape [1, 2]", "found [2, 1]"],
+        id="npy-wrong-shape",
+    ),
+    pytest.param(
+        party_with(weights={"file": "w.npy"}),
+        npy("w.npy", np.array([["a", "b"]])),
+        ["layers[0].weights: expected real numbers", "<U1"],
+        id="npy-of-strings",
+    ),
+    pytest.param(
+        party_with(weights={"file": "../w.npy"}),
+        outside_file,
+        ["layers[0].weights.file: expected a path inside", "'../w.npy'"],
+        id="path-to-parent",
+    ),
+    pytest.param(
+        party_with(weights={"file": "/etc/hostname.npy"}),
+        nothing,
+        ["layers[0].weights.file: expected a path relative", "absolute path"],
+        id="absolute-path",
+    ),
+    pytest.param(
+        party_with(weights={"file": "w.npy"}),
+        symlink_outside,
+        ["layers[0].weights.file: expected a path inside", "leaves it"],
+        id="symlink-outside",
+    ),
+    pytest.param(
+        party_with(weights={"file": "w.npy"}),
+        npy("w.npy", np.array([[None, 1.0]], dtype=object), allow_pickle=True),
+        ["layers[0].weights: expected real numbers", "Python objects"],
+        id="object-npy",
+    ),
+    pytest.param(
+        party_with(weights={"file": "w.npz", "key": "W"}),
+        npz("w.npz", W=np.array([[None, 1.0]], dtype=object)),
+        ["layers[0].weights: expected real numbers", "Python objects"],
+        id="object-npz",
+    ),
+    pytest.param(
+        with_input(shape=[100_000])
+        | {"layers": [{"type": "dense", "units": 100_000, "weights": {"init": "uniform", "seed": 1}}]},
+        nothing,
+        ["layers[0].weights: expected at most", "NNSPEC_MAX_WEIGHT_BYTES", "37.3 GiB"],
+        id="network-too-large",
+    ),
 ]
 
 COMMANDS: dict[str, Callable[[Path, Workspace], list[Any]]] = {
@@ -196,7 +352,9 @@ COMMANDS: dict[str, Callable[[Path, Workspace], list[Any]]] = {
 
 @pytest.mark.parametrize("command", list(COMMANDS))
 @pytest.mark.parametrize(("spec", "setup", "fragments"), SPEC_CASES)
-def test_bad_spec_exits_2_with_a_message_and_no_file(cli, ws: Workspace, spec: Any, setup: Setup, fragments: list[str], command: str) -> None:
+def test_bad_spec_exits_2_with_a_message_and_no_file(
+    cli, ws: Workspace, spec: Any, setup: Setup, fragments: list[str], command: str
+) -> None:
     path = ws.write(spec)
     setup(ws.spec_dir)
     result = cli(*COMMANDS[command](path, ws))
@@ -236,7 +394,9 @@ def test_several_problems_are_listed_together(cli, ws: Workspace) -> None:
     spec = party_with(units=0)
     spec["inputs"][0]["shap"] = [2]
     result = cli("validate", ws.write(spec))
-    message = assert_refused(result, "2 problems", "layers[0].units: expected", "inputs[0].shap: expected", one_line=False)
+    message = assert_refused(
+        result, "2 problems", "layers[0].units: expected", "inputs[0].shap: expected", one_line=False
+    )
     assert len(message.splitlines()) == 3
 
 
@@ -268,6 +428,7 @@ def test_weight_limit_from_the_environment(cli, ws: Workspace, monkeypatch: pyte
 
 
 # Object arrays must never be unpickled: the payload creates a file when it is, so these tests notice.
+
 
 class _CreatesFileWhenUnpickled:
     def __init__(self, marker: Path) -> None:
@@ -303,30 +464,134 @@ def test_pickled_weights_are_never_unpickled(cli, ws: Workspace, command: str) -
 # --- input files for run and check --inputs ----------------------------------------------------
 
 INPUT_CASES = [
-    pytest.param(PARTY, "x.npy", npy("x.npy", np.ones((3, 5))), ["input 'p'", "expected shape ['N', 2]", "found [3, 5]"], id="wrong-shape"),
-    pytest.param(PARTY, "x.npy", npy("x.npy", np.ones(2)), ["input 'p'", "expected shape ['N', 2]", "found [2]", "batch dimension"], id="missing-batch-dimension"),
-    pytest.param(PARTY, "x.npy", npy("x.npy", np.ones((0, 2))), ["input 'p'", "at least one sample", "empty batch"], id="empty-batch"),
-    pytest.param(PARTY, "x.npz", npz("x.npz", q=np.ones((3, 2))), ["input 'p'", "found none", "given: 'q'"], id="npz-missing-name"),
-    pytest.param(PARTY, "x.npz", npz("x.npz", p=np.ones((3, 2)), extra=np.ones(3)), ["inputs only (p)", "found also 'extra'"], id="npz-extra-name"),
-    pytest.param(TWO_INPUTS, "x.npz", npz("x.npz", a=np.ones((3, 2))), ["input 'b'", "shape ['N', 3]", "found none"], id="npz-missing-second-input"),
-    pytest.param(TWO_INPUTS, "x.npz", npz("x.npz", a=np.ones((3, 2)), b=np.ones((4, 3))), ["input 'b'", "expected 3 samples", "found 4"], id="batch-sizes-differ"),
-    pytest.param(TWO_INPUTS, "x.npy", npy("x.npy", np.ones((3, 2))), ["expected a .npz", "2 inputs: a, b", "found a .npy"], id="npy-for-two-inputs"),
-    pytest.param(PARTY, "x.npy", npy("x.npy", np.array([[None, 1]], dtype=object), allow_pickle=True), ["real numbers", "found Python objects", "never unpickles"], id="object-npy"),
-    pytest.param(PARTY, "x.npz", npz("x.npz", p=np.array([[None, 1]], dtype=object)), ["real numbers", "found Python objects", "x.npz['p']"], id="object-npz"),
-    pytest.param(PARTY, "x.npy", npy("x.npy", np.array([["a", "b"]])), ["input 'p'", "real numbers", "found dtype <U1"], id="string-dtype"),
-    pytest.param(PARTY, "x.npy", npy("x.npy", np.array([[True, False]])), ["input 'p'", "real numbers", "found dtype bool"], id="boolean-dtype"),
-    pytest.param(PARTY, "x.npy", npy("x.npy", np.array([[1 + 2j, 0]])), ["input 'p'", "real numbers", "complex"], id="complex-dtype"),
-    pytest.param(PARTY, "x.npy", npy("x.npy", np.array([[1e39, 0]])), ["input 'p'", "fit in float32", "found 1e+39"], id="too-large-for-float32"),
-    pytest.param(PARTY, "x.npy", lambda d: (d / "x.npy").write_bytes(b"\x80\x04not numpy"), ["expected a .npy array", "not one"], id="not-an-npy-file"),
-    pytest.param(PARTY, "x.npz", lambda d: (d / "x.npz").write_bytes(b"not a zip"), ["expected a .npz (zip) file"], id="not-an-npz-file"),
-    pytest.param(PARTY, "x.csv", lambda d: (d / "x.csv").write_text("1,2\n"), ["expected a .npy or .npz file", "'x.csv'"], id="wrong-extension"),
+    pytest.param(
+        PARTY,
+        "x.npy",
+        npy("x.npy", np.ones((3, 5))),
+        ["input 'p'", "expected shape ['N', 2]", "found [3, 5]"],
+        id="wrong-shape",
+    ),
+    pytest.param(
+        PARTY,
+        "x.npy",
+        npy("x.npy", np.ones(2)),
+        ["input 'p'", "expected shape ['N', 2]", "found [2]", "batch dimension"],
+        id="missing-batch-dimension",
+    ),
+    pytest.param(
+        PARTY,
+        "x.npy",
+        npy("x.npy", np.ones((0, 2))),
+        ["input 'p'", "at least one sample", "empty batch"],
+        id="empty-batch",
+    ),
+    pytest.param(
+        PARTY,
+        "x.npz",
+        npz("x.npz", q=np.ones((3, 2))),
+        ["input 'p'", "found none", "given: 'q'"],
+        id="npz-missing-name",
+    ),
+    pytest.param(
+        PARTY,
+        "x.npz",
+        npz("x.npz", p=np.ones((3, 2)), extra=np.ones(3)),
+        ["inputs only (p)", "found also 'extra'"],
+        id="npz-extra-name",
+    ),
+    pytest.param(
+        TWO_INPUTS,
+        "x.npz",
+        npz("x.npz", a=np.ones((3, 2))),
+        ["input 'b'", "shape ['N', 3]", "found none"],
+        id="npz-missing-second-input",
+    ),
+    pytest.param(
+        TWO_INPUTS,
+        "x.npz",
+        npz("x.npz", a=np.ones((3, 2)), b=np.ones((4, 3))),
+        ["input 'b'", "expected 3 samples", "found 4"],
+        id="batch-sizes-differ",
+    ),
+    pytest.param(
+        TWO_INPUTS,
+        "x.npy",
+        npy("x.npy", np.ones((3, 2))),
+        ["expected a .npz", "2 inputs: a, b", "found a .npy"],
+        id="npy-for-two-inputs",
+    ),
+    pytest.param(
+        PARTY,
+        "x.npy",
+        npy("x.npy", np.array([[None, 1]], dtype=object), allow_pickle=True),
+        ["real numbers", "found Python objects", "never unpickles"],
+        id="object-npy",
+    ),
+    pytest.param(
+        PARTY,
+        "x.npz",
+        npz("x.npz", p=np.array([[None, 1]], dtype=object)),
+        ["real numbers", "found Python objects", "x.npz['p']"],
+        id="object-npz",
+    ),
+    pytest.param(
+        PARTY,
+        "x.npy",
+        npy("x.npy", np.array([["a", "b"]])),
+        ["input 'p'", "real numbers", "found dtype <U1"],
+        id="string-dtype",
+    ),
+    pytest.param(
+        PARTY,
+        "x.npy",
+        npy("x.npy", np.array([[True, False]])),
+        ["input 'p'", "real numbers", "found dtype bool"],
+        id="boolean-dtype",
+    ),
+    pytest.param(
+        PARTY,
+        "x.npy",
+        npy("x.npy", np.array([[1 + 2j, 0]])),
+        ["input 'p'", "real numbers", "complex"],
+        id="complex-dtype",
+    ),
+    pytest.param(
+        PARTY,
+        "x.npy",
+        npy("x.npy", np.array([[1e39, 0]])),
+        ["input 'p'", "fit in float32", "found 1e+39"],
+        id="too-large-for-float32",
+    ),
+    pytest.param(
+        PARTY,
+        "x.npy",
+        lambda d: (d / "x.npy").write_bytes(b"\x80\x04not numpy"),
+        ["expected a .npy array", "not one"],
+        id="not-an-npy-file",
+    ),
+    pytest.param(
+        PARTY,
+        "x.npz",
+        lambda d: (d / "x.npz").write_bytes(b"not a zip"),
+        ["expected a .npz (zip) file"],
+        id="not-an-npz-file",
+    ),
+    pytest.param(
+        PARTY,
+        "x.csv",
+        lambda d: (d / "x.csv").write_text("1,2\n"),
+        ["expected a .npy or .npz file", "'x.csv'"],
+        id="wrong-extension",
+    ),
     pytest.param(PARTY, "absent.npy", nothing, ["expected an input file", "no such file"], id="missing-file"),
 ]
 
 
 @pytest.mark.parametrize("command", ["run", "check"])
 @pytest.mark.parametrize(("spec", "name", "setup", "fragments"), INPUT_CASES)
-def test_input_file_that_does_not_fit(cli, ws: Workspace, spec: dict[str, Any], name: str, setup: Setup, fragments: list[str], command: str) -> None:
+def test_input_file_that_does_not_fit(
+    cli, ws: Workspace, spec: dict[str, Any], name: str, setup: Setup, fragments: list[str], command: str
+) -> None:
     setup(ws.data)
     path = ws.write(spec)
     if command == "run":
@@ -340,7 +605,9 @@ def test_input_file_that_does_not_fit(cli, ws: Workspace, spec: dict[str, Any], 
 
 
 @pytest.mark.parametrize("command", ["run", "check"])
-@pytest.mark.parametrize("save", [pytest.param(np.savez, id="stored"), pytest.param(np.savez_compressed, id="compressed")])
+@pytest.mark.parametrize(
+    "save", [pytest.param(np.savez, id="stored"), pytest.param(np.savez_compressed, id="compressed")]
+)
 def test_damaged_input_npz(cli, ws: Workspace, save: Callable[..., None], command: str) -> None:
     save(ws.data / "x.npz", p=np.arange(2000.0).reshape(1000, 2))
     with zipfile.ZipFile(ws.data / "x.npz") as archive:
@@ -350,7 +617,9 @@ def test_damaged_input_npz(cli, ws: Workspace, save: Callable[..., None], comman
     data[middle : middle + 8] = bytes(b ^ 0xFF for b in data[middle : middle + 8])
     (ws.data / "x.npz").write_bytes(bytes(data))
     option = "--input" if command == "run" else "--inputs"
-    result = cli(command, ws.write(PARTY), option, ws.data / "x.npz", "-o" if command == "run" else "--json", ws.out / "y.npz")
+    result = cli(
+        command, ws.write(PARTY), option, ws.data / "x.npz", "-o" if command == "run" else "--json", ws.out / "y.npz"
+    )
     assert_refused(result, f"{ws.data / 'x.npz'}: expected an intact .npz file", "x.npz['p'] damaged")
     assert ws.outputs() == []
 
@@ -382,6 +651,7 @@ def test_compressed_input_that_inflates_past_the_limit(cli, ws: Workspace, monke
 
 
 # --- writing: atomic, never partial ------------------------------------------------------------
+
 
 def test_atomic_write_that_fails_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> None:
     target = tmp_path / "model.onnx"

@@ -21,18 +21,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import PARTY  # the party neuron, shared by every stage
 
 import nnspec
 from nnspec import activations
 from nnspec.errors import LimitError, SpecError, SpecErrors, WeightError
 from nnspec.fields import Init
-
-PARTY: dict[str, Any] = {
-    "format": "nnspec/1",
-    "name": "party",
-    "inputs": [{"name": "p", "shape": [2]}],
-    "layers": [{"type": "dense", "name": "decide", "units": 1, "weights": [[-4, 1]], "bias": [2]}],
-}
 
 # Two layers, so that a shape error can point at the previous layer: `hidden` has 5 outputs.
 TWO_LAYERS: dict[str, Any] = {
@@ -111,34 +105,116 @@ def add_layer(**fields: Any) -> Edit:
 
 STRUCTURE_CASES = [
     pytest.param(top(format="nnspec/0"), "format", ["'nnspec/1'", "'nnspec/0'"], id="unknown-format"),
-    pytest.param(top(format="nnspec/2"), "format", ["'nnspec/2'", "newer version", "upgrade nnspec"], id="newer-format"),
+    pytest.param(
+        top(format="nnspec/2"), "format", ["'nnspec/2'", "newer version", "upgrade nnspec"], id="newer-format"
+    ),
     pytest.param(top(format=1), "format", ["'nnspec/1'", "found 1"], id="format-not-a-string"),
     pytest.param(top(format=None), "format", ["'format'", "required", "found none"], id="format-missing"),
     pytest.param(top(name=None), "name", ["'name'", "found none"], id="name-missing"),
     pytest.param(top(name="my model"), "name", ["'my model'"], id="name-with-space"),
     pytest.param(top(dtype="float16"), "dtype", ["'float32' or 'float64'", "'float16'"], id="unknown-dtype"),
     pytest.param(top(description=3), "description", ["a string", "found 3"], id="description-not-a-string"),
-    pytest.param(layer(type="dens"), "layers[0].type", ["did you mean 'dense'", "activation, dense", "'dens'"], id="unknown-layer-type"),
-    pytest.param(layer(type=None), "layers[0].type", ["'type'", "activation, dense", "found none"], id="layer-type-missing"),
-    pytest.param(layer(type=7), "layers[0].type", ["activation, dense", "found a number"], id="layer-type-not-a-string"),
-    pytest.param(add_layer(type="dropout"), "layers[1].type", ["'dropout'", "activation, dense"], id="unknown-layer-type-second-layer"),
-    pytest.param(lambda s: s["layers"].append(3), "layers[1]", ["a layer object", "found a number"], id="layer-not-an-object"),
-    pytest.param(layer(activation="sigmoud"), "layers[0].activation", ["did you mean 'sigmoid'", "'sigmoud'", "relu, satlin"], id="unknown-activation"),
-    pytest.param(layer(activation="tansg"), "layers[0].activation", ["did you mean 'tansig'", "aliases:"], id="unknown-activation-close-to-alias"),
-    pytest.param(layer(activation="ReLU"), "layers[0].activation", ["did you mean 'relu'"], id="unknown-activation-wrong-case"),
-    pytest.param(layer(activation={"name": "leaky_rleu", "alpha": 0.1}), "layers[0].activation.name", ["did you mean 'leaky_relu'"], id="unknown-activation-in-object"),
-    pytest.param(layer(activation={"alpha": 0.1}), "layers[0].activation", ['"name"', "found keys ['alpha']"], id="activation-object-without-name"),
-    pytest.param(layer(activation=3), "layers[0].activation", ["activation name or object", "found a number"], id="activation-a-number"),
-    pytest.param(layer(activation=None, activaton="relu"), "layers[0].activaton", ["did you mean 'activation'", "'activaton'", "units, activation, weights"], id="unknown-key-activaton"),
+    pytest.param(
+        layer(type="dens"),
+        "layers[0].type",
+        ["did you mean 'dense'", "activation, dense", "'dens'"],
+        id="unknown-layer-type",
+    ),
+    pytest.param(
+        layer(type=None), "layers[0].type", ["'type'", "activation, dense", "found none"], id="layer-type-missing"
+    ),
+    pytest.param(
+        layer(type=7), "layers[0].type", ["activation, dense", "found a number"], id="layer-type-not-a-string"
+    ),
+    pytest.param(
+        add_layer(type="dropout"),
+        "layers[1].type",
+        ["'dropout'", "activation, dense"],
+        id="unknown-layer-type-second-layer",
+    ),
+    pytest.param(
+        lambda s: s["layers"].append(3), "layers[1]", ["a layer object", "found a number"], id="layer-not-an-object"
+    ),
+    pytest.param(
+        layer(activation="sigmoud"),
+        "layers[0].activation",
+        ["did you mean 'sigmoid'", "'sigmoud'", "relu, satlin"],
+        id="unknown-activation",
+    ),
+    pytest.param(
+        layer(activation="tansg"),
+        "layers[0].activation",
+        ["did you mean 'tansig'", "aliases:"],
+        id="unknown-activation-close-to-alias",
+    ),
+    pytest.param(
+        layer(activation="ReLU"), "layers[0].activation", ["did you mean 'relu'"], id="unknown-activation-wrong-case"
+    ),
+    pytest.param(
+        layer(activation={"name": "leaky_rleu", "alpha": 0.1}),
+        "layers[0].activation.name",
+        ["did you mean 'leaky_relu'"],
+        id="unknown-activation-in-object",
+    ),
+    pytest.param(
+        layer(activation={"alpha": 0.1}),
+        "layers[0].activation",
+        ['"name"', "found keys ['alpha']"],
+        id="activation-object-without-name",
+    ),
+    pytest.param(
+        layer(activation=3),
+        "layers[0].activation",
+        ["activation name or object", "found a number"],
+        id="activation-a-number",
+    ),
+    pytest.param(
+        layer(activation=None, activaton="relu"),
+        "layers[0].activaton",
+        ["did you mean 'activation'", "'activaton'", "units, activation, weights"],
+        id="unknown-key-activaton",
+    ),
     pytest.param(top(ouputs=["decide"]), "ouputs", ["did you mean 'outputs'", "'ouputs'"], id="unknown-key-top-level"),
-    pytest.param(first_input(shap=[2]), "inputs[0].shap", ["did you mean 'shape'", "name, shape"], id="unknown-key-in-input"),
+    pytest.param(
+        first_input(shap=[2]), "inputs[0].shap", ["did you mean 'shape'", "name, shape"], id="unknown-key-in-input"
+    ),
     pytest.param(layer(unit=1), "layers[0].unit", ["did you mean 'units'"], id="unknown-key-in-layer"),
-    pytest.param(add_layer(type="activation", activaton="relu"), "layers[1].activaton", ["did you mean 'activation'", "type, name, inputs, activation"], id="unknown-key-in-activation-layer"),
-    pytest.param(layer(activation={"name": "leaky_relu", "alpah": 0.1}), "layers[0].activation.alpah", ["did you mean 'alpha'", "leaky_relu"], id="unknown-key-in-activation-object"),
-    pytest.param(layer(activation={"name": "relu", "alpha": 0.1}), "layers[0].activation.alpha", ["relu takes none", "'alpha'"], id="parameter-for-activation-without-any"),
-    pytest.param(layer(weights={"file": "w.npz", "kye": "W"}), "layers[0].weights.kye", ["did you mean 'key'", "file, key"], id="unknown-key-in-file-ref"),
-    pytest.param(layer(weights={"init": "uniform", "seed": 1, "hihg": 1.0}), "layers[0].weights.hihg", ["did you mean 'high'", "init, seed, low, high"], id="unknown-key-in-init"),
-    pytest.param(layer(weights={"init": "zeros", "seed": 1}), "layers[0].weights.seed", ["'seed'", "init"], id="seed-for-unseeded-init"),
+    pytest.param(
+        add_layer(type="activation", activaton="relu"),
+        "layers[1].activaton",
+        ["did you mean 'activation'", "type, name, inputs, activation"],
+        id="unknown-key-in-activation-layer",
+    ),
+    pytest.param(
+        layer(activation={"name": "leaky_relu", "alpah": 0.1}),
+        "layers[0].activation.alpah",
+        ["did you mean 'alpha'", "leaky_relu"],
+        id="unknown-key-in-activation-object",
+    ),
+    pytest.param(
+        layer(activation={"name": "relu", "alpha": 0.1}),
+        "layers[0].activation.alpha",
+        ["relu takes none", "'alpha'"],
+        id="parameter-for-activation-without-any",
+    ),
+    pytest.param(
+        layer(weights={"file": "w.npz", "kye": "W"}),
+        "layers[0].weights.kye",
+        ["did you mean 'key'", "file, key"],
+        id="unknown-key-in-file-ref",
+    ),
+    pytest.param(
+        layer(weights={"init": "uniform", "seed": 1, "hihg": 1.0}),
+        "layers[0].weights.hihg",
+        ["did you mean 'high'", "init, seed, low, high"],
+        id="unknown-key-in-init",
+    ),
+    pytest.param(
+        layer(weights={"init": "zeros", "seed": 1}),
+        "layers[0].weights.seed",
+        ["'seed'", "init"],
+        id="seed-for-unseeded-init",
+    ),
     pytest.param(top(layers=[]), "layers", ["at least 1", "found 0"], id="empty-layers"),
     pytest.param(top(inputs=[]), "inputs", ["at least 1", "found 0"], id="empty-inputs"),
     pytest.param(top(layers={}), "layers", ["a list", "found an object"], id="layers-not-a-list"),
@@ -153,25 +229,102 @@ STRUCTURE_CASES = [
     pytest.param(layer(units=3.5), "layers[0].units", ["an integer", "found 3.5"], id="units-fractional"),
     pytest.param(layer(units=True), "layers[0].units", ["an integer", "found true"], id="units-boolean"),
     pytest.param(layer(units=[1]), "layers[0].units", ["an integer", "found a list"], id="units-a-list"),
-    pytest.param(layer(activation={"name": "leaky_relu", "alpha": "x"}), "layers[0].activation.alpha", ["a number", "found a string"], id="alpha-a-string"),
-    pytest.param(layer(activation={"name": "elu", "alpha": True}), "layers[0].activation.alpha", ["a number", "found a boolean"], id="alpha-boolean"),
-    pytest.param(layer(activation={"name": "leaky_relu", "alpha": math.nan}), "layers[0].activation.alpha", ["finite", "nan"], id="alpha-nan"),
-    pytest.param(layer(activation={"name": "gelu", "approximate": "fast"}), "layers[0].activation.approximate", ["'none', 'tanh'", "'fast'"], id="gelu-approximate-unknown"),
+    pytest.param(
+        layer(activation={"name": "leaky_relu", "alpha": "x"}),
+        "layers[0].activation.alpha",
+        ["a number", "found a string"],
+        id="alpha-a-string",
+    ),
+    pytest.param(
+        layer(activation={"name": "elu", "alpha": True}),
+        "layers[0].activation.alpha",
+        ["a number", "found a boolean"],
+        id="alpha-boolean",
+    ),
+    pytest.param(
+        layer(activation={"name": "leaky_relu", "alpha": math.nan}),
+        "layers[0].activation.alpha",
+        ["finite", "nan"],
+        id="alpha-nan",
+    ),
+    pytest.param(
+        layer(activation={"name": "gelu", "approximate": "fast"}),
+        "layers[0].activation.approximate",
+        ["'none', 'tanh'", "'fast'"],
+        id="gelu-approximate-unknown",
+    ),
     pytest.param(layer(inputs="p"), "layers[0].inputs", ["a list", "found 'p'"], id="layer-inputs-a-string"),
     pytest.param(top(outputs=[]), "outputs", ["at least 1", "found 0"], id="outputs-empty"),
     pytest.param(layer(weights=None), "layers[0].weights", ["'weights'", "found none"], id="weights-missing"),
-    pytest.param(layer(weights="w.npy"), "layers[0].weights", ['{"file": ...}', "found a string"], id="weights-a-bare-path"),
-    pytest.param(layer(weights={"path": "w.npy"}), "layers[0].weights", ['{"file": ...}', "['path']"], id="weights-object-of-unknown-kind"),
-    pytest.param(layer(weights={"file": "w.csv"}), "layers[0].weights.file", [".npy or .npz", "'w.csv'"], id="weights-file-not-npy"),
-    pytest.param(layer(weights={"file": "w.npz"}), "layers[0].weights.key", ["'key'", "several arrays", "found none"], id="npz-without-key"),
-    pytest.param(layer(weights={"file": "w.npy", "key": "W"}), "layers[0].weights.key", ["no \"key\"", "found 'W'"], id="npy-with-key"),
-    pytest.param(layer(weights={"init": "glorot"}), "layers[0].weights.init", ["did you mean 'glorot_uniform'", "he_normal"], id="unknown-initializer"),
-    pytest.param(layer(weights={"init": "uniform", "seed": -1}), "layers[0].weights.seed", ["integer seed", "found -1"], id="seed-negative"),
-    pytest.param(layer(weights={"init": "normal", "seed": "1"}), "layers[0].weights.seed", ["integer seed", "found '1'"], id="seed-a-string"),
-    pytest.param(layer(weights={"init": "normal", "seed": 1.5}), "layers[0].weights.seed", ["integer seed", "found 1.5"], id="seed-fractional"),
-    pytest.param(layer(weights={"init": "uniform", "seed": 1, "low": 1, "high": 1}), "layers[0].weights.high", ["low < high", "low=1.0"], id="uniform-empty-range"),
-    pytest.param(layer(weights={"init": "normal", "seed": 1, "std": -1}), "layers[0].weights.std", ["std >= 0", "found -1"], id="normal-negative-std"),
-    pytest.param(layer(weights={"init": "constant"}), "layers[0].weights.value", ["'value'", "found none"], id="constant-without-value"),
+    pytest.param(
+        layer(weights="w.npy"), "layers[0].weights", ['{"file": ...}', "found a string"], id="weights-a-bare-path"
+    ),
+    pytest.param(
+        layer(weights={"path": "w.npy"}),
+        "layers[0].weights",
+        ['{"file": ...}', "['path']"],
+        id="weights-object-of-unknown-kind",
+    ),
+    pytest.param(
+        layer(weights={"file": "w.csv"}),
+        "layers[0].weights.file",
+        [".npy or .npz", "'w.csv'"],
+        id="weights-file-not-npy",
+    ),
+    pytest.param(
+        layer(weights={"file": "w.npz"}),
+        "layers[0].weights.key",
+        ["'key'", "several arrays", "found none"],
+        id="npz-without-key",
+    ),
+    pytest.param(
+        layer(weights={"file": "w.npy", "key": "W"}),
+        "layers[0].weights.key",
+        ['no "key"', "found 'W'"],
+        id="npy-with-key",
+    ),
+    pytest.param(
+        layer(weights={"init": "glorot"}),
+        "layers[0].weights.init",
+        ["did you mean 'glorot_uniform'", "he_normal"],
+        id="unknown-initializer",
+    ),
+    pytest.param(
+        layer(weights={"init": "uniform", "seed": -1}),
+        "layers[0].weights.seed",
+        ["integer seed", "found -1"],
+        id="seed-negative",
+    ),
+    pytest.param(
+        layer(weights={"init": "normal", "seed": "1"}),
+        "layers[0].weights.seed",
+        ["integer seed", "found '1'"],
+        id="seed-a-string",
+    ),
+    pytest.param(
+        layer(weights={"init": "normal", "seed": 1.5}),
+        "layers[0].weights.seed",
+        ["integer seed", "found 1.5"],
+        id="seed-fractional",
+    ),
+    pytest.param(
+        layer(weights={"init": "uniform", "seed": 1, "low": 1, "high": 1}),
+        "layers[0].weights.high",
+        ["low < high", "low=1.0"],
+        id="uniform-empty-range",
+    ),
+    pytest.param(
+        layer(weights={"init": "normal", "seed": 1, "std": -1}),
+        "layers[0].weights.std",
+        ["std >= 0", "found -1"],
+        id="normal-negative-std",
+    ),
+    pytest.param(
+        layer(weights={"init": "constant"}),
+        "layers[0].weights.value",
+        ["'value'", "found none"],
+        id="constant-without-value",
+    ),
 ]
 
 
@@ -226,36 +379,164 @@ def test_spec_that_is_not_an_object_is_refused(write_spec) -> None:
 # --- shapes, numbers, names, references (the graph stage) --------------------------------------
 
 GRAPH_CASES = [
-    pytest.param(layer(weights=[[1, 2, 3]]), "layers[0].weights", ["expected shape [1, 2]", "found [1, 3]", "input 'p' has 2 outputs"], WeightError, id="weights-wrong-shape"),
-    pytest.param(layer(weights=[[1], [2]]), "layers[0].weights", ["expected shape [1, 2]", "found [2, 1]"], WeightError, id="weights-transposed"),
-    pytest.param(layer(weights=[-4, 1]), "layers[0].weights", ["expected shape [1, 2]", "found [2]"], WeightError, id="weights-missing-a-dimension"),
-    pytest.param(layer(bias=[1, 2]), "layers[0].bias", ["expected shape [1]", "found [2]", "units = 1"], WeightError, id="bias-wrong-shape"),
-    pytest.param(layer(bias=[[2]]), "layers[0].bias", ["expected shape [1]", "found [1, 1]"], WeightError, id="bias-extra-dimension"),
-    pytest.param(layer(weights=[[1, 2], [3]]), "layers[0].weights", ["rectangular", "unequal length"], SpecError, id="weights-ragged"),
-    pytest.param(layer(weights=[["a", "b"]]), "layers[0].weights", ["numbers", "found strings"], SpecError, id="weights-strings"),
-    pytest.param(layer(weights=[[True, False]]), "layers[0].weights", ["numbers", "found booleans"], SpecError, id="weights-booleans"),
+    pytest.param(
+        layer(weights=[[1, 2, 3]]),
+        "layers[0].weights",
+        ["expected shape [1, 2]", "found [1, 3]", "input 'p' has 2 outputs"],
+        WeightError,
+        id="weights-wrong-shape",
+    ),
+    pytest.param(
+        layer(weights=[[1], [2]]),
+        "layers[0].weights",
+        ["expected shape [1, 2]", "found [2, 1]"],
+        WeightError,
+        id="weights-transposed",
+    ),
+    pytest.param(
+        layer(weights=[-4, 1]),
+        "layers[0].weights",
+        ["expected shape [1, 2]", "found [2]"],
+        WeightError,
+        id="weights-missing-a-dimension",
+    ),
+    pytest.param(
+        layer(bias=[1, 2]),
+        "layers[0].bias",
+        ["expected shape [1]", "found [2]", "units = 1"],
+        WeightError,
+        id="bias-wrong-shape",
+    ),
+    pytest.param(
+        layer(bias=[[2]]),
+        "layers[0].bias",
+        ["expected shape [1]", "found [1, 1]"],
+        WeightError,
+        id="bias-extra-dimension",
+    ),
+    pytest.param(
+        layer(weights=[[1, 2], [3]]),
+        "layers[0].weights",
+        ["rectangular", "unequal length"],
+        SpecError,
+        id="weights-ragged",
+    ),
+    pytest.param(
+        layer(weights=[["a", "b"]]), "layers[0].weights", ["numbers", "found strings"], SpecError, id="weights-strings"
+    ),
+    pytest.param(
+        layer(weights=[[True, False]]),
+        "layers[0].weights",
+        ["numbers", "found booleans"],
+        SpecError,
+        id="weights-booleans",
+    ),
     pytest.param(layer(weights=[[1, None]]), "layers[0].weights", ["numbers", "null"], SpecError, id="weights-null"),
-    pytest.param(layer(weights=[[math.nan, 1]]), "layers[0].weights", ["finite", "found nan at index [0, 0]"], SpecError, id="weights-nan"),
-    pytest.param(layer(bias=[-math.inf]), "layers[0].bias", ["finite", "found -inf at index [0]"], SpecError, id="bias-infinite"),
-    pytest.param(layer(weights=[[1, 1e39]]), "layers[0].weights", ["finite", "1e+39 at index [0, 1]", "float32"], WeightError, id="weights-overflow-float32"),
-    pytest.param(layer(bias={"init": "constant", "value": -1e39}), "layers[0].bias", ["finite", "-1e+39", "float32"], WeightError, id="constant-init-overflow-float32"),
-    pytest.param(layer(weights={"init": "constant", "value": math.inf}), "layers[0].weights.value", ["finite", "inf"], SpecError, id="constant-init-infinite"),
-    pytest.param(layer(name="p"), "layers[0].name", ["unique name", "'p'", "inputs[0]"], SpecError, id="duplicate-input-and-layer-name"),
-    pytest.param(add_layer(type="activation", name="decide", activation="relu"), "layers[1].name", ["unique name", "'decide'", "layers[0]"], SpecError, id="duplicate-layer-names"),
-    pytest.param(lambda s: s["inputs"].append({"name": "p", "shape": [1]}), "inputs[1].name", ["unique name", "'p'", "inputs[0]"], SpecError, id="duplicate-input-names"),
-    pytest.param(layer(inputs=["q"]), "layers[0].inputs[0]", ["found unknown 'q'", "input or an earlier layer (p)"], SpecError, id="layer-reads-unknown-name"),
-    pytest.param(layer(inputs=["P"]), "layers[0].inputs[0]", ["did you mean 'p'"], SpecError, id="layer-reads-misspelt-input"),
-    pytest.param(layer(inputs=["p", "p"]), "layers[0].inputs", ["expected 1 source", "found 2"], SpecError, id="dense-reads-two-sources"),
-    pytest.param(then(layer(inputs=["later"]), add_layer(type="activation", name="later", activation="relu")), "layers[0].inputs[0]", ["'later'", "layers[1]", "runs later"], SpecError, id="layer-reads-a-later-layer"),
-    pytest.param(then(add_layer(type="activation", name="act", activation="relu", inputs=["act"])), "layers[1].inputs[0]", ["'act'", "this layer itself"], SpecError, id="layer-reads-itself"),
-    pytest.param(top(outputs=["decid"]), "outputs[0]", ["did you mean 'decide'", "found unknown layer 'decid'"], SpecError, id="output-unknown"),
+    pytest.param(
+        layer(weights=[[math.nan, 1]]),
+        "layers[0].weights",
+        ["finite", "found nan at index [0, 0]"],
+        SpecError,
+        id="weights-nan",
+    ),
+    pytest.param(
+        layer(bias=[-math.inf]), "layers[0].bias", ["finite", "found -inf at index [0]"], SpecError, id="bias-infinite"
+    ),
+    pytest.param(
+        layer(weights=[[1, 1e39]]),
+        "layers[0].weights",
+        ["finite", "1e+39 at index [0, 1]", "float32"],
+        WeightError,
+        id="weights-overflow-float32",
+    ),
+    pytest.param(
+        layer(bias={"init": "constant", "value": -1e39}),
+        "layers[0].bias",
+        ["finite", "-1e+39", "float32"],
+        WeightError,
+        id="constant-init-overflow-float32",
+    ),
+    pytest.param(
+        layer(weights={"init": "constant", "value": math.inf}),
+        "layers[0].weights.value",
+        ["finite", "inf"],
+        SpecError,
+        id="constant-init-infinite",
+    ),
+    pytest.param(
+        layer(name="p"),
+        "layers[0].name",
+        ["unique name", "'p'", "inputs[0]"],
+        SpecError,
+        id="duplicate-input-and-layer-name",
+    ),
+    pytest.param(
+        add_layer(type="activation", name="decide", activation="relu"),
+        "layers[1].name",
+        ["unique name", "'decide'", "layers[0]"],
+        SpecError,
+        id="duplicate-layer-names",
+    ),
+    pytest.param(
+        lambda s: s["inputs"].append({"name": "p", "shape": [1]}),
+        "inputs[1].name",
+        ["unique name", "'p'", "inputs[0]"],
+        SpecError,
+        id="duplicate-input-names",
+    ),
+    pytest.param(
+        layer(inputs=["q"]),
+        "layers[0].inputs[0]",
+        ["found unknown 'q'", "input or an earlier layer (p)"],
+        SpecError,
+        id="layer-reads-unknown-name",
+    ),
+    pytest.param(
+        layer(inputs=["P"]), "layers[0].inputs[0]", ["did you mean 'p'"], SpecError, id="layer-reads-misspelt-input"
+    ),
+    pytest.param(
+        layer(inputs=["p", "p"]),
+        "layers[0].inputs",
+        ["expected 1 source", "found 2"],
+        SpecError,
+        id="dense-reads-two-sources",
+    ),
+    pytest.param(
+        then(layer(inputs=["later"]), add_layer(type="activation", name="later", activation="relu")),
+        "layers[0].inputs[0]",
+        ["'later'", "layers[1]", "runs later"],
+        SpecError,
+        id="layer-reads-a-later-layer",
+    ),
+    pytest.param(
+        then(add_layer(type="activation", name="act", activation="relu", inputs=["act"])),
+        "layers[1].inputs[0]",
+        ["'act'", "this layer itself"],
+        SpecError,
+        id="layer-reads-itself",
+    ),
+    pytest.param(
+        top(outputs=["decid"]),
+        "outputs[0]",
+        ["did you mean 'decide'", "found unknown layer 'decid'"],
+        SpecError,
+        id="output-unknown",
+    ),
     pytest.param(top(outputs=["p"]), "outputs[0]", ["'p'", "network input"], SpecError, id="output-names-an-input"),
-    pytest.param(top(outputs=["decide", "decide"]), "outputs[1]", ["once", "'decide' again", "outputs[0]"], SpecError, id="output-listed-twice"),
+    pytest.param(
+        top(outputs=["decide", "decide"]),
+        "outputs[1]",
+        ["once", "'decide' again", "outputs[0]"],
+        SpecError,
+        id="output-listed-twice",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("edit", "path", "fragments", "kind"), GRAPH_CASES)
-def test_bad_network_is_refused_naming_the_place(edit: Edit, path: str, fragments: list[str], kind: type[SpecError]) -> None:
+def test_bad_network_is_refused_naming_the_place(
+    edit: Edit, path: str, fragments: list[str], kind: type[SpecError]
+) -> None:
     spec = copy.deepcopy(PARTY)
     edit(spec)
     exc = refused(spec)
@@ -268,7 +549,9 @@ def test_shape_error_says_the_previous_layer_has_how_many_outputs() -> None:
     spec["layers"][1]["weights"] = [[1.0] * 4, [1.0] * 4]
     exc = refused(spec)
     assert isinstance(exc, WeightError)
-    assert_names_place(exc, "layers[1].weights", "expected shape [2, 5]", "found [2, 4]", "layer 'hidden' has 5 outputs")
+    assert_names_place(
+        exc, "layers[1].weights", "expected shape [2, 5]", "found [2, 4]", "layer 'hidden' has 5 outputs"
+    )
 
 
 def test_bias_error_on_second_layer_names_its_units() -> None:
@@ -296,17 +579,42 @@ def test_float32_overflow_is_allowed_in_a_float64_spec() -> None:
 
 # --- JSON text: malformed documents, NaN and Infinity literals ---------------------------------
 
+
 @pytest.mark.parametrize(
     ("text", "fragments"),
     [
-        pytest.param('{\n  "format": "nnspec/1",\n  "name": "x",,\n  "inputs": []\n}', ["line 3, column 15", "found ','"], id="stray-comma"),
-        pytest.param('{\n  "format": "nnspec/1"\n  "name": "x"\n}', ["line 3, column 3", "found '\"name\": \"x\"'"], id="missing-comma"),
+        pytest.param(
+            '{\n  "format": "nnspec/1",\n  "name": "x",,\n  "inputs": []\n}',
+            ["line 3, column 15", "found ','"],
+            id="stray-comma",
+        ),
+        pytest.param(
+            '{\n  "format": "nnspec/1"\n  "name": "x"\n}',
+            ["line 3, column 3", 'found \'"name": "x"\''],
+            id="missing-comma",
+        ),
         pytest.param('{"format": "nnspec/1", "name": "x"', ["line 1, column 35", "end of the file"], id="truncated"),
         pytest.param("", ["found an empty file"], id="empty-file"),
-        pytest.param('{"format": "nnspec/1",\n "layers": [{"weights": [[NaN, 1]]}]}', ["line 2, column 27", "finite number", "found NaN"], id="nan-literal"),
-        pytest.param('{"format": "nnspec/1",\n "layers": [{"bias": [Infinity]}]}', ["line 2, column 23", "found Infinity"], id="infinity-literal"),
-        pytest.param('{"format": "nnspec/1",\n "layers": [{"bias": [-Infinity]}]}', ["line 2", "found -Infinity"], id="negative-infinity-literal"),
-        pytest.param('{"format": "nnspec/1",\n "layers": [{"bias": [1e999]}]}', ["line 2, column 23", "found '1e999'", "too large"], id="number-overflows-double"),
+        pytest.param(
+            '{"format": "nnspec/1",\n "layers": [{"weights": [[NaN, 1]]}]}',
+            ["line 2, column 27", "finite number", "found NaN"],
+            id="nan-literal",
+        ),
+        pytest.param(
+            '{"format": "nnspec/1",\n "layers": [{"bias": [Infinity]}]}',
+            ["line 2, column 23", "found Infinity"],
+            id="infinity-literal",
+        ),
+        pytest.param(
+            '{"format": "nnspec/1",\n "layers": [{"bias": [-Infinity]}]}',
+            ["line 2", "found -Infinity"],
+            id="negative-infinity-literal",
+        ),
+        pytest.param(
+            '{"format": "nnspec/1",\n "layers": [{"bias": [1e999]}]}',
+            ["line 2, column 23", "found '1e999'", "too large"],
+            id="number-overflows-double",
+        ),
     ],
 )
 def test_malformed_json_names_line_and_column(write_spec, text: str, fragments: list[str]) -> None:
@@ -332,6 +640,7 @@ def test_folder_given_as_spec_is_refused(tmp_path: Path) -> None:
 
 
 # --- weight files: missing, misnamed, outside the folder, pickled, damaged ---------------------
+
 
 @pytest.fixture
 def spec_dir(tmp_path: Path) -> Path:
@@ -378,7 +687,9 @@ def test_weights_from_files_load(spec_dir: Path) -> None:
 def test_missing_weight_file(spec_dir: Path) -> None:
     exc = refused_weights(spec_dir, {"file": "absent.npy"})
     assert isinstance(exc, WeightError)
-    assert_names_place(exc_without_source(exc), "layers[0].weights.file", "'absent.npy'", "found no such file", str(spec_dir.resolve()))
+    assert_names_place(
+        exc_without_source(exc), "layers[0].weights.file", "'absent.npy'", "found no such file", str(spec_dir.resolve())
+    )
 
 
 def test_weight_file_that_is_a_folder(spec_dir: Path) -> None:
@@ -399,13 +710,17 @@ def test_npz_without_the_named_array(spec_dir: Path, key: str, hint: str) -> Non
     np.savez(spec_dir / "all.npz", W1=np.ones((1, 2)), b1=np.ones(1))
     exc = refused_weights(spec_dir, {"file": "all.npz", "key": key})
     assert isinstance(exc, WeightError)
-    assert_names_place(exc_without_source(exc), "layers[0].weights.key", f"found unknown array {key!r}", hint, "'all.npz'")
+    assert_names_place(
+        exc_without_source(exc), "layers[0].weights.key", f"found unknown array {key!r}", hint, "'all.npz'"
+    )
 
 
 def test_weight_file_with_wrong_shape(spec_dir: Path) -> None:
     np.save(spec_dir / "w.npy", np.ones((2, 2)))
     exc = refused_weights(spec_dir, {"file": "w.npy"})
-    assert_names_place(exc_without_source(exc), "layers[0].weights", "expected shape [1, 2]", "found [2, 2]", "input 'p' has 2 outputs")
+    assert_names_place(
+        exc_without_source(exc), "layers[0].weights", "expected shape [1, 2]", "found [2, 2]", "input 'p' has 2 outputs"
+    )
 
 
 def test_weight_file_of_strings(spec_dir: Path) -> None:
@@ -460,7 +775,9 @@ def corrupt_member(path: Path, member: str) -> None:
     path.write_bytes(bytes(data))
 
 
-@pytest.mark.parametrize("save", [pytest.param(np.savez, id="stored"), pytest.param(np.savez_compressed, id="compressed")])
+@pytest.mark.parametrize(
+    "save", [pytest.param(np.savez, id="stored"), pytest.param(np.savez_compressed, id="compressed")]
+)
 def test_damaged_npz_member(spec_dir: Path, save: Callable[..., None]) -> None:
     save(spec_dir / "w.npz", W=np.arange(2000.0).reshape(1000, 2))
     corrupt_member(spec_dir / "w.npz", "W.npy")
@@ -499,11 +816,14 @@ def exc_without_source(exc: SpecError) -> SpecError:
 
 # Paths that leave the spec's folder. The target file exists, so only the confinement can refuse it.
 
+
 def test_parent_path_is_refused(spec_dir: Path) -> None:
     np.save(spec_dir.parent / "w.npy", np.array([[-4.0, 1.0]]))
     exc = refused_weights(spec_dir, {"file": "../w.npy"})
     assert isinstance(exc, WeightError)
-    assert_names_place(exc_without_source(exc), "layers[0].weights.file", "inside the spec's folder", "'../w.npy'", "leaves it")
+    assert_names_place(
+        exc_without_source(exc), "layers[0].weights.file", "inside the spec's folder", "'../w.npy'", "leaves it"
+    )
 
 
 def test_parent_path_through_a_subfolder_is_refused(spec_dir: Path) -> None:
@@ -517,7 +837,9 @@ def test_absolute_path_is_refused(spec_dir: Path) -> None:
     target = spec_dir / "w.npy"  # inside the folder, yet absolute paths are refused outright
     np.save(target, np.array([[-4.0, 1.0]]))
     exc = refused_weights(spec_dir, {"file": str(target)})
-    assert_names_place(exc_without_source(exc), "layers[0].weights.file", "relative to the spec's folder", "absolute path")
+    assert_names_place(
+        exc_without_source(exc), "layers[0].weights.file", "relative to the spec's folder", "absolute path"
+    )
 
 
 def test_home_relative_path_is_refused(spec_dir: Path) -> None:
@@ -530,7 +852,9 @@ def test_symlink_pointing_outside_is_refused(spec_dir: Path) -> None:
     np.save(outside, np.array([[-4.0, 1.0]]))
     os.symlink(outside, spec_dir / "w.npy")
     exc = refused_weights(spec_dir, {"file": "w.npy"})
-    assert_names_place(exc_without_source(exc), "layers[0].weights.file", "'w.npy'", "leaves it", str(outside.resolve()))
+    assert_names_place(
+        exc_without_source(exc), "layers[0].weights.file", "'w.npy'", "leaves it", str(outside.resolve())
+    )
 
 
 def test_symlinked_folder_pointing_outside_is_refused(spec_dir: Path) -> None:
@@ -557,6 +881,7 @@ def test_file_reference_without_a_folder_is_refused() -> None:
 
 # Object arrays: loading must never unpickle. The payload creates a file when unpickled, and the
 # control below proves that it does, so the tests would notice if nnspec ever called pickle.
+
 
 class _CreatesFileWhenUnpickled:
     def __init__(self, marker: Path) -> None:
@@ -592,7 +917,9 @@ def test_object_array_weights_are_never_unpickled(spec_dir: Path, container: str
     exc = refused_weights(spec_dir, ref)
     assert not marker.exists(), "nnspec unpickled a weight file"
     assert isinstance(exc, WeightError)
-    assert_names_place(exc_without_source(exc), "layers[0].weights", "real numbers", "Python objects", "never unpickles")
+    assert_names_place(
+        exc_without_source(exc), "layers[0].weights", "real numbers", "Python objects", "never unpickles"
+    )
 
 
 def test_pickle_file_named_npy_is_never_unpickled(spec_dir: Path) -> None:
@@ -604,6 +931,7 @@ def test_pickle_file_named_npy_is_never_unpickled(spec_dir: Path) -> None:
 
 
 # --- limits: refused from declared sizes, before anything is allocated -------------------------
+
 
 def huge_dense(init: dict[str, Any]) -> dict[str, Any]:
     spec = copy.deepcopy(PARTY)
@@ -620,7 +948,9 @@ def huge_dense(init: dict[str, Any]) -> dict[str, Any]:
         pytest.param({"file": "w.npy"}, id="file"),
     ],
 )
-def test_huge_network_is_refused_before_allocating(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, init: dict[str, Any]) -> None:
+def test_huge_network_is_refused_before_allocating(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, init: dict[str, Any]
+) -> None:
     def must_not_run(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("a weight was materialized before the size check")
 
