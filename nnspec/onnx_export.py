@@ -93,7 +93,9 @@ def to_onnx(graph: Graph, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
         ir_version=helper.find_min_ir_version_for(opsets),
     )
     helper.set_model_props(model, {"nnspec.version": __version__, "nnspec.spec_sha256": graph.fingerprint})
-    model = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    # full_check runs strict shape inference itself; the inferred intermediate shapes are not stored,
+    # since every graph input and output already carries its full shape (and a second pass over
+    # the weights doubles the export time of large models).
     onnx.checker.check_model(model, full_check=True)
     return model
 
