@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
@@ -81,6 +81,14 @@ class Graph:
 
     def node(self, name: str) -> Node:
         return next(n for n in self.nodes if n.name == name)
+
+    def widened(self) -> Graph:
+        """The same network in float64, its weights converted exactly (the float64 oracle)."""
+        if self.dtype == np.float64:
+            return self
+        wide = np.dtype(np.float64)
+        nodes = tuple(replace(n, params={k: v.astype(wide) for k, v in n.params.items()}) for n in self.nodes)
+        return replace(self, dtype=wide, nodes=nodes)
 
     @cached_property
     def fingerprint(self) -> str:

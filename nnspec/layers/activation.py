@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
+import numpy as np
+
+from ..activations import Bound, Precision
 from ..fields import ActivationField
 from ..ir import LayerPlan, Node, Source
 from ..lowering import OpBuilder
@@ -32,4 +35,11 @@ def onnx_lowering(node: Node, g: OpBuilder, inputs: Sequence[str], out: str) -> 
     return node.activation.lower(g, inputs[0], out)
 
 
-register(LayerType("activation", ActivationLayer, numpy_kernel, onnx_lowering, doc=__doc__ or ""))
+def error_bound(
+    node: Node, inputs: Sequence[np.ndarray], errors: Sequence[np.ndarray], precision: Precision
+) -> tuple[np.ndarray, Bound]:
+    assert node.activation is not None
+    return node.activation.bound(inputs[0], errors[0], precision.u)
+
+
+register(LayerType("activation", ActivationLayer, numpy_kernel, onnx_lowering, error_bound, doc=__doc__ or ""))
