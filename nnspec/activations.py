@@ -27,18 +27,6 @@ class Choice:
 
 
 @dataclass(frozen=True)
-class Bound:
-    """Rounding-error bound of a value computed in floating point: |computed - exact| <= err.
-
-    `ambiguous` marks elements of a step function's output whose input lies within its own error
-    bound of the step, where either side is a correct result.
-    """
-
-    err: np.ndarray
-    ambiguous: np.ndarray | None = None
-
-
-@dataclass(frozen=True)
 class Precision:
     """The arithmetic a bound is for: unit roundoff u and the smallest subnormal."""
 
@@ -51,60 +39,44 @@ class Precision:
         return cls(float(info.eps) / 2, float(info.smallest_subnormal))
 
 
-# (n, err_n, a, u, **params) -> Bound: how an activation carries its input's error bound `err_n`
-# (n and a in float64) and adds its own, for arithmetic with unit roundoff u.
-ErrorRule = Callable[..., Bound]
-
 # Ulps a correct library may spend on one exp/log/tanh-based function (NumPy's SIMD float32 kernels
 # and onnxruntime's MLAS approximations are documented to a few ulps; 8 leaves a factor of two).
 TRANSCENDENTAL_ULPS = 8.0
 
+ParamFn = Callable[..., float]
 
-def smooth(
-    slope: float | Callable[..., float],
-    ulps: float = TRANSCENDENTAL_ULPS,
-    floor: float | Callable[..., float] = 0.0,
-    per_n: float = 0.0,
-) -> ErrorRule:
-    """A Lipschitz function: err_a = slope * err_n + ulps * u * (|a| + floor + per_n * |n|).
 
-    `floor` and `per_n` widen the function's own error where it is absolute rather than relative
-    (a clamp near 0, or cancellation in 1 + erf(n) for large negative n).
+def _const(value: float) -> ParamFn:
+    return lambda **params: value
+
+
+@dataclass(frozen=True)
+class ErrorModel:
+    """What the derived error bound needs to know about an activation (see nnspec.affine).
+
+    kind: "elementwise" (f' below), "softmax" or "log_softmax" (row Jacobians), "step" (f' = 0,
+    ambiguous within the input's bound of 0, where the output jumps by `jump`).
+    derivative: f'(n) at the float64 oracle's n. kinks: where f' jumps, and by how much; an input
+    within its error bound of a kink adds jump * bound. curvature: a bound on |f''| elsewhere (the
+    second-order remainder, negligible for rounding-sized errors but kept for rigour).
+    Its own evaluation error is ulps * u * (|a| + floor + per_n * |n|): relative, widened where
+    an implementation's error is absolute (a clamp, or cancellation in 1 + erf(n) for n << 0).
     """
 
-    def rule(n: np.ndarray, err_n: np.ndarray, a: np.ndarray, u: float, **params: Any) -> Bound:
-        k = slope(**params) if callable(slope) else slope
-        f0 = floor(**params) if callable(floor) else floor
-        own = ulps * u * (np.abs(a) + f0 + per_n * np.abs(n)) if ulps else 0.0
-        return Bound(k * err_n + own)
-
-    return rule
-
-
-def _softmax_error(n: np.ndarray, err_n: np.ndarray, a: np.ndarray, u: float) -> Bound:
-    # |d s_i| <= s_i (|d n_i| + sum_j s_j |d n_j|) <= 2 s_i max_j |d n_j|; evaluating it costs an exp
-    # per term, a k-term sum and a division, all relative to s_i.
-    k = n.shape[-1]
-    spread = err_n.max(axis=-1, keepdims=True)
-    return Bound(2 * a * spread + (TRANSCENDENTAL_ULPS + k + 2) * u * a)
+    kind: str = "elementwise"
+    derivative: Callable[..., np.ndarray] | None = None
+    kinks: Callable[..., list[tuple[float, float]]] = lambda **params: []
+    curvature: ParamFn = _const(2.0)
+    ulps: float = TRANSCENDENTAL_ULPS
+    floor: ParamFn = _const(0.0)
+    per_n: float = 0.0
+    jump: float = 0.0
 
 
-def _log_softmax_error(n: np.ndarray, err_n: np.ndarray, a: np.ndarray, u: float) -> Bound:
-    # d l_i = d n_i - sum_j s_j d n_j, so |d l_i| <= 2 max_j |d n_j|; its own error is that of
-    # n_i - max, a k-term sum inside a log, and the final subtraction.
-    k = n.shape[-1]
-    spread = err_n.max(axis=-1, keepdims=True)
-    scale = np.abs(a) + np.abs(n).max(axis=-1, keepdims=True) + k
-    return Bound(2 * spread + TRANSCENDENTAL_ULPS * u * scale)
-
-
-def _step_error(jump: float) -> ErrorRule:
-    def rule(n: np.ndarray, err_n: np.ndarray, a: np.ndarray, u: float) -> Bound:
-        ambiguous = np.abs(n) <= err_n
-        ambiguous &= err_n > 0  # an exactly known input is never ambiguous
-        return Bound(np.where(ambiguous, jump, 0.0), ambiguous)
-
-    return rule
+def _piecewise_linear(
+    derivative: Callable[..., np.ndarray], kinks: Callable[..., list[tuple[float, float]]], ulps: float = 0.0
+) -> ErrorModel:
+    return ErrorModel(derivative=derivative, kinks=kinks, curvature=_const(0.0), ulps=ulps)
 
 
 @dataclass(frozen=True)
@@ -117,7 +89,7 @@ class ActivationType:
     aliases: tuple[str, ...] = ()
     params: Mapping[str, float | Choice] = field(default_factory=dict)
     doc: str = ""
-    error: ErrorRule = field(default_factory=lambda: smooth(1.0))
+    error: ErrorModel = field(default_factory=ErrorModel)
 
     def defaults(self) -> dict[str, Any]:
         return {k: (v.default if isinstance(v, Choice) else v) for k, v in self.params.items()}
@@ -139,11 +111,6 @@ class Activation:
 
     def lower(self, g: OpBuilder, x: str, out: str | None = None) -> str:
         return self.type.onnx(g, x, out, **self.params)
-
-    def bound(self, n: np.ndarray, err_n: np.ndarray, u: float) -> tuple[np.ndarray, Bound]:
-        """The output (float64) and its error bound, given the input n and its bound err_n."""
-        a = self(n)
-        return a, self.type.error(n, err_n, a, u, **self.params)
 
     def to_json(self) -> str | dict[str, Any]:
         """The canonical spec form: a bare name when every parameter is at its default."""
@@ -209,6 +176,36 @@ def _log_softmax(x: np.ndarray) -> np.ndarray:
 
 def _step(x: np.ndarray, low: float) -> np.ndarray:
     return np.where(x >= 0, 1, low).astype(x.dtype)
+
+
+# --- derivatives, for the error bound -------------------------------------------------------------
+
+
+def _dsigmoid(x: np.ndarray) -> np.ndarray:
+    sig = _sigmoid(x)
+    return sig * (1 - sig)
+
+
+def _dgelu(x: np.ndarray, approximate: str) -> np.ndarray:
+    if approximate == "tanh":
+        c = math.sqrt(2 / math.pi)
+        t = np.tanh(c * (x + 0.044715 * x**3))
+        return 0.5 * (1 + t) + 0.5 * x * (1 - t**2) * c * (1 + 3 * 0.044715 * x**2)
+    cdf = 0.5 * (1 + _erf(x / math.sqrt(2)).astype(np.float64))
+    return cdf + x * np.exp(-0.5 * x**2) / math.sqrt(2 * math.pi)
+
+
+def _dmish(x: np.ndarray) -> np.ndarray:
+    t = np.tanh(_softplus(x))
+    return t + x * (1 - t**2) * _sigmoid(x)
+
+
+def _clip_model(low: float, high: float) -> ErrorModel:
+    return _piecewise_linear(lambda n: ((n > low) & (n < high)).astype(np.float64), lambda: [(low, 1.0), (high, 1.0)])
+
+
+_LINEAR = _piecewise_linear(lambda n: np.ones_like(n), lambda: [])
+_RELU = _piecewise_linear(lambda n: (n > 0).astype(np.float64), lambda: [(0.0, 1.0)])
 
 
 # --- shared lowerings --------------------------------------------------------------------------
@@ -409,23 +406,33 @@ def _clip_onnx(low: float, high: float) -> Lowering:
 # Semantics follow the ONNX operator of the same meaning; aliases are the transfer-function names
 # of the classic neural-network notation (purelin, logsig, tansig, poslin, ...).
 for _entry in [
+    ActivationType("linear", lambda x: x, _unary("Identity"), ("identity", "purelin"), doc="a = n", error=_LINEAR),
     ActivationType(
-        "linear", lambda x: x, _unary("Identity"), ("identity", "purelin"), doc="a = n", error=smooth(1.0, 0)
+        "sigmoid",
+        _sigmoid,
+        _unary("Sigmoid"),
+        ("logsig",),
+        doc="a = 1 / (1 + exp(-n))",
+        error=ErrorModel(derivative=_dsigmoid, curvature=_const(0.1), floor=_const(1.0)),
     ),
     ActivationType(
-        "sigmoid", _sigmoid, _unary("Sigmoid"), ("logsig",), doc="a = 1 / (1 + exp(-n))", error=smooth(0.25, floor=1.0)
+        "tanh",
+        np.tanh,
+        _unary("Tanh"),
+        ("tansig",),
+        doc="a = tanh(n)",
+        error=ErrorModel(derivative=lambda n: 1 - np.tanh(n) ** 2, curvature=_const(0.8), floor=_const(1.0)),
     ),
-    ActivationType("tanh", np.tanh, _unary("Tanh"), ("tansig",), doc="a = tanh(n)", error=smooth(1.0, floor=1.0)),
-    ActivationType(
-        "relu", lambda x: np.maximum(x, 0), _unary("Relu"), ("poslin",), doc="a = max(0, n)", error=smooth(1.0, 0)
-    ),
+    ActivationType("relu", lambda x: np.maximum(x, 0), _unary("Relu"), ("poslin",), doc="a = max(0, n)", error=_RELU),
     ActivationType(
         "leaky_relu",
         lambda x, alpha: np.where(x >= 0, x, alpha * x),
         _native_or("LeakyRelu", _leaky_relu_onnx),
         params={"alpha": 0.01},
         doc="a = n if n >= 0 else alpha * n",
-        error=smooth(lambda alpha: max(1.0, abs(alpha)), ulps=1.0),
+        error=_piecewise_linear(
+            lambda n, alpha: np.where(n >= 0, 1.0, alpha), lambda alpha: [(0.0, abs(1 - alpha))], ulps=1.0
+        ),
     ),
     ActivationType(
         "elu",
@@ -433,7 +440,12 @@ for _entry in [
         _native_or("Elu", _elu_onnx),
         params={"alpha": 1.0},
         doc="a = n if n > 0 else alpha * (exp(n) - 1)",
-        error=smooth(lambda alpha: max(1.0, abs(alpha)), floor=lambda alpha: abs(alpha)),
+        error=ErrorModel(
+            derivative=lambda n, alpha: np.where(n > 0, 1.0, alpha * np.exp(np.minimum(n, 0))),
+            kinks=lambda alpha: [(0.0, abs(1 - alpha))],
+            curvature=lambda alpha: max(2.0, abs(alpha)),
+            floor=lambda alpha: abs(alpha),
+        ),
     ),
     ActivationType(
         "selu",
@@ -442,8 +454,12 @@ for _entry in [
         # The self-normalizing constants of Klambauer et al. (2017), ONNX's defaults, to float32 precision.
         params={"alpha": 1.67326319217681884765625, "gamma": 1.05070102214813232421875},
         doc="a = gamma * (n if n > 0 else alpha * (exp(n) - 1))",
-        error=smooth(
-            lambda alpha, gamma: abs(gamma) * max(1.0, abs(alpha)), floor=lambda alpha, gamma: abs(alpha * gamma)
+        error=ErrorModel(
+            derivative=lambda n, alpha, gamma: gamma * np.where(n > 0, 1.0, alpha * np.exp(np.minimum(n, 0))),
+            kinks=lambda alpha, gamma: [(0.0, abs(gamma * (1 - alpha)))],
+            curvature=lambda alpha, gamma: max(2.0, abs(alpha * gamma)),
+            floor=lambda alpha, gamma: abs(alpha * gamma),
+            per_n=1.0,
         ),
     ),
     ActivationType(
@@ -451,14 +467,14 @@ for _entry in [
         _softplus,
         _native_or("Softplus", _softplus_composed),
         doc="a = log(1 + exp(n))",
-        error=smooth(1.0, floor=1.0),
+        error=ErrorModel(derivative=_sigmoid, curvature=_const(0.25), floor=_const(1.0)),
     ),
     ActivationType(
         "softsign",
         lambda x: x / (1 + np.abs(x)),
         _native_or("Softsign", _softsign_onnx),
         doc="a = n / (1 + |n|)",
-        error=smooth(1.0, ulps=3.0),
+        error=ErrorModel(derivative=lambda n: 1 / (1 + np.abs(n)) ** 2, curvature=_const(2.0), ulps=3.0),
     ),
     ActivationType(
         "hard_sigmoid",
@@ -466,7 +482,14 @@ for _entry in [
         _native_or("HardSigmoid", _hard_sigmoid_onnx),
         params={"alpha": 0.2, "beta": 0.5},
         doc="a = clip(alpha * n + beta, 0, 1)",
-        error=smooth(lambda alpha, beta: abs(alpha), ulps=2.0, floor=lambda alpha, beta: abs(beta), per_n=1.0),
+        error=ErrorModel(
+            derivative=lambda n, alpha, beta: np.where((alpha * n + beta > 0) & (alpha * n + beta < 1), alpha, 0.0),
+            kinks=lambda alpha, beta: [(-beta / alpha, abs(alpha)), ((1 - beta) / alpha, abs(alpha))] if alpha else [],
+            curvature=_const(0.0),
+            ulps=2.0,
+            floor=lambda alpha, beta: abs(beta),
+            per_n=1.0,
+        ),
     ),
     ActivationType(
         "gelu",
@@ -474,50 +497,61 @@ for _entry in [
         _gelu_onnx,
         params={"approximate": Choice(("none", "tanh"))},
         doc="a = n * Phi(n), Phi the standard normal CDF (or its tanh approximation)",
-        # max |d/dn n Phi(n)| = 1.1289 (at n = sqrt(2)); 1 + erf(n) cancels for n << 0: error ~ u |n|
-        error=smooth(1.13, per_n=1.0),
+        # 1 + erf(n) cancels for n << 0, so an implementation's own error there is ~ u |n|
+        error=ErrorModel(derivative=_dgelu, curvature=_const(1.0), per_n=1.0),
     ),
-    # max |d/dn n sigmoid(n)| = 1.0998, max |d/dn n tanh(softplus(n))| = 1.1995
     ActivationType(
         "silu",
         lambda x: x * _sigmoid(x),
         _silu_onnx,
         ("swish",),
         doc="a = n * sigmoid(n)",
-        error=smooth(1.1, per_n=1.0),
+        error=ErrorModel(derivative=lambda n: _sigmoid(n) + n * _dsigmoid(n), curvature=_const(1.0), per_n=1.0),
     ),
     ActivationType(
         "mish",
         lambda x: x * np.tanh(_softplus(x)),
         _mish_onnx,
         doc="a = n * tanh(softplus(n))",
-        error=smooth(1.2, per_n=1.0),
+        error=ErrorModel(derivative=_dmish, curvature=_const(1.0), per_n=1.0),
     ),
     ActivationType(
         "softmax",
         _softmax,
         _unary("Softmax", axis=-1),
         doc="a = exp(n) / sum(exp(n)), last axis",
-        error=_softmax_error,
+        error=ErrorModel(kind="softmax", curvature=_const(2.0)),
     ),
     ActivationType(
         "log_softmax",
         _log_softmax,
         _unary("LogSoftmax", axis=-1),
         doc="a = n - log(sum(exp(n))), last axis",
-        error=_log_softmax_error,
+        error=ErrorModel(kind="log_softmax", curvature=_const(2.0)),
     ),
     ActivationType(
-        "hardlim", lambda x: _step(x, 0.0), _step_onnx(0.0), doc="a = 1 if n >= 0 else 0", error=_step_error(1.0)
+        "hardlim",
+        lambda x: _step(x, 0.0),
+        _step_onnx(0.0),
+        doc="a = 1 if n >= 0 else 0",
+        error=ErrorModel(kind="step", jump=1.0, ulps=0.0),
     ),
     ActivationType(
-        "hardlims", lambda x: _step(x, -1.0), _step_onnx(-1.0), doc="a = 1 if n >= 0 else -1", error=_step_error(2.0)
+        "hardlims",
+        lambda x: _step(x, -1.0),
+        _step_onnx(-1.0),
+        doc="a = 1 if n >= 0 else -1",
+        error=ErrorModel(kind="step", jump=2.0, ulps=0.0),
     ),
     ActivationType(
-        "satlin", lambda x: np.clip(x, 0, 1), _clip_onnx(0.0, 1.0), doc="a = clip(n, 0, 1)", error=smooth(1.0, 0)
+        "satlin", lambda x: np.clip(x, 0, 1), _clip_onnx(0.0, 1.0), doc="a = clip(n, 0, 1)", error=_clip_model(0.0, 1.0)
     ),
     ActivationType(
-        "satlins", lambda x: np.clip(x, -1, 1), _clip_onnx(-1.0, 1.0), doc="a = clip(n, -1, 1)", error=smooth(1.0, 0)
+        "satlins",
+        lambda x: np.clip(x, -1, 1),
+        _clip_onnx(-1.0, 1.0),
+        doc="a = clip(n, -1, 1)",
+        error=_clip_model(-1.0, 1.0),
     ),
 ]:
     register(_entry)

@@ -139,11 +139,17 @@ def check(
     else:
         cases = random_cases(g, seed, batch_sizes)
         origin = f"seeded random, N(0, {INPUT_SCALE:g}^2), seed {seed}"
-    tol = Tolerance.for_dtype(g.dtype, rtol, atol)
+    tol = Tolerance() if rtol is None and atol is None else Tolerance.given(rtol, atol)
     reference = NumpyRunner(g)
     if problems:
         return cross_check(g, reference, reference, cases, tol, problems=problems, notes=notes, inputs=origin)
     candidate = OnnxRuntimeRunner(data, provider, source=label)
-    report = cross_check(g, reference, candidate, cases, tol, notes=notes, inputs=origin)
+
+    def traced() -> OnnxRuntimeRunner:
+        from .onnx_export import with_outputs
+
+        return OnnxRuntimeRunner(with_outputs(data, [n.name for n in g.nodes]), provider, source=label)
+
+    report = cross_check(g, reference, candidate, cases, tol, traced=traced, notes=notes, inputs=origin)
     report.notes.insert(0, f"candidate: {label}")
     return report

@@ -1,10 +1,5 @@
-"""Derived error bounds: a float64 forward pass that carries, for every value, how far a correct
-implementation in the network's dtype may be from the exact result.
-
-The model (see README, "The derived bound"): inputs and weights are exact in the network's dtype; a
-dense layer summing k products is off by at most gamma_k (|W| |p| + |b|) plus what its input already
-carried, times |W|; an activation multiplies the incoming bound by its Lipschitz constant and adds
-its own few-ulp error; a step function is ambiguous where its input is within its bound of the step.
+"""Derived error bounds: a float64 forward pass (the oracle) that carries, for every value, how far
+a correct implementation in the network's dtype may be from the exact result (see nnspec.affine).
 """
 
 from __future__ import annotations
@@ -15,31 +10,56 @@ from dataclasses import dataclass
 import numpy as np
 
 from .activations import Precision
+from .affine import Affine, exact
 from .ir import Graph
 from .layers import LAYERS
 
 
 @dataclass(frozen=True)
 class Trace:
-    """Every input and layer output: its float64 value and its error bound for `precision`."""
+    """Every input and layer output: its float64 value and its error bound for `precision`.
+
+    Arrays have the values' own shapes, [N, *shape]; `ambiguous` marks, for step layers, the
+    elements whose input lay within its bound of the step (either output is correct).
+    """
 
     precision: Precision
     values: dict[str, np.ndarray]
     errors: dict[str, np.ndarray]
-    ambiguous: dict[str, np.ndarray]  # step layers: elements where either output is correct
+    ambiguous: dict[str, np.ndarray]
 
 
 def propagate(graph: Graph, feeds: Mapping[str, np.ndarray], precision: Precision) -> Trace:
-    """Run the network in float64 (the oracle) and carry the error bound of `precision` arithmetic."""
+    """Run the network in float64 and carry the error bound of `precision` arithmetic alongside."""
     wide = graph.widened()
-    values = {name: np.asarray(array, dtype=np.float64) for name, array in feeds.items()}
-    errors = {name: np.zeros_like(array) for name, array in values.items()}
-    ambiguous: dict[str, np.ndarray] = {}
+    shapes = {name: np.shape(array) for name, array in feeds.items()}
+    forms: dict[str, Affine] = {
+        name: exact(np.asarray(array, dtype=np.float64).reshape(-1, shapes[name][-1])) for name, array in feeds.items()
+    }
+    batch = next(iter(shapes.values()))[0]
+    values, errors, ambiguous = {}, {}, {}
     with np.errstate(all="ignore"):  # inf and NaN are values like any other; the comparison judges them
         for node in wide.nodes:
-            rule = LAYERS[node.op].bound
-            out, bound = rule(node, [values[i] for i in node.inputs], [errors[i] for i in node.inputs], precision)
-            values[node.name], errors[node.name] = out, bound.err
-            if bound.ambiguous is not None:
-                ambiguous[node.name] = bound.ambiguous
+            form = LAYERS[node.op].bound(node, [forms[i] for i in node.inputs], precision)
+            forms[node.name] = form
+            shape = (batch, *node.shape)
+            values[node.name] = form.value.reshape(shape)
+            errors[node.name] = form.bound().reshape(shape)
+            if form.ambiguous is not None:
+                ambiguous[node.name] = form.ambiguous.reshape(shape)
+            for name in [n for n in forms if _done_with(n, node, wide)]:
+                forms.pop(name)
+    for name, array in feeds.items():
+        values[name], errors[name] = np.asarray(array, dtype=np.float64), np.zeros(shapes[name])
     return Trace(precision, values, errors, ambiguous)
+
+
+def _done_with(name: str, current: object, graph: Graph) -> bool:
+    """True once no later node reads `name` (its Jacobians can be freed)."""
+    later = False
+    for node in graph.nodes:
+        if later and name in node.inputs:
+            return False
+        if node is current:
+            later = True
+    return name != getattr(current, "name", None)

@@ -1,14 +1,16 @@
-"""The cross-check: run two runners on the same inputs and compare every output, element by element."""
+"""The cross-check: run two runners on the same inputs and compare every output against a derived bound."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
+from .activations import Precision
+from .bounds import Trace, propagate
 from .feeds import check_feeds, sample_bytes
 from .ir import Graph
 from .limits import Limits
@@ -21,29 +23,30 @@ DEFAULT_BATCH_SIZES = (1, 7, 64)
 # Random inputs are N(0, 2^2): most mass in [-4, 4], where sigmoid/tanh are neither linear nor flat
 # and relu-like functions see both signs.
 INPUT_SCALE = 2.0
-# Allowed rounding drift, in units of the dtype's unit roundoff u (float32: 2^-24, float64: 2^-53).
-# A dot product of k terms in floating point is exact to within k·u relative to sum(|w·p|); 1024·u
-# covers layers of up to ~1000 inputs in that worst case (and far wider ones in practice, where the
-# error grows like sqrt(k)), for values of order one. float32: 6.1e-5, float64: 1.1e-13.
-HEADROOM_ULPS = 1024
 
 
 @dataclass(frozen=True)
 class Tolerance:
-    """An element passes when |candidate - reference| <= atol + rtol * |reference|."""
+    """How far two results may be apart: derived from the network (default), or given.
 
-    rtol: float
-    atol: float
-    reason: str = ""
+    derived: |candidate - reference| <= bound(reference) + bound(candidate), each the rounding-error
+    bound that nnspec.bounds carries through the network for arithmetic in the spec's dtype.
+    given: |candidate - reference| <= atol + rtol * |reference|.
+    """
+
+    mode: str = "derived"
+    rtol: float = 0.0
+    atol: float = 0.0
+    reason: str = "derived from the network: the sum of both sides' rounding-error bounds"
 
     @classmethod
-    def for_dtype(cls, dtype: np.dtype, rtol: float | None = None, atol: float | None = None) -> Tolerance:
-        u = float(np.finfo(dtype).eps) / 2
-        default = HEADROOM_ULPS * u
-        reason = f"default for {np.dtype(dtype).name}: {HEADROOM_ULPS} x unit roundoff ({u:.3g})"
-        if rtol is not None or atol is not None:
-            reason = "given"
-        return cls(default if rtol is None else rtol, default if atol is None else atol, reason)
+    def given(cls, rtol: float | None, atol: float | None, reason: str = "given") -> Tolerance:
+        return cls("given", rtol or 0.0, atol or 0.0, reason)
+
+    def allowed(self, reference: np.ndarray, bound: np.ndarray) -> np.ndarray:
+        if self.mode == "derived":
+            return bound
+        return self.atol + self.rtol * np.where(np.isfinite(reference), np.abs(reference), 0.0)
 
 
 @dataclass(frozen=True)
@@ -56,17 +59,21 @@ class Case:
 
 @dataclass
 class OutputResult:
-    """How one output compared over every case."""
+    """How one output of `candidate` compared with `reference` over every case."""
 
     name: str
     shape: list[int | str]
+    reference: str = ""
+    candidate: str = ""
     elements: int = 0
     mismatches: int = 0
     max_abs_error: float = 0.0
     max_abs_at: dict[str, Any] | None = None
     max_rel_error: float = 0.0
-    max_rel_at: dict[str, Any] | None = None
-    worst_ratio: float = 0.0  # largest error / allowed error; above 1 fails
+    max_ulps: float = 0.0
+    worst_margin: float = 0.0  # largest error / allowed; above 1 fails
+    worst_at: dict[str, Any] | None = None
+    allowed_at_worst: float | None = None
     reference_at_worst: float | None = None
     candidate_at_worst: float | None = None
 
@@ -86,19 +93,24 @@ class Report:
     tolerance: Tolerance
     cases: list[str]
     outputs: list[OutputResult] = field(default_factory=list)
+    oracle: list[OutputResult] = field(default_factory=list)  # each side against the float64 oracle
+    ambiguous: dict[str, int] = field(default_factory=dict)  # step layer -> outputs either side may take
+    divergence: dict[str, Any] | None = None  # the first layer whose disagreement exceeds its bound
+    nondeterministic: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     inputs: str = ""  # where the input batches came from
 
     @property
     def passed(self) -> bool:
-        return not self.problems and all(o.passed for o in self.outputs)
+        return not self.problems and bool(self.outputs) and all(o.passed for o in self.outputs)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["passed"] = self.passed
-        for out, result in zip(data["outputs"], self.outputs, strict=True):
-            out["passed"] = result.passed
+        for group in ("outputs", "oracle"):
+            for out, result in zip(data[group], getattr(self, group), strict=True):
+                out["passed"] = result.passed
         return data
 
 
@@ -125,48 +137,48 @@ def _index(flat: int, shape: tuple[int, ...]) -> list[int]:
     return [int(i) for i in np.unravel_index(flat, shape)]
 
 
+Pair = tuple[str, np.ndarray, np.ndarray, np.ndarray]  # case label, reference, candidate, allowed difference
+
+
 def compare(
-    name: str,
-    shape: Sequence[int],
-    pairs: Sequence[tuple[str, np.ndarray, np.ndarray]],
-    tol: Tolerance,
+    name: str, shape: Sequence[int], pairs: Sequence[Pair], dtype: np.dtype, names: tuple[str, str] = ("", "")
 ) -> OutputResult:
-    """Compare one output over (case label, reference, candidate) triples."""
-    result = OutputResult(name, ["N", *shape])
-    for label, ref, cand in pairs:
+    """Compare one output over (case, reference, candidate, allowed) quadruples, element by element."""
+    result = OutputResult(name, ["N", *shape], *names)
+    for label, ref, cand, allowed in pairs:
         if cand.shape != ref.shape:
-            result.mismatches += ref.size or 1
             result.elements += ref.size
-            result.worst_ratio = math.inf
-            result.max_abs_at = {"case": label, "problem": f"shape {list(cand.shape)}, expected {list(ref.shape)}"}
+            result.mismatches += ref.size or 1
+            result.worst_margin = math.inf
+            result.worst_at = {"case": label, "problem": f"shape {list(cand.shape)}, expected {list(ref.shape)}"}
             continue
-        r = ref.astype(np.float64)
-        c = cand.astype(np.float64)
+        r, c = ref.astype(np.float64), cand.astype(np.float64)
         with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
             diff = np.abs(c - r)
             same_special = (r == c) | (np.isnan(r) & np.isnan(c))  # equal infinities, or NaN on both sides
             diff = np.where(same_special, 0.0, np.where(np.isnan(diff), np.inf, diff))
+            margin = np.where(diff == 0, 0.0, diff / allowed)  # a NaN or inf on one side only: margin inf
             magnitude = np.where(np.isfinite(r), np.abs(r), 0.0)
-            allowed = tol.atol + tol.rtol * magnitude
-            ratio = np.where(diff == 0, 0.0, diff / allowed)  # a NaN or inf on one side only: ratio inf
             rel = np.where(diff == 0, 0.0, np.where(magnitude > 0, diff / magnitude, np.inf))
+            ulp = np.spacing(magnitude.astype(dtype)).astype(np.float64)
+            ulps = np.where(diff == 0, 0.0, diff / ulp)
         result.elements += r.size
-        result.mismatches += int(np.count_nonzero(ratio > 1))
+        result.mismatches += int(np.count_nonzero(margin > 1))
         if r.size == 0:
             continue
-        worst = int(np.argmax(ratio))
-        if ratio.flat[worst] > result.worst_ratio or result.max_abs_at is None:
-            result.worst_ratio = float(ratio.flat[worst])
+        worst = int(np.argmax(margin))
+        if margin.flat[worst] > result.worst_margin or result.worst_at is None:
+            result.worst_margin = float(margin.flat[worst])
+            result.worst_at = {"case": label, "index": _index(worst, r.shape)}
+            result.allowed_at_worst = float(np.broadcast_to(allowed, r.shape).flat[worst])
             result.reference_at_worst = float(r.flat[worst])
             result.candidate_at_worst = float(c.flat[worst])
         i = int(np.argmax(diff))
         if diff.flat[i] > result.max_abs_error or result.max_abs_at is None:
             result.max_abs_error = float(diff.flat[i])
             result.max_abs_at = {"case": label, "index": _index(i, r.shape)}
-        i = int(np.argmax(rel))
-        if rel.flat[i] > result.max_rel_error or result.max_rel_at is None:
-            result.max_rel_error = float(rel.flat[i])
-            result.max_rel_at = {"case": label, "index": _index(i, r.shape)}
+        result.max_rel_error = max(result.max_rel_error, float(rel.max()))
+        result.max_ulps = max(result.max_ulps, float(ulps.max()))
     return result
 
 
@@ -177,11 +189,18 @@ def cross_check(
     cases: Sequence[Case],
     tol: Tolerance,
     *,
+    traced: Callable[[], Runner | None] | None = None,
     problems: Sequence[str] = (),
     notes: Sequence[str] = (),
     inputs: str = "",
 ) -> Report:
-    """Run both runners on every case and compare every output of the graph."""
+    """Run both runners on every case and compare every output of the graph.
+
+    With the derived tolerance, each element may differ by the sum of both sides' error bounds.
+    The float64 oracle is compared with both sides too (for float32 networks), so that a failure
+    says which side is wrong. On failure, `traced()` gives a candidate that also returns every
+    layer's output, and the first layer whose disagreement exceeds its bound is named.
+    """
     report = Report(
         model=graph.name,
         reference=reference.name,
@@ -195,18 +214,85 @@ def cross_check(
     )
     if report.problems:
         return report
-    pairs: dict[str, list[tuple[str, np.ndarray, np.ndarray]]] = {o.name: [] for o in graph.outputs}
+    precision, wide = Precision.of(graph.dtype), Precision.of(np.float64)
+    narrow = graph.dtype != np.float64
+    outputs = [o.name for o in graph.outputs]
+    pairs: dict[str, list[Pair]] = {name: [] for name in outputs}
+    oracle_pairs: dict[str, dict[str, list[Pair]]] = {side: {n: [] for n in outputs} for side in ("ref", "cand")}
+    traces: list[tuple[Case, Trace, dict[str, np.ndarray]]] = []
     for case in cases:
+        trace = propagate(graph, case.feeds, precision)
+        oracle_bound = propagate(graph, case.feeds, wide).errors if narrow else None
         expected = reference.run(case.feeds)
         try:
             got = candidate.run(case.feeds)
+            again = candidate.run(case.feeds)
         except Exception as exc:  # a runtime failing on valid inputs is a disagreement, reported as such
             report.problems.append(f"{candidate.name} failed on {case.label}: {str(exc).splitlines()[0]}")
             return report
-        for name in pairs:
-            pairs[name].append((case.label, expected[name], got[name]))
-    report.outputs = [compare(o.name, o.shape, pairs[o.name], tol) for o in graph.outputs]
+        for name in outputs:
+            if not np.array_equal(got[name], again[name], equal_nan=True) and name not in report.nondeterministic:
+                report.nondeterministic.append(name)
+            bound = trace.errors[name]
+            pairs[name].append((case.label, expected[name], got[name], tol.allowed(expected[name], 2 * bound)))
+            if oracle_bound is not None:
+                allowed = bound + oracle_bound[name]
+                oracle_pairs["ref"][name].append((case.label, trace.values[name], expected[name], allowed))
+                oracle_pairs["cand"][name].append((case.label, trace.values[name], got[name], allowed))
+        for layer, mask in trace.ambiguous.items():
+            report.ambiguous[layer] = report.ambiguous.get(layer, 0) + int(mask.sum())
+        traces.append((case, trace, got))
+    shapes = {o.name: o.shape for o in graph.outputs}
+    report.outputs = [compare(n, shapes[n], pairs[n], graph.dtype, (reference.name, candidate.name)) for n in outputs]
+    if narrow:
+        for side, runner in (("ref", reference), ("cand", candidate)):
+            report.oracle += [
+                compare(n, shapes[n], oracle_pairs[side][n], graph.dtype, ("float64 oracle", runner.name))
+                for n in outputs
+            ]
+    if report.nondeterministic:
+        report.notes.append(
+            f"{candidate.name} gave different results on the same inputs for: {', '.join(report.nondeterministic)}"
+        )
+    if not report.passed and traced is not None:
+        report.divergence = localize(graph, reference, traced, traces, tol)
     return report
+
+
+def localize(
+    graph: Graph,
+    reference: Runner,
+    traced: Callable[[], Runner | None],
+    traces: Sequence[tuple[Case, Trace, dict[str, np.ndarray]]],
+    tol: Tolerance,
+) -> dict[str, Any] | None:
+    """The first layer, in spec order, whose outputs disagree beyond their bound on some case."""
+    runner = traced()
+    if runner is None or not hasattr(reference, "trace"):
+        return None
+    for case, trace, _ in traces:
+        expected = reference.trace(case.feeds)  # type: ignore[attr-defined]
+        got = runner.run(case.feeds)
+        for node in graph.nodes:
+            if node.name not in got:
+                continue
+            allowed = tol.allowed(expected[node.name], 2 * trace.errors[node.name])
+            result = compare(
+                node.name, node.shape, [(case.label, expected[node.name], got[node.name], allowed)], graph.dtype
+            )
+            if not result.passed:
+                return {
+                    "layer": node.name,
+                    "index": node.index,
+                    "path": f"layers[{node.index}]",
+                    "type": node.op,
+                    "case": case.label,
+                    "mismatches": result.mismatches,
+                    "elements": result.elements,
+                    "worst_margin": result.worst_margin,
+                    "worst_at": result.worst_at,
+                }
+    return None
 
 
 def interface_problems(graph: Graph, iface: Mapping[str, Any], elem_type: int) -> list[str]:

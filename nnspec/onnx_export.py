@@ -150,3 +150,15 @@ def probe_model(opset: int) -> bytes:
     opsets = [helper.make_opsetid("", opset)]
     model = helper.make_model(body, opset_imports=opsets, ir_version=helper.find_min_ir_version_for(opsets))
     return model.SerializeToString()
+
+
+def with_outputs(data: bytes, names: Sequence[str]) -> bytes:
+    """The model with every named intermediate value also exposed as a graph output (for tracing)."""
+    model = onnx.load_from_string(data)
+    produced = {out: node for node in model.graph.node for out in node.output}
+    existing = {o.name for o in model.graph.output}
+    elem = model.graph.input[0].type.tensor_type.elem_type
+    for name in names:
+        if name in produced and name not in existing:
+            model.graph.output.append(helper.make_tensor_value_info(name, elem, None))
+    return model.SerializeToString()

@@ -32,33 +32,65 @@ def where(at: dict[str, Any] | None) -> str:
     return f"{at['case']} [{','.join(map(str, at['index']))}]"
 
 
-def table(report: Report) -> Table:
-    t = Table(title=f"nnspec check: {report.model} ({report.reference} vs {report.candidate}, {report.dtype})")
+def _table(title: str, results: list[OutputResult]) -> Table:
+    t = Table(title=title)
     t.add_column("output", min_width=8)
-    for column in ("abs err", "rel err", "err/tol", "failing"):
+    for column in ("abs err", "ulps", "err/bound", "failing"):
         t.add_column(column, justify="right", no_wrap=True)
     t.add_column("result", no_wrap=True)
-    t.add_column("worst at", min_width=14)
-    for o in report.outputs:
+    t.add_column("worst at", min_width=12)
+    for o in results:
         t.add_row(
             o.name,
             fmt(o.max_abs_error),
-            fmt(o.max_rel_error),
-            fmt(o.worst_ratio),
+            fmt(o.max_ulps),
+            fmt(o.worst_margin),
             f"{o.mismatches}/{o.elements}",
             "[green]pass[/green]" if o.passed else "[bold red]FAIL[/bold red]",
-            where(o.max_abs_at),
+            where(o.worst_at),
         )
     return t
 
 
-def _worst_line(o: OutputResult, report: Report) -> str:
-    allowed = report.tolerance.atol + report.tolerance.rtol * abs(o.reference_at_worst or 0.0)
-    return (
-        f"{o.name}: {o.mismatches} of {o.elements} elements differ; largest error {fmt(o.max_abs_error)} at "
-        f"{where(o.max_abs_at)}; worst relative to its tolerance: {report.reference} {o.reference_at_worst!r} vs "
-        f"{report.candidate} {o.candidate_at_worst!r} (allowed {fmt(allowed)})"
+def table(report: Report) -> Table:
+    return _table(
+        f"nnspec check: {report.model} ({report.candidate} vs {report.reference}, {report.dtype})", report.outputs
     )
+
+
+def tolerance_line(report: Report) -> str:
+    tol = report.tolerance
+    if tol.mode == "derived":
+        return "tolerance: derived, each element within the sum of both sides' rounding-error bounds"
+    return f"tolerance: atol={fmt(tol.atol)} rtol={fmt(tol.rtol)} ({tol.reason})"
+
+
+def verdict_lines(report: Report) -> list[str]:
+    """Plain-text explanations: what failed, where, which side the oracle blames, where it started."""
+    lines = []
+    for o in report.outputs:
+        if not o.passed:
+            lines.append(
+                f"{o.name}: {o.mismatches} of {o.elements} elements differ beyond the allowed error; worst at "
+                f"{where(o.worst_at)}: {report.reference} {o.reference_at_worst!r} vs {report.candidate} "
+                f"{o.candidate_at_worst!r} (allowed {fmt(o.allowed_at_worst)}, {fmt(o.worst_margin)}x)"
+            )
+    if report.oracle and not report.passed:
+        blamed = sorted({o.candidate for o in report.oracle if not o.passed})
+        if blamed:
+            lines.append(f"against the float64 oracle, outside its bound: {', '.join(blamed)}")
+        else:
+            lines.append("against the float64 oracle, both sides are within their bounds")
+    if report.divergence:
+        d = report.divergence
+        lines.append(
+            f"first divergence: layer {d['layer']!r} ({d['path']}, {d['type']}), {d['mismatches']} of "
+            f"{d['elements']} elements on {d['case']}, worst {fmt(d['worst_margin'])}x its bound"
+        )
+    for layer, count in report.ambiguous.items():
+        if count:
+            lines.append(f"{layer}: {count} step output(s) within rounding of the step, where either value is correct")
+    return lines
 
 
 def print_report(report: Report, console: Console | None = None) -> None:
@@ -67,18 +99,16 @@ def print_report(report: Report, console: Console | None = None) -> None:
         console.print(f"[bold red]problem:[/bold red] {problem}", highlight=False)
     if report.outputs:
         console.print(table(report))
-    for o in report.outputs:
-        if not o.passed:
-            console.print(_worst_line(o, report), highlight=False)
-    tol = report.tolerance
+    for line in verdict_lines(report):
+        console.print(line, highlight=False, markup=False)
     verdict = "[green]PASS[/green]" if report.passed else "[bold red]FAIL[/bold red]"
     console.print(
         f"{verdict}: {len(report.outputs)} output(s) over {len(report.cases)} input batch(es) ({report.inputs}); "
-        f"tolerance atol={fmt(tol.atol)} rtol={fmt(tol.rtol)} ({tol.reason})",
+        f"{tolerance_line(report)}",
         highlight=False,
     )
     for note in report.notes:
-        console.print(f"note: {note}", highlight=False)
+        console.print(f"note: {note}", highlight=False, markup=False)
 
 
 def _json_safe(value: Any) -> Any:
@@ -112,7 +142,7 @@ def environment() -> jinja2.Environment:
         autoescape=False,
         keep_trailing_newline=True,
     )
-    env.globals.update(fmt=fmt, where=where)
+    env.globals.update(fmt=fmt, where=where, tolerance_line=tolerance_line, verdict_lines=verdict_lines)
     return env
 
 

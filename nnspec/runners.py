@@ -34,6 +34,10 @@ class NumpyRunner:
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self.model.run(feeds)
 
+    def trace(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Every layer's output, by layer name."""
+        return self.model.run(feeds, trace=True)
+
 
 def _ort():  # type: ignore[no-untyped-def]
     try:

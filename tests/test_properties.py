@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -21,11 +20,10 @@ PARAM_VALUES = st.floats(-3, 3, allow_nan=False, allow_infinity=False)
 
 
 # A step (hardlim, hardlims) turns a difference of one rounding into a difference of 1 when its input
-# is within rounding of 0: two correct backends summing in different orders can disagree on the sign
-# of a value that is zero to their precision (see the xfail below). In drawn networks a step reads the
-# network input directly, which both backends see bit for bit; everything else may follow it.
+# is within rounding of 0. The derived bound counts such elements as ambiguous instead of failing, so
+# steps may appear anywhere in a drawn network.
 STEPS = ("hardlim", "hardlims")
-CONTINUOUS = sorted(set(REGISTRY) - set(STEPS))
+CONTINUOUS = sorted(REGISTRY)
 
 
 @st.composite
@@ -105,46 +103,46 @@ def test_random_networks_pass_the_cross_check(
     spec: dict[str, Any], opset: int, batch_sizes: list[int], seed: int
 ) -> None:
     report = nnspec.check(nnspec.from_dict(spec), opset=opset, batch_sizes=batch_sizes, seed=seed)
-    assert report.passed, (report.problems, [(o.name, o.worst_ratio, o.max_abs_at) for o in report.outputs])
+    assert report.passed, (report.problems, [(o.name, o.worst_margin, o.worst_at) for o in report.outputs])
 
 
-@pytest.mark.xfail(
-    reason="a step's output flips where its input is zero to rounding (see STEPS); whether it does here depends on the CPU's summation order"
-)
-def test_a_step_after_a_cancelling_sum_can_flip() -> None:
-    # Found by this property test: the dense pre-activation is -7.9e-7, below float32 rounding of its
-    # terms (|w x| up to ~10, so ~6e-7); onnxruntime's MatMul sums in another order and lands >= 0.
-    spec = {
-        "format": "nnspec/1",
-        "name": "flip",
-        "inputs": [{"name": "x", "shape": [2, 7]}],
-        "layers": [
-            {
-                "type": "dense",
-                "units": 2,
-                "activation": "silu",
-                "weights": [
-                    [
-                        0.1257302210933933,
-                        -0.1321048632913019,
-                        0.6404226504432821,
-                        0.10490011715303971,
-                        -0.535669373161111,
-                        0.36159505490948474,
-                        1.3040000451301372,
-                    ],
-                    [
-                        0.9470809631292422,
-                        -0.7037352358069926,
-                        -1.2654214710460525,
-                        -0.6232744625373522,
-                        0.0413259793472436,
-                        -2.3250307746388343,
-                        -0.21879166393254573,
-                    ],
+# Found by this property test: the dense pre-activation is -7.9e-7, below float32 rounding of its
+# terms (|w x| up to ~10, so ~6e-7); onnxruntime's MatMul sums in another order and may land >= 0.
+FLIP_SPEC: dict[str, Any] = {
+    "format": "nnspec/1",
+    "name": "flip",
+    "inputs": [{"name": "x", "shape": [2, 7]}],
+    "layers": [
+        {
+            "type": "dense",
+            "units": 2,
+            "activation": "silu",
+            "weights": [
+                [
+                    0.1257302210933933,
+                    -0.1321048632913019,
+                    0.6404226504432821,
+                    0.10490011715303971,
+                    -0.535669373161111,
+                    0.36159505490948474,
+                    1.3040000451301372,
                 ],
-            },
-            {"type": "activation", "activation": "hardlim"},
-        ],
-    }
-    assert nnspec.check(nnspec.from_dict(spec), opset=13, batch_sizes=[5], seed=0).passed
+                [
+                    0.9470809631292422,
+                    -0.7037352358069926,
+                    -1.2654214710460525,
+                    -0.6232744625373522,
+                    0.0413259793472436,
+                    -2.3250307746388343,
+                    -0.21879166393254573,
+                ],
+            ],
+        },
+        {"type": "activation", "activation": "hardlim"},
+    ],
+}
+
+
+def test_a_step_after_a_cancelling_sum_is_ambiguous_not_wrong() -> None:
+    report = nnspec.check(nnspec.from_dict(FLIP_SPEC), opset=13, batch_sizes=[5], seed=0)
+    assert report.passed and report.ambiguous.get("activation_1", 0) > 0

@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
-import numpy as np
-
-from ..activations import Bound, Precision
+from ..activations import Precision
+from ..affine import Affine, activate
 from ..fields import ActivationField
 from ..ir import LayerPlan, Node, Source
 from ..lowering import OpBuilder
@@ -35,11 +34,9 @@ def onnx_lowering(node: Node, g: OpBuilder, inputs: Sequence[str], out: str) -> 
     return node.activation.lower(g, inputs[0], out)
 
 
-def error_bound(
-    node: Node, inputs: Sequence[np.ndarray], errors: Sequence[np.ndarray], precision: Precision
-) -> tuple[np.ndarray, Bound]:
+def error_bound(node: Node, inputs: Sequence[Affine], precision: Precision) -> Affine:
     assert node.activation is not None
-    return node.activation.bound(inputs[0], errors[0], precision.u)
+    return activate(inputs[0], node.activation, precision)
 
 
 register(LayerType("activation", ActivationLayer, numpy_kernel, onnx_lowering, error_bound, doc=__doc__ or ""))

@@ -8,7 +8,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from ..activations import Bound, Precision
+from ..activations import Precision
+from ..affine import Affine
 from ..fields import Name, StrictModel
 from ..ir import LayerPlan, Node, Source
 from ..lowering import OpBuilder
@@ -38,8 +39,8 @@ class LayerType:
     spec: type[LayerSpec]
     numpy: Callable[[Node], Kernel]  # built once per node; the kernel is then called per batch
     onnx: Callable[[Node, OpBuilder, Sequence[str], str], str]
-    # (float64 node, float64 inputs, their error bounds, the arithmetic) -> (output, its Bound)
-    bound: Callable[[Node, Sequence[np.ndarray], Sequence[np.ndarray], Precision], tuple[np.ndarray, Bound]]
+    # (float64 node, its inputs as affine error forms, the arithmetic) -> its output's affine form
+    bound: Callable[[Node, Sequence[Affine], Precision], Affine]
     doc: str = ""
 
 

@@ -8,7 +8,8 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from ..activations import Activation, Bound, Precision
+from ..activations import Activation, Precision
+from ..affine import Affine, activate, linear
 from ..fields import ActivationField, WeightField, parse_activation
 from ..ir import LayerPlan, Node, ParamPlan, Source
 from ..lowering import OpBuilder
@@ -70,31 +71,13 @@ def onnx_lowering(node: Node, g: OpBuilder, inputs: Sequence[str], out: str) -> 
     return node.activation.lower(g, pre, out)
 
 
-def error_bound(
-    node: Node, inputs: Sequence[np.ndarray], errors: Sequence[np.ndarray], precision: Precision
-) -> tuple[np.ndarray, Bound]:
-    """n = W p + b in floating point: |fl(n) - n| <= gamma_(k+1) (|W| (|p| + e_p) + |b|) + |W| e_p.
-
-    gamma_m = m u / (1 - m u) is the classic bound for a sum of m rounded terms, whatever the order
-    of summation (and with or without fused multiply-adds); the smallest subnormal per term covers
-    underflow. Then the activation carries that bound on.
-    """
-    (x,), (err_x,) = inputs, errors
-    w, b = node.params["weights"], node.params.get("bias")
-    k = w.shape[1] + (b is not None)
-    u = precision.u
-    gamma = k * u / (1 - k * u)
-    abs_w_t = np.abs(w).T
-    magnitude = (np.abs(x) + err_x) @ abs_w_t
-    if b is not None:
-        magnitude += np.abs(b)
-    err_n = gamma * magnitude + err_x @ abs_w_t + k * precision.tiny
-    n = x @ w.T
-    if b is not None:
-        n += b
-    if node.activation is None:
-        return n, Bound(err_n)
-    return node.activation.bound(n, err_n, u)
+def error_bound(node: Node, inputs: Sequence[Affine], precision: Precision) -> Affine:
+    """Rounding-error bound of W p + b, then of the activation (see nnspec.affine)."""
+    (x,) = inputs
+    n = linear(x, node.params["weights"], node.params.get("bias"), precision)
+    if node.activation is None or node.activation.name == "linear":
+        return n
+    return activate(n, node.activation, precision)
 
 
 register(LayerType("dense", Dense, numpy_kernel, onnx_lowering, error_bound, doc=__doc__ or ""))

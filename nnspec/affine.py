@@ -1,0 +1,168 @@
+"""Error bounds as affine forms: every value's error is a sum of rounding sources mapped through
+signed Jacobians, so that errors which cancel in the network also cancel in the bound.
+
+A value v computed in floating point differs from the exact v* by  v - v* = sum_s J_s d_s  (to first
+order), where each source s is a vector of rounding errors committed at some earlier step with
+|d_s| <= e_s elementwise, and J_s is the Jacobian from that step to v. Hence
+
+    |v - v*| <= sum_s |J_s| e_s      (elementwise; |J| the entrywise absolute value).
+
+Carrying the signed J_s keeps the cancellation that a plain interval bound (|W| e at every layer)
+throws away; that bound grows like the product of the layers' absolute weight sums, this one like
+the norms of the actual linear maps. This is affine arithmetic (Stolfi and de Figueiredo, 1997)
+with one noise symbol per rounding. When the Jacobians would outgrow a memory budget, the oldest
+sources are condensed into a single elementwise source (|J_s| e_s): always sound, only less tight.
+
+Nonlinearities enter through f'(n) at the oracle's value; what the linearization misses is bounded
+and added as a new source: the jump of f' at a kink within the error bound, and |f''| bound / 2
+times the bound squared elsewhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .activations import Activation, Precision
+
+# Jacobian entries kept per value before the oldest sources are condensed: 2^24 float64 = 128 MiB.
+JACOBIAN_BUDGET = 1 << 24
+
+
+@dataclass
+class Source:
+    """Rounding errors e (shape [rows, d_s]) reaching a value through J.
+
+    J is None (identity), a [d, d_s] matrix shared by all rows, a [rows, d] diagonal, or a full
+    [rows, d, d_s] stack.
+    """
+
+    e: np.ndarray
+    J: np.ndarray | None = None
+    diagonal: bool = False
+
+    @property
+    def size(self) -> int:
+        return 0 if self.J is None else int(self.J.size)
+
+    def contribution(self) -> np.ndarray:
+        """|J| e: this source's share of the bound, shape [rows, d]."""
+        if self.J is None:
+            return self.e
+        if self.diagonal:
+            return np.abs(self.J) * self.e
+        if self.J.ndim == 2:
+            return self.e @ np.abs(self.J).T
+        return np.einsum("rij,rj->ri", np.abs(self.J), self.e)
+
+    def matmul(self, w: np.ndarray) -> Source:
+        """Through y = x W^T (w: [units, d])."""
+        if self.J is None:
+            return Source(self.e, w)
+        if self.diagonal:
+            return Source(self.e, w[None, :, :] * self.J[:, None, :])
+        if self.J.ndim == 2:
+            return Source(self.e, w @ self.J)
+        return Source(self.e, np.einsum("ij,rjk->rik", w, self.J))
+
+    def scale_rows(self, d: np.ndarray) -> Source:
+        """Through y = d * x elementwise (d: [rows, d])."""
+        if self.J is None:
+            return Source(self.e, d, diagonal=True)
+        if self.diagonal:
+            return Source(self.e, d * self.J, diagonal=True)
+        if self.J.ndim == 2:
+            return Source(self.e, d[:, :, None] * self.J[None, :, :])
+        return Source(self.e, d[:, :, None] * self.J)
+
+    def row_jacobian(self, m: np.ndarray) -> Source:
+        """Through y_r = M_r x_r (m: [rows, d, d], one matrix per row)."""
+        if self.J is None:
+            return Source(self.e, m)
+        if self.diagonal:
+            return Source(self.e, m * self.J[:, None, :])
+        if self.J.ndim == 2:
+            return Source(self.e, m @ self.J)
+        return Source(self.e, m @ self.J)
+
+
+@dataclass
+class Affine:
+    """A value (float64, the oracle) and the sources of its error; arrays are [rows, d]."""
+
+    value: np.ndarray
+    sources: list[Source] = field(default_factory=list)
+    ambiguous: np.ndarray | None = None  # step outputs where either side is correct
+
+    def bound(self) -> np.ndarray:
+        total = np.zeros_like(self.value)
+        for source in self.sources:
+            total += source.contribution()
+        return total
+
+    def condensed(self, budget: int = JACOBIAN_BUDGET) -> Affine:
+        """The same bound with the oldest sources folded into one elementwise source, within budget."""
+        sources = list(self.sources)
+        if sum(s.size for s in sources) <= budget:
+            return self
+        folded = np.zeros_like(self.value)
+        while sources and sum(s.size for s in sources) > budget:
+            folded += sources.pop(0).contribution()
+        return Affine(self.value, [Source(folded), *sources], self.ambiguous)
+
+
+def exact(value: np.ndarray) -> Affine:
+    """A value known exactly (a network input: both sides see the same numbers)."""
+    return Affine(np.asarray(value, dtype=np.float64))
+
+
+def linear(x: Affine, w: np.ndarray, b: np.ndarray | None, p: Precision) -> Affine:
+    """n = x W^T + b in floating point.
+
+    Its own rounding: a sum of k rounded terms is within gamma_k = k u / (1 - k u) of exact,
+    relative to the sum of the terms' magnitudes, whatever the order of summation and with or
+    without fused multiply-adds (Higham, Accuracy and Stability of Numerical Algorithms, 3.1).
+    The smallest subnormal per term covers underflow.
+    """
+    k = w.shape[1] + (b is not None)
+    gamma = k * p.u / (1 - k * p.u)
+    abs_w_t = np.abs(w).T
+    magnitude = (np.abs(x.value) + x.bound()) @ abs_w_t
+    n = x.value @ w.T
+    if b is not None:
+        magnitude += np.abs(b)
+        n += b
+    own = gamma * magnitude + k * p.tiny * (magnitude > 0)
+    return Affine(n, [*(s.matmul(w) for s in x.sources), Source(own)]).condensed()
+
+
+def activate(n: Affine, act: Activation, p: Precision) -> Affine:
+    """a = f(n), carrying n's sources through f and adding f's own error and what f' misses."""
+    model = act.type.error
+    params = dict(act.params)
+    a = act(n.value)
+    e_n = n.bound()
+    own = model.ulps * p.u * (np.abs(a) + model.floor(**params) + model.per_n * np.abs(n.value))
+    remainder = 0.5 * model.curvature(**params) * e_n**2
+    if model.kind == "step":
+        ambiguous = (np.abs(n.value) <= e_n) & (e_n > 0)  # an exactly known input is never ambiguous
+        return Affine(a, [Source(np.where(ambiguous, model.jump, 0.0))], ambiguous)
+    if model.kind == "elementwise":
+        assert model.derivative is not None
+        slope = model.derivative(n.value, **params)
+        for position, jump in model.kinks(**params):
+            remainder = remainder + np.where(np.abs(n.value - position) <= e_n, jump * e_n, 0.0)
+        carried = [s.scale_rows(slope) for s in n.sources]
+    else:
+        k = n.value.shape[-1]
+        s = np.exp(n.value - n.value.max(axis=-1, keepdims=True))
+        s /= s.sum(axis=-1, keepdims=True)
+        if model.kind == "softmax":
+            jac = s[:, :, None] * (np.eye(k)[None] - s[:, None, :])  # diag(s) - s s^T
+            own = (model.ulps + k + 2) * p.u * np.abs(a)  # an exp per term, a k-term sum, a division
+        else:
+            jac = np.eye(k)[None] - s[:, None, :]  # I - 1 s^T
+            own = model.ulps * p.u * (np.abs(a) + np.abs(n.value).max(axis=-1, keepdims=True) + k)
+        carried = [src.row_jacobian(jac) for src in n.sources]
+    return Affine(a, [*carried, Source(own + remainder)]).condensed()
