@@ -165,6 +165,13 @@ def build_graph(spec: Spec, limits: Limits | None = None) -> Graph:
             wiring.append(sources)
             env[names[i]] = Source(names[i], plan.shape, "layer")
         outputs = _outputs(spec, names, {n: env[n].shape for n in names})
+        for key in spec.tolerance or {}:
+            if key not in {o.name for o in outputs}:
+                shown = ", ".join(o.name for o in outputs)
+                raise SpecError(
+                    f"expected an output name{suggest(key, [o.name for o in outputs])} (outputs: {shown}), found {key!r}",
+                    ("tolerance", key),
+                )
         _check_limits(spec, plans, dtype.itemsize, limits)
         nodes = []
         for i, (layer, plan, sources) in enumerate(zip(spec.layers, plans, wiring, strict=True)):
@@ -197,4 +204,5 @@ def build_graph(spec: Spec, limits: Limits | None = None) -> Graph:
         nodes=tuple(nodes),
         outputs=outputs,
         description=spec.description,
+        tolerances={k: (t.rtol, t.atol) for k, t in (spec.tolerance or {}).items()},
     )

@@ -78,6 +78,7 @@ class Graph:
     nodes: tuple[Node, ...]
     outputs: tuple[TensorInfo, ...]
     description: str | None = None
+    tolerances: dict[str, tuple[float, float]] = field(default_factory=dict)  # output -> (rtol, atol), from the spec
 
     def node(self, name: str) -> Node:
         return next(n for n in self.nodes if n.name == name)

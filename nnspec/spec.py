@@ -23,6 +23,13 @@ _SPECIAL_RE = re.compile(r"-?(?:NaN|Infinity)")
 Layer = Annotated[Union[tuple(t.spec for t in LAYERS.values())], Field(discriminator="type")]  # type: ignore[valid-type]  # noqa: UP007
 
 
+class OutputTolerance(StrictModel):
+    """A flat tolerance for one output, replacing the derived bound: |a - b| <= atol + rtol |b|."""
+
+    rtol: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.0
+    atol: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.0
+
+
 class InputSpec(StrictModel):
     """A network input; `shape` is per sample, and a batch dimension N is always added in front."""
 
@@ -40,6 +47,9 @@ class Spec(StrictModel):
     inputs: list[InputSpec] = Field(min_length=1)
     layers: list[Layer] = Field(min_length=1)  # type: ignore[valid-type]
     outputs: list[Name] | None = Field(None, min_length=1, description="layer names; default: the last layer")
+    tolerance: dict[str, OutputTolerance] | None = Field(
+        None, description="per output name, a flat tolerance for the cross-check instead of the derived bound"
+    )
 
     _base_dir: Path | None = PrivateAttr(default=None)
     _source: str | None = PrivateAttr(default=None)

@@ -225,3 +225,21 @@ def test_markdown_report_renders_from_template(three):
 
 def test_model_bytes_are_deterministic(three):
     assert to_bytes(nnspec.to_onnx(three)) == to_bytes(nnspec.to_onnx(three))
+
+
+def test_spec_declares_a_tolerance_per_output(three_layer):
+    model = nnspec.to_onnx(nnspec.from_dict(three_layer))
+    tampered = _tamper(model, "l1.weights", lambda w: w * (1 + 1e-3))
+    assert not nnspec.check(nnspec.from_dict(three_layer), onnx_model=tampered).passed
+    declared = nnspec.from_dict({**three_layer, "tolerance": {"l3": {"rtol": 0.05, "atol": 0.01}}})
+    assert nnspec.check(declared, onnx_model=tampered).passed
+    assert nnspec.check(declared, onnx_model=tampered, rtol=0, atol=0).passed is False  # the CLI flags win
+
+
+def test_spec_tolerance_must_name_an_output(three_layer):
+    with pytest.raises(nnspec.SpecError) as info:
+        nnspec.from_dict({**three_layer, "tolerance": {"l4": {"rtol": 0.1}}})
+    assert info.value.path == "tolerance.l4" and "outputs: l3" in info.value.message
+    with pytest.raises(nnspec.SpecError) as info:
+        nnspec.from_dict({**three_layer, "tolerance": {"l3": {"rtol": -1}}})
+    assert info.value.path == "tolerance.l3.rtol"
