@@ -108,11 +108,13 @@ def check(
     batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
     provider: str = "cpu",
     opset: int = DEFAULT_OPSET,
+    repro: str | Path | None = None,
 ) -> Report:
     """Run the NumPy evaluator and onnxruntime on the same inputs and compare every output.
 
     `onnx_model` (a ModelProto, bytes or a path) checks an existing model against the spec instead
-    of a fresh export; `inputs` (arrays by input name) replaces the seeded random batches.
+    of a fresh export; `inputs` (arrays by input name) replaces the seeded random batches; `repro`
+    names a folder for a minimal reproduction when a layer is found to diverge (see nnspec.repro).
     """
     from .onnx_export import elem_type_of, interface, load_model, to_bytes
     from .onnx_export import to_onnx as export
@@ -152,4 +154,14 @@ def check(
 
     report = cross_check(g, reference, candidate, cases, tol, traced=traced, notes=notes, inputs=origin)
     report.notes.insert(0, f"candidate: {label}")
+    if repro is not None and report.divergence is not None:
+        from .repro import write_repro
+
+        spec_obj = spec if isinstance(spec, Spec) else load(spec)
+        case = next(c for c in cases if c.label == report.divergence["case"])
+        values = {**case.feeds, **reference.trace(case.feeds)}
+        write_repro(repro, spec_obj, g, report.divergence["layer"], values, data)
+        report.notes.append(f"wrote a reproduction of {report.divergence['path']} to {repro}")
+    elif repro is not None:
+        report.notes.append("no reproduction written: no layer was found to diverge")
     return report

@@ -162,3 +162,16 @@ def with_outputs(data: bytes, names: Sequence[str]) -> bytes:
         if name in produced and name not in existing:
             model.graph.output.append(helper.make_tensor_value_info(name, elem, None))
     return model.SerializeToString()
+
+
+def extract(data: bytes, inputs: Sequence[str], outputs: Sequence[str]) -> bytes:
+    """The sub-model that computes `outputs` from the values `inputs` (onnx.utils.Extractor)."""
+    from onnx.utils import Extractor
+
+    model = onnx.shape_inference.infer_shapes(onnx.load_from_string(data))  # the cut needs intermediate types
+    return Extractor(model).extract_model(list(inputs), list(outputs)).SerializeToString()
+
+
+def tensor_bytes(array: np.ndarray, name: str) -> bytes:
+    """A serialized TensorProto, as onnxruntime's test runner reads from `test_data_set_*/*.pb`."""
+    return numpy_helper.from_array(np.ascontiguousarray(array), name).SerializeToString()

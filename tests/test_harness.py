@@ -243,3 +243,32 @@ def test_spec_tolerance_must_name_an_output(three_layer):
     with pytest.raises(nnspec.SpecError) as info:
         nnspec.from_dict({**three_layer, "tolerance": {"l3": {"rtol": -1}}})
     assert info.value.path == "tolerance.l3.rtol"
+
+
+def test_repro_folder_reproduces_the_divergence(three, tmp_path):
+    import onnxruntime
+
+    model = nnspec.to_onnx(three)
+
+    def bump(w):
+        w[1, 2] *= 1.01
+        return w
+
+    folder = tmp_path / "repro"
+    report = nnspec.check(three, onnx_model=_tamper(model, "l2.weights", bump), repro=folder)
+    assert not report.passed and report.divergence["layer"] == "l2"
+    assert any("reproduction" in note for note in report.notes)
+    # the cut-down spec is valid, holds the one layer, and the NumPy form gives the expected outputs
+    cut = nnspec.load(folder / "spec.json")
+    assert [layer.name for layer in cut.layers] == ["l2"] and [i.name for i in cut.inputs] == ["l1"]
+    with np.load(folder / "inputs.npz") as inputs, np.load(folder / "expected.npz") as expected:
+        np.testing.assert_array_equal(nnspec.to_numpy(cut)(inputs["l1"]), expected["l2"])
+        # the extracted ONNX model still carries the fault: it disagrees with the expected outputs
+        session = onnxruntime.InferenceSession(str(folder / "onnx" / "model.onnx"))
+        (got,) = session.run(None, {"l1": inputs["l1"]})
+        assert not np.allclose(got, expected["l2"], rtol=1e-4, atol=1e-6)
+    # onnxruntime's test-data layout
+    tensor = onnx.TensorProto()
+    tensor.ParseFromString((folder / "onnx" / "test_data_set_0" / "input_0.pb").read_bytes())
+    assert tensor.name == "l1" and numpy_helper.to_array(tensor).shape[1] == 4
+    assert (folder / "onnx" / "test_data_set_0" / "output_0.pb").is_file()
