@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import codecs
+import csv
 import io
 import math
 import os
+import re
 import tempfile
 import zipfile
 import zlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import numpy as np
+import orjson
 
 from .errors import InputDataError, OutputError
 from .feeds import check_arrays
@@ -56,29 +60,38 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None] | bytes) -
 def load_arrays(
     path: str | Path, inputs: tuple[TensorInfo, ...], limits: Limits | None = None
 ) -> dict[str, np.ndarray]:
-    """Arrays for a model's inputs from `.npy` (single-input models) or `.npz` (keyed by input name).
+    """Arrays for a model's inputs, keyed by input name, from one file:
 
-    Each array's header is read first: object arrays are refused without unpickling, and arrays
-    larger than `NNSPEC_MAX_BATCH_BYTES` are refused before their data is read. Names and shapes are
-    checked against `inputs`; errors name the file.
+    - `.npy`: one array, for a single-input model;
+    - `.npz`: arrays keyed by input name;
+    - `.csv`: a single-input model's samples, one per line, each flattened in row-major order;
+      a first line that holds no number at all is a header and is skipped;
+    - `.json`: an object keyed by input name whose values are nested lists, or, for a single-input
+      model, the nested list alone.
+
+    Each `.npy` array's header is read first: object arrays are refused without unpickling, and
+    arrays larger than `NNSPEC_MAX_BATCH_BYTES` are refused before their data is read. Text files
+    over that size are refused before they are parsed. Names and shapes are checked against
+    `inputs`; errors name the file (and, in a CSV file, the line).
     """
     path = Path(path)
     limit = (limits or Limits.from_env()).max_batch_bytes
     suffix = path.suffix.lower()
     try:
         if suffix == ".npy":
-            if len(inputs) != 1:
-                names = ", ".join(i.name for i in inputs)
-                raise InputDataError(
-                    f"expected a .npz file keyed by input name (the model has {len(inputs)} inputs: {names}), "
-                    "found a .npy file, which holds one array"
-                )
+            _single_input(inputs, "a .npy file, which holds one array")
             with path.open("rb") as f:
                 arrays = {inputs[0].name: _read_npy(f, repr(path.name), limit)}
         elif suffix == ".npz":
             arrays = _read_npz(path, limit)
+        elif suffix == ".csv":
+            arrays = {
+                _single_input(inputs, "a .csv file, which holds one table").name: _read_csv(path, inputs[0], limit)
+            }
+        elif suffix == ".json":
+            arrays = _read_json(path, inputs, limit)
         else:
-            raise InputDataError(f"expected a .npy or .npz file, found {path.name!r}")
+            raise InputDataError(f"expected a .npy, .npz, .csv or .json file, found {path.name!r}")
         return check_arrays(inputs, arrays)
     except InputDataError as exc:
         exc.source = str(path)
@@ -89,6 +102,17 @@ def load_arrays(
         raise InputDataError("expected an input file, found a folder", source=str(path)) from None
     except OSError as exc:
         raise InputDataError(f"expected a readable file, found: {exc.strerror or exc}", source=str(path)) from None
+
+
+def _single_input(inputs: tuple[TensorInfo, ...], found: str) -> TensorInfo:
+    """The model's one input; a file that holds one array cannot feed more."""
+    if len(inputs) != 1:
+        names = ", ".join(i.name for i in inputs)
+        raise InputDataError(
+            f"expected a .npz or .json file keyed by input name (the model has {len(inputs)} inputs: {names}), "
+            f"found {found}"
+        )
+    return inputs[0]
 
 
 def _read_npy(f: IO[bytes], what: str, limit: int, used: int = 0) -> np.ndarray:
@@ -142,6 +166,154 @@ def _read_npz(path: Path, limit: int) -> dict[str, np.ndarray]:
                 raise InputDataError(f"expected an intact .npz file, found {what} damaged ({exc})") from None
             used += arrays[name].nbytes
     return arrays
+
+
+# --- text inputs: CSV and JSON ------------------------------------------------------------------
+
+# A number as people write it in CSV: decimal, optional exponent, or inf/nan (as .npy files may hold).
+# Python's float() alone would also take "1_000"; nothing else is ever evaluated.
+_NUMBER = re.compile(r"[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?|inf(?:inity)?|nan)", re.IGNORECASE)
+
+
+def _check_text_size(path: Path, limit: int) -> None:
+    # NOTE: a text number takes at least two characters ("0,") and becomes 8 bytes of float64, so the
+    # exact check is on the numbers parsed (below); this one keeps a huge file from being read at all.
+    size = path.stat().st_size
+    if size > limit:
+        raise InputDataError(
+            f"expected at most {human_bytes(limit)} of input data (NNSPEC_MAX_BATCH_BYTES), "
+            f"found a {human_bytes(size)} {path.suffix.lower()} file (large batches belong in .npy files)"
+        )
+
+
+def _check_count(count: int, limit: int, where: str) -> None:
+    if count * 8 > limit:
+        raise InputDataError(
+            f"expected at most {human_bytes(limit)} of input data (NNSPEC_MAX_BATCH_BYTES), found {count} numbers "
+            f"{where} ({human_bytes(count * 8)} as float64)"
+        )
+
+
+def _read_csv(path: Path, info: TensorInfo, limit: int) -> np.ndarray:
+    """`[N, *info.shape]` float64 from one sample per line, `prod(info.shape)` comma-separated numbers each."""
+    _check_text_size(path, limit)
+    width = math.prod(info.shape)
+    columns = (
+        f"{width} comma-separated number{'s' if width > 1 else ''} (input {info.name!r} has shape {list(info.shape)})"
+    )
+    data = path.read_bytes()
+    try:
+        text = data.removeprefix(codecs.BOM_UTF8).decode()  # a spreadsheet's byte-order mark is not data
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start + len(codecs.BOM_UTF8) * data.startswith(codecs.BOM_UTF8)) + 1
+        raise InputDataError(
+            f"line {line}: expected UTF-8 text, found the byte 0x{exc.object[exc.start]:02x}"
+        ) from None
+    rows: list[np.ndarray] = []
+    header = False
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    try:
+        for row in reader:
+            line = reader.line_num
+            fields = [field.strip() for field in row]
+            if fields in ([], [""]):
+                continue  # a blank line
+            numeric = [bool(_NUMBER.fullmatch(field)) for field in fields]
+            if not rows and not header and not any(numeric):
+                header = True  # column names
+                if len(fields) != width:
+                    raise InputDataError(f"line {line} (a header): expected {columns}, found {len(fields)} columns")
+                continue
+            if len(fields) != width:
+                raise InputDataError(f"line {line}: expected {columns}, found {len(fields)}")
+            if not all(numeric):
+                column = numeric.index(False)
+                found = repr(fields[column]) if fields[column] else "an empty field"
+                hint = " (a header line names every column)" if not rows and not header and fields[column] else ""
+                raise InputDataError(f"line {line}, column {column + 1}: expected a number, found {found}{hint}")
+            rows.append(np.array([float(field) for field in fields]))
+            _check_count(len(rows) * width, limit, f"by line {line}")
+    except csv.Error as exc:
+        raise InputDataError(f"line {reader.line_num}: expected CSV, found {exc}") from None
+    if not rows:
+        raise InputDataError(
+            f"expected one line of {columns} per sample, found {'only a header' if header else 'none'}"
+        )
+    return np.stack(rows).reshape(len(rows), *info.shape)
+
+
+def _read_json(path: Path, inputs: tuple[TensorInfo, ...], limit: int) -> dict[str, np.ndarray]:
+    """Nested lists keyed by input name, or one nested list for a single-input model."""
+    _check_text_size(path, limit)
+    try:
+        data = orjson.loads(path.read_bytes())
+    except orjson.JSONDecodeError as exc:
+        raise InputDataError(f"expected JSON, found invalid JSON ({exc})") from None
+    if isinstance(data, list):
+        data = {_single_input(inputs, "a bare JSON list, which holds one array").name: data}
+    elif not isinstance(data, dict):
+        raise InputDataError(
+            f"expected a JSON object keyed by input name (or, for a single-input model, a list of samples), "
+            f"found {_json_kind(data)}"
+        )
+    shapes = {i.name: i.shape for i in inputs}
+    # An unknown name gets a placeholder, so that check_arrays names it (with a suggestion) unread.
+    arrays = {
+        name: _nested_array(value, name, shapes[name]) if name in shapes else np.empty(0)
+        for name, value in data.items()
+    }
+    _check_count(sum(a.size for a in arrays.values()), limit, "in all")
+    return arrays
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return orjson.dumps(value).decode()
+    if isinstance(value, int | float):
+        return f"the number {value!r}"
+    if isinstance(value, str):
+        return f"the string {value[:40]!r}"
+    return "an object" if isinstance(value, dict) else "a list"
+
+
+def _nested_array(value: Any, name: str, expected: tuple[int, ...]) -> np.ndarray:
+    """A rectangular nested list of numbers (never booleans, strings or null) as float64.
+
+    Lists nested deeper than `[N, *shape]` are refused as they are met; other shapes are left to
+    check_arrays, whose message says what was expected.
+    """
+    flat: list[int | float] = []
+    ndim = 1 + len(expected)
+
+    def walk(item: Any, where: str, level: int) -> tuple[int, ...]:
+        if not isinstance(item, list):
+            if type(item) not in (int, float):
+                place = f"a number at {where}" if where else "a nested list of numbers"
+                raise InputDataError(f"input {name!r}: expected {place}, found {_json_kind(item)}")
+            flat.append(item)
+            return ()
+        if level == ndim:
+            raise InputDataError(
+                f"input {name!r}: expected shape {['N', *expected]} ({ndim} levels of lists), found a deeper list at {where}"
+            )
+        if item and all(type(x) in (int, float) for x in item):  # the common innermost level, in one step
+            flat.extend(item)
+            return (len(item),)
+        shapes = [walk(x, f"{where}[{i}]", level + 1) for i, x in enumerate(item)]
+        for i, found in enumerate(shapes):
+            if found != shapes[0]:
+                raise InputDataError(
+                    f"input {name!r}: expected {_describe_shape(shapes[0])} at {where}[{i}] (as at {where}[0]), "
+                    f"found {_describe_shape(found)}"
+                )
+        return (len(item), *(shapes[0] if shapes else ()))
+
+    shape = walk(value, "", 0)
+    return np.array(flat, dtype=np.float64).reshape(shape)
+
+
+def _describe_shape(shape: tuple[int, ...]) -> str:
+    return "a number" if not shape else f"a list of shape {list(shape)}"
 
 
 def save_arrays(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:

@@ -578,9 +578,9 @@ INPUT_CASES = [
     ),
     pytest.param(
         PARTY,
-        "x.csv",
-        lambda d: (d / "x.csv").write_text("1,2\n"),
-        ["expected a .npy or .npz file", "'x.csv'"],
+        "x.txt",
+        lambda d: (d / "x.txt").write_text("1,2\n"),
+        ["expected a .npy, .npz, .csv or .json file", "'x.txt'"],
         id="wrong-extension",
     ),
     pytest.param(PARTY, "absent.npy", nothing, ["expected an input file", "no such file"], id="missing-file"),

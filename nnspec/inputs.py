@@ -1,0 +1,143 @@
+"""The input side of the cross-check: seeded batches that reach every activation's regions, and repeat runs."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import NNSpecError
+from .feeds import check_feeds
+from .ir import Graph
+from .limits import Limits
+from .weights import _normal
+
+# Default batch sizes: 1 (the edge case runtimes special-case), an odd size (catches code that assumes
+# even or vector-aligned batches), and 64 (a typical serving batch, large enough to take blocked paths).
+DEFAULT_BATCH_SIZES = (1, 7, 64)
+# Row i of a random batch is N(0, 1) times ROW_SCALES[i % 4]. At 2, sigmoid and tanh are neither linear
+# nor flat and relu-like functions see both signs; 0.1 stays in their near-linear middle; 8 and 30
+# saturate them (tanh(8) = 1 - 2e-7; at 30 sigmoid rounds to 1 in float32, tanh in float64 too) and
+# spread softmax inputs far apart. Row 0 is at 2, so a batch of one is the typical case.
+ROW_SCALES = (2.0, 0.1, 8.0, 30.0)
+# The edge batch: rows of 0 (exactly on hardlim's step wherever a step reads an input, and wherever a
+# bias-free layer reads one), +-1, +-1e3 (where a naive exp overflows even in float64), then rows that
+# cycle through all five, so every position sees every value.
+EDGE_VALUES = (0.0, 1.0, -1.0, 1e3, -1e3)
+EDGE_LABEL = "edges: 0, +-1, +-1e3"
+
+
+@dataclass(frozen=True)
+class Case:
+    """One batch of inputs, with a label that says where it came from."""
+
+    label: str
+    feeds: dict[str, np.ndarray]
+
+
+def random_cases(
+    graph: Graph, seed: int = 0, batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES, *, edges: bool = True
+) -> list[Case]:
+    """Seeded batches `[batch, *shape]` in the graph's dtype for every input: one per batch size, then the edges.
+
+    The numbers come from PCG64's raw stream (see `nnspec.weights._normal`), so a seed means the same
+    arrays under every NumPy release. Batches are capped so that the graph's largest per-sample value
+    times the batch fits `NNSPEC_MAX_BATCH_BYTES`; sizes that the cap makes equal are run once.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise NNSpecError(f"expected an integer seed in [0, 2**63) for the random inputs, found {seed!r}")
+    if any(isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in batch_sizes):
+        raise NNSpecError(f"expected batch sizes of at least 1, found {list(batch_sizes)}")
+    largest = max_batch(graph)
+    cases = []
+    for batch in dict.fromkeys(min(b, largest) for b in batch_sizes):
+        scales = np.resize(np.array(ROW_SCALES), batch)
+        feeds = {}
+        for j, info in enumerate(graph.inputs):
+            values = _normal(_stream(seed, batch, j), batch * math.prod(info.shape))
+            rows = values.reshape(batch, -1) * scales[:, None]
+            feeds[info.name] = rows.reshape(batch, *info.shape).astype(graph.dtype)
+        low, high = scales.min(), scales.max()
+        spread = f"scale {low:g}" if low == high else f"scales {low:g}..{high:g}"
+        cases.append(Case(f"batch {batch}, {spread}", feeds))
+    if edges:
+        cases.append(edge_case(graph, largest))
+    return cases
+
+
+def _stream(seed: int, batch: int, input_index: int) -> int:
+    """One PCG64 seed per (seed, batch size, input), never one a weight initializer uses (below 2**63).
+
+    Keyed by the batch size, not its position, so "batch 7" holds the same numbers whatever other
+    sizes are asked for. A batch is below 2**32 samples: the memory cap allows at most 2**28.
+    """
+    return (1 << 127) | (seed << 64) | (batch << 32) | input_index
+
+
+def edge_case(graph: Graph, largest: int | None = None) -> Case:
+    """Rows of 0, 1, -1, 1e3, -1e3 for every input, then rows cycling through them, shifted one per row.
+
+    Ten rows, or the first `largest` (default: what `NNSPEC_MAX_BATCH_BYTES` allows) if fewer.
+    """
+    n = len(EDGE_VALUES)
+    values = np.array(EDGE_VALUES)
+    batch = min(2 * n, max_batch(graph) if largest is None else largest)
+    feeds = {}
+    for info in graph.inputs:
+        width = math.prod(info.shape)
+        constant = np.repeat(values[:, None], width, axis=1)
+        cycling = values[(np.arange(n)[:, None] + np.arange(width)[None, :]) % n]
+        rows = np.concatenate([constant, cycling])[:batch]
+        feeds[info.name] = rows.reshape(batch, *info.shape).astype(graph.dtype)
+    label = EDGE_LABEL if batch == 2 * n else f"{EDGE_LABEL} (first {batch} of {2 * n} rows: memory limit)"
+    return Case(label, feeds)
+
+
+def max_batch(graph: Graph, limits: Limits | None = None) -> int:
+    """The largest batch whose largest per-sample value fits `NNSPEC_MAX_BATCH_BYTES` (at least 1)."""
+    per_sample, _ = graph.largest_value
+    return max(1, (limits or Limits.from_env()).max_batch_bytes // per_sample)
+
+
+def random_origin(seed: int) -> str:
+    """Where `random_cases` numbers come from, for a report's `inputs` line."""
+    scales = "/".join(f"{s:g}" for s in sorted(ROW_SCALES))
+    return (
+        f"seeded random, N(0, 1) x {scales} by row, seed {seed}; edge values {', '.join(f'{v:g}' for v in EDGE_VALUES)}"
+    )
+
+
+def given_cases(graph: Graph, feeds: Mapping[str, object], label: str = "given inputs") -> list[Case]:
+    """The user's arrays as one case, checked and cast to the graph's dtype (InputDataError otherwise)."""
+    return [Case(label, check_feeds(graph, feeds))]
+
+
+RunFn = Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]]
+
+
+def repeat_differs(run: RunFn, feeds: Mapping[str, np.ndarray]) -> list[str]:
+    """Names of the outputs whose two runs on the same `feeds` are not bitwise identical.
+
+    NaN equals NaN whatever its payload; anything else must match bit for bit, so 0.0 against -0.0
+    (a reduction summed in another order) counts. An output that only one run returns differs.
+    """
+    # NOTE: the first results are copied: a runner that hands back a reused buffer would otherwise
+    # compare its second result with itself.
+    first = {name: np.array(value, copy=True) for name, value in run(feeds).items()}
+    second = dict(run(feeds))
+    return [name for name in dict.fromkeys([*first, *second]) if not _same_bits(first.get(name), second.get(name))]
+
+
+def _same_bits(a: np.ndarray | None, b: np.ndarray | None) -> bool:
+    if a is None or b is None:
+        return False
+    a, b = np.asarray(a), np.asarray(b)
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    if a.dtype.kind != "f" or a.dtype.itemsize not in (2, 4, 8):
+        return a.tobytes() == b.tobytes()
+    bits = np.dtype(f"u{a.dtype.itemsize}")
+    both_nan = np.isnan(a) & np.isnan(b)
+    return bool(np.array_equal(np.where(both_nan, 0, a.view(bits)), np.where(both_nan, 0, b.view(bits))))
