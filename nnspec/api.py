@@ -21,7 +21,7 @@ from .harness import (
 )
 from .ir import Graph
 from .limits import Limits
-from .runners import NumpyRunner, OnnxRuntimeRunner, onnxruntime_max_opset
+from .runners import NumpyRunner, Runner, make_runner, onnxruntime_max_opset
 from .spec import Spec, read_spec
 from .spec import from_dict as _validate_dict
 
@@ -109,6 +109,7 @@ def check(
     provider: str = "cpu",
     opset: int = DEFAULT_OPSET,
     repro: str | Path | None = None,
+    runners: Sequence[str] = ("onnxruntime",),
 ) -> Report:
     """Run the NumPy evaluator and onnxruntime on the same inputs and compare every output.
 
@@ -145,14 +146,16 @@ def check(
     reference = NumpyRunner(g)
     if problems:
         return cross_check(g, reference, reference, cases, tol, problems=problems, notes=notes, inputs=origin)
-    candidate = OnnxRuntimeRunner(data, provider, source=label)
+    candidates = [make_runner(name, data, provider, label) for name in dict.fromkeys(runners)]
 
-    def traced() -> OnnxRuntimeRunner:
+    def traced(runner: Runner) -> Runner:
         from .onnx_export import with_outputs
 
-        return OnnxRuntimeRunner(with_outputs(data, [n.name for n in g.nodes]), provider, source=label)
+        return make_runner(
+            runner.name.split("-cuda")[0], with_outputs(data, [n.name for n in g.nodes]), provider, label
+        )
 
-    report = cross_check(g, reference, candidate, cases, tol, traced=traced, notes=notes, inputs=origin)
+    report = cross_check(g, reference, candidates, cases, tol, traced=traced, notes=notes, inputs=origin)
     report.notes.insert(0, f"candidate: {label}")
     if repro is not None and report.divergence is not None:
         from .repro import write_repro

@@ -185,26 +185,27 @@ def compare(
 def cross_check(
     graph: Graph,
     reference: Runner,
-    candidate: Runner,
+    candidates: Runner | Sequence[Runner],
     cases: Sequence[Case],
     tol: Tolerance,
     *,
-    traced: Callable[[], Runner | None] | None = None,
+    traced: Callable[[Runner], Runner | None] | None = None,
     problems: Sequence[str] = (),
     notes: Sequence[str] = (),
     inputs: str = "",
 ) -> Report:
-    """Run both runners on every case and compare every output of the graph.
+    """Run the reference and every candidate on every case and compare every output of the graph.
 
     With the derived tolerance, each element may differ by the sum of both sides' error bounds.
-    The float64 oracle is compared with both sides too (for float32 networks), so that a failure
-    says which side is wrong. On failure, `traced()` gives a candidate that also returns every
+    The float64 oracle is compared with every side too (for float32 networks), so that a failure
+    says which side is wrong. On failure, `traced(candidate)` gives a runner that also returns every
     layer's output, and the first layer whose disagreement exceeds its bound is named.
     """
+    runners = [candidates] if not isinstance(candidates, Sequence) else list(candidates)
     report = Report(
         model=graph.name,
         reference=reference.name,
-        candidate=candidate.name,
+        candidate=", ".join(r.name for r in runners),
         dtype=graph.dtype.name,
         tolerance=tol,
         cases=[c.label for c in cases],
@@ -217,48 +218,57 @@ def cross_check(
     precision, wide = Precision.of(graph.dtype), Precision.of(np.float64)
     narrow = graph.dtype != np.float64
     outputs = [o.name for o in graph.outputs]
-    pairs: dict[str, list[Pair]] = {name: [] for name in outputs}
-    oracle_pairs: dict[str, dict[str, list[Pair]]] = {side: {n: [] for n in outputs} for side in ("ref", "cand")}
-    traces: list[tuple[Case, Trace, dict[str, np.ndarray]]] = []
+    sides = [reference, *runners]
+    pairs: dict[str, dict[str, list[Pair]]] = {r.name: {n: [] for n in outputs} for r in runners}
+    oracle_pairs: dict[str, dict[str, list[Pair]]] = {r.name: {n: [] for n in outputs} for r in sides}
+    traces: list[tuple[Case, Trace]] = []
+    unsteady: set[str] = set()
     for case in cases:
         trace = propagate(graph, case.feeds, precision)
         oracle_bound = propagate(graph, case.feeds, wide).errors if narrow else None
-        expected = reference.run(case.feeds)
-        try:
-            got = candidate.run(case.feeds)
-            again = candidate.run(case.feeds)
-        except Exception as exc:  # a runtime failing on valid inputs is a disagreement, reported as such
-            report.problems.append(f"{candidate.name} failed on {case.label}: {str(exc).splitlines()[0]}")
-            return report
+        results = {reference.name: reference.run(case.feeds)}
+        for runner in runners:
+            try:
+                got, again = runner.run(case.feeds), runner.run(case.feeds)
+            except Exception as exc:  # a runtime failing on valid inputs is a disagreement, reported as such
+                report.problems.append(f"{runner.name} failed on {case.label}: {str(exc).splitlines()[0]}")
+                return report
+            results[runner.name] = got
+            for name in outputs:
+                if not np.array_equal(got[name], again[name], equal_nan=True):
+                    unsteady.add(f"{name} ({runner.name})")
+        expected = results[reference.name]
         for name in outputs:
-            if not np.array_equal(got[name], again[name], equal_nan=True) and name not in report.nondeterministic:
-                report.nondeterministic.append(name)
             bound = trace.errors[name]
             rule = tol
             if tol.mode == "derived" and name in graph.tolerances:
                 rule = Tolerance.given(*graph.tolerances[name], reason="declared in the spec")
-            pairs[name].append((case.label, expected[name], got[name], rule.allowed(expected[name], 2 * bound)))
+            allowed = rule.allowed(expected[name], 2 * bound)
+            for runner in runners:
+                pairs[runner.name][name].append((case.label, expected[name], results[runner.name][name], allowed))
             if oracle_bound is not None:
-                allowed = bound + oracle_bound[name]
-                oracle_pairs["ref"][name].append((case.label, trace.values[name], expected[name], allowed))
-                oracle_pairs["cand"][name].append((case.label, trace.values[name], got[name], allowed))
+                for side in sides:
+                    oracle_pairs[side.name][name].append(
+                        (case.label, trace.values[name], results[side.name][name], bound + oracle_bound[name])
+                    )
         for layer, mask in trace.ambiguous.items():
             report.ambiguous[layer] = report.ambiguous.get(layer, 0) + int(mask.sum())
-        traces.append((case, trace, got))
+        traces.append((case, trace))
     shapes = {o.name: o.shape for o in graph.outputs}
-    report.outputs = [compare(n, shapes[n], pairs[n], graph.dtype, (reference.name, candidate.name)) for n in outputs]
+    for runner in runners:
+        names = (reference.name, runner.name)
+        report.outputs += [compare(n, shapes[n], pairs[runner.name][n], graph.dtype, names) for n in outputs]
     if narrow:
-        for side, runner in (("ref", reference), ("cand", candidate)):
-            report.oracle += [
-                compare(n, shapes[n], oracle_pairs[side][n], graph.dtype, ("float64 oracle", runner.name))
-                for n in outputs
-            ]
+        for side in sides:
+            names = ("float64 oracle", side.name)
+            report.oracle += [compare(n, shapes[n], oracle_pairs[side.name][n], graph.dtype, names) for n in outputs]
+    report.nondeterministic = sorted(unsteady)
     if report.nondeterministic:
-        report.notes.append(
-            f"{candidate.name} gave different results on the same inputs for: {', '.join(report.nondeterministic)}"
-        )
+        report.notes.append(f"different results on the same inputs: {', '.join(report.nondeterministic)}")
     if not report.passed and traced is not None:
-        report.divergence = localize(graph, reference, traced, traces, tol)
+        failing = next((r for r in runners if any(not o.passed for o in report.outputs if o.candidate == r.name)), None)
+        if failing is not None:
+            report.divergence = localize(graph, reference, lambda: traced(failing), traces, tol)
     return report
 
 
@@ -266,29 +276,29 @@ def localize(
     graph: Graph,
     reference: Runner,
     traced: Callable[[], Runner | None],
-    traces: Sequence[tuple[Case, Trace, dict[str, np.ndarray]]],
+    traces: Sequence[tuple[Case, Trace]],
     tol: Tolerance,
 ) -> dict[str, Any] | None:
     """The first layer, in spec order, whose outputs disagree beyond their bound on some case."""
     runner = traced()
     if runner is None or not hasattr(reference, "trace"):
         return None
-    for case, trace, _ in traces:
+    for case, trace in traces:
         expected = reference.trace(case.feeds)  # type: ignore[attr-defined]
         got = runner.run(case.feeds)
         for node in graph.nodes:
             if node.name not in got:
                 continue
             allowed = tol.allowed(expected[node.name], 2 * trace.errors[node.name])
-            result = compare(
-                node.name, node.shape, [(case.label, expected[node.name], got[node.name], allowed)], graph.dtype
-            )
+            pair = (case.label, expected[node.name], got[node.name], allowed)
+            result = compare(node.name, node.shape, [pair], graph.dtype)
             if not result.passed:
                 return {
                     "layer": node.name,
                     "index": node.index,
                     "path": f"layers[{node.index}]",
                     "type": node.op,
+                    "runner": runner.name,
                     "case": case.label,
                     "mismatches": result.mismatches,
                     "elements": result.elements,

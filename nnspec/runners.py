@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import lru_cache
 from typing import Protocol
 
@@ -111,3 +111,37 @@ def run_onnxruntime(
     graph: Graph, model_bytes: bytes, feeds: Mapping[str, object], provider: str = "cpu"
 ) -> dict[str, np.ndarray]:
     return OnnxRuntimeRunner(model_bytes, provider).run(check_feeds(graph, feeds))
+
+
+class ReferenceRunner:
+    """onnx's own ReferenceEvaluator: an independent, plain-NumPy reading of the ONNX model (slow)."""
+
+    def __init__(self, model_bytes: bytes, *, source: str | None = None) -> None:
+        from onnx.reference import ReferenceEvaluator
+
+        from .onnx_export import load_model
+
+        self.name = "onnx-reference"
+        self.session = ReferenceEvaluator(load_model(model_bytes, source or "ONNX model"))
+        self.output_names = list(self.session.output_names)
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        with np.errstate(all="ignore"):
+            results = self.session.run(None, dict(feeds))
+        return dict(zip(self.output_names, results, strict=True))
+
+
+# Candidate runners by name: each takes the ONNX model's bytes, the provider, and a label for messages.
+RUNNERS: dict[str, Callable[[bytes, str, str], Runner]] = {
+    "onnxruntime": lambda data, provider, source: OnnxRuntimeRunner(data, provider, source=source),
+    "onnx-reference": lambda data, provider, source: ReferenceRunner(data, source=source),
+}
+
+
+def make_runner(name: str, data: bytes, provider: str = "cpu", source: str = "ONNX model") -> Runner:
+    """A candidate runner from RUNNERS, with a clear error for an unknown name."""
+    if name not in RUNNERS:
+        from .errors import suggest
+
+        raise NNSpecError(f"expected a runner ({', '.join(RUNNERS)}), found {name!r}{suggest(name, RUNNERS)}")
+    return RUNNERS[name](data, provider, source)

@@ -201,7 +201,7 @@ def test_nondeterminism_is_flagged(three):
 
     g = nnspec.graph(three)
     report = cross_check(g, NumpyRunner(g), _Noisy(NumpyRunner(g)), random_cases(g), Tolerance())
-    assert report.nondeterministic == ["l3"]
+    assert report.nondeterministic == ["l3 (noisy)"]
     assert any("different results" in note for note in report.notes)
 
 
@@ -272,3 +272,15 @@ def test_repro_folder_reproduces_the_divergence(three, tmp_path):
     tensor.ParseFromString((folder / "onnx" / "test_data_set_0" / "input_0.pb").read_bytes())
     assert tensor.name == "l1" and numpy_helper.to_array(tensor).shape[1] == 4
     assert (folder / "onnx" / "test_data_set_0" / "output_0.pb").is_file()
+
+
+def test_onnx_reference_evaluator_is_a_further_runner(three):
+    report = nnspec.check(three, runners=["onnxruntime", "onnx-reference"])
+    assert report.passed
+    assert [o.candidate for o in report.outputs] == ["onnxruntime", "onnx-reference"]
+    assert {o.candidate for o in report.oracle} == {"numpy", "onnxruntime", "onnx-reference"}
+
+
+def test_unknown_runner_is_a_clear_error(three):
+    with pytest.raises(nnspec.NNSpecError, match="expected a runner .* found 'onnxrt'"):
+        nnspec.check(three, runners=["onnxrt"])
