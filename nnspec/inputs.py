@@ -117,15 +117,18 @@ def given_cases(graph: Graph, feeds: Mapping[str, object], label: str = "given i
 RunFn = Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]]
 
 
-def repeat_differs(run: RunFn, feeds: Mapping[str, np.ndarray]) -> list[str]:
+def repeat_differs(
+    run: RunFn, feeds: Mapping[str, np.ndarray], first: Mapping[str, np.ndarray] | None = None
+) -> list[str]:
     """Names of the outputs whose two runs on the same `feeds` are not bitwise identical.
 
     NaN equals NaN whatever its payload; anything else must match bit for bit, so 0.0 against -0.0
     (a reduction summed in another order) counts. An output that only one run returns differs.
+    `first`, the results of a run already made on these feeds, saves running a third time.
     """
     # NOTE: the first results are copied: a runner that hands back a reused buffer would otherwise
     # compare its second result with itself.
-    first = {name: np.array(value, copy=True) for name, value in run(feeds).items()}
+    first = {name: np.array(value, copy=True) for name, value in (run(feeds) if first is None else first).items()}
     second = dict(run(feeds))
     return [name for name in dict.fromkeys([*first, *second]) if not _same_bits(first.get(name), second.get(name))]
 

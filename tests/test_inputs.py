@@ -259,6 +259,17 @@ def test_bitwise_comparison(first: list[float], second: list[float], differs: bo
     assert repeat_differs(run, {}) == (["y"] if differs else [])
 
 
+def test_results_already_at_hand_are_the_first_run() -> None:
+    calls = []
+
+    def run(feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        calls.append(1)
+        return {"y": np.array([1.0, 2.0])}
+
+    assert repeat_differs(run, {}, first={"y": np.array([1.0, 2.0])}) == [] and len(calls) == 1
+    assert repeat_differs(run, {}, first={"y": np.array([1.0, -2.0])}) == ["y"]
+
+
 def test_an_output_that_one_run_lacks_differs() -> None:
     run = counting(lambda i: {"y": np.ones(2)} if i else {"y": np.ones(2), "z": np.zeros(2)})
     assert repeat_differs(run, {}) == ["z"]
