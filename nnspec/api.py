@@ -10,15 +10,12 @@ from .errors import ModelFileError, NNSpecError
 from .evaluator import NumpyModel
 from .graph import build_graph
 from .harness import (
-    DEFAULT_BATCH_SIZES,
-    INPUT_SCALE,
     Report,
     Tolerance,
     cross_check,
-    given_cases,
     interface_problems,
-    random_cases,
 )
+from .inputs import DEFAULT_BATCH_SIZES, given_cases, random_cases, random_origin
 from .ir import Graph
 from .limits import Limits
 from .runners import NumpyRunner, Runner, make_runner, onnxruntime_max_opset
@@ -141,7 +138,7 @@ def check(
         cases, origin = given_cases(g, inputs), "given"
     else:
         cases = random_cases(g, seed, batch_sizes)
-        origin = f"seeded random, N(0, {INPUT_SCALE:g}^2), seed {seed}"
+        origin = random_origin(seed)
     tol = Tolerance() if rtol is None and atol is None else Tolerance.given(rtol, atol)
     reference = NumpyRunner(g)
     if problems:

@@ -44,15 +44,15 @@ def test_fresh_export_agrees_and_report_says_where(three):
     report = nnspec.check(three)
     assert report.passed
     (out,) = report.outputs
-    assert out.name == "l3" and out.elements == (1 + 7 + 64) * 2
-    assert out.max_abs_at is not None and out.max_abs_at["case"].startswith("batch")
-    assert report.cases == ["batch 1", "batch 7", "batch 64"]
+    assert out.name == "l3" and out.elements == (1 + 7 + 64 + 10) * 2  # three random batches, ten edge rows
+    assert out.max_abs_at is not None and out.max_abs_at["case"].startswith(("batch", "edges"))
+    assert [c.split(",")[0] for c in report.cases] == ["batch 1", "batch 7", "batch 64", "edges: 0"]
 
 
 def test_batch_sizes_and_seed_are_honoured(three):
     a = nnspec.check(three, batch_sizes=(3,), seed=5)
     b = nnspec.check(three, batch_sizes=(3,), seed=5)
-    assert a.cases == ["batch 3"] and a.outputs[0].elements == 6
+    assert a.cases[0].startswith("batch 3,") and a.outputs[0].elements == (3 + 10) * 2
     assert a.to_dict() == b.to_dict()  # seeded: the same inputs, the same report
 
 
@@ -196,7 +196,8 @@ class _Noisy:
 
 
 def test_nondeterminism_is_flagged(three):
-    from nnspec.harness import cross_check, random_cases
+    from nnspec.harness import cross_check
+    from nnspec.inputs import random_cases
     from nnspec.runners import NumpyRunner
 
     g = nnspec.graph(three)
