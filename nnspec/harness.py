@@ -40,6 +40,23 @@ class Tolerance:
         return self.atol + self.rtol * np.where(np.isfinite(reference), np.abs(reference), 0.0)
 
 
+# Decades of error / allowed for the report's histograms: from far below the bound to above it.
+HISTOGRAM_BINS = ("exact", "<1e-8", *(f"1e{k}" for k in range(-8, 2)), "1e2+")
+
+
+def _histogram(margin: np.ndarray) -> dict[str, int]:
+    counts = dict.fromkeys(HISTOGRAM_BINS, 0)
+    counts["exact"] = int(np.count_nonzero(margin == 0))
+    positive = margin[margin > 0]
+    with np.errstate(divide="ignore"):
+        decades = np.floor(np.log10(positive))
+    counts["<1e-8"] = int(np.count_nonzero(decades < -8))
+    counts["1e2+"] = int(np.count_nonzero(decades >= 2))
+    for k in range(-8, 2):
+        counts[f"1e{k}"] = int(np.count_nonzero(decades == k))
+    return counts
+
+
 @dataclass
 class OutputResult:
     """How one output of `candidate` compared with `reference` over every case."""
@@ -59,6 +76,8 @@ class OutputResult:
     allowed_at_worst: float | None = None
     reference_at_worst: float | None = None
     candidate_at_worst: float | None = None
+    # How many elements fell in each decade of error / allowed: "exact", "<1e-8", "1e-8", ..., "1e1+".
+    histogram: dict[str, int] = field(default_factory=lambda: dict.fromkeys(HISTOGRAM_BINS, 0))
 
     @property
     def passed(self) -> bool:
@@ -128,6 +147,8 @@ def compare(
             ulps = np.where(diff == 0, 0.0, diff / ulp)
         result.elements += r.size
         result.mismatches += int(np.count_nonzero(margin > 1))
+        for key, count in _histogram(margin).items():
+            result.histogram[key] += count
         if r.size == 0:
             continue
         worst = int(np.argmax(margin))

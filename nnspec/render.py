@@ -148,3 +148,45 @@ def environment() -> jinja2.Environment:
 
 def markdown(report: Report) -> str:
     return environment().get_template("report.md.j2").render(report=report)
+
+
+def junit(report: Report) -> str:
+    """JUnit XML: one test case per output and candidate runner (and one for interface problems)."""
+    from xml.etree import ElementTree as ET
+
+    suite = ET.Element("testsuite", name=f"nnspec.{report.model}")
+    cases = 0
+    failures = 0
+    if report.problems:
+        case = ET.SubElement(suite, "testcase", classname=f"nnspec.{report.model}", name="model interface")
+        ET.SubElement(case, "failure", message=report.problems[0]).text = "\n".join(report.problems)
+        cases, failures = 1, 1
+    for o in report.outputs:
+        case = ET.SubElement(
+            suite, "testcase", classname=f"nnspec.{report.model}", name=f"{o.name} [{o.candidate} vs {o.reference}]"
+        )
+        cases += 1
+        if not o.passed:
+            failures += 1
+            message = f"{o.mismatches} of {o.elements} elements beyond the allowed error; worst {fmt(o.worst_margin)}x at {where(o.worst_at)}"
+            ET.SubElement(case, "failure", message=message).text = "\n".join(verdict_lines(report))
+        ET.SubElement(case, "system-out").text = (
+            f"max abs error {fmt(o.max_abs_error)}, max ulps {fmt(o.max_ulps)}, worst error/bound {fmt(o.worst_margin)}; "
+            f"{tolerance_line(report)}"
+        )
+    suite.set("tests", str(cases))
+    suite.set("failures", str(failures))
+    suite.set("errors", "0")
+    root = ET.Element("testsuites")
+    root.append(suite)
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def html(report: Report) -> str:
+    """A self-contained HTML page (no external files) with an error histogram per output."""
+    from .harness import HISTOGRAM_BINS
+
+    env = environment()
+    env.autoescape = True
+    return env.get_template("report.html.j2").render(report=report, bins=HISTOGRAM_BINS)

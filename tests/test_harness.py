@@ -285,3 +285,49 @@ def test_onnx_reference_evaluator_is_a_further_runner(three):
 def test_unknown_runner_is_a_clear_error(three):
     with pytest.raises(nnspec.NNSpecError, match="expected a runner .* found 'onnxrt'"):
         nnspec.check(three, runners=["onnxrt"])
+
+
+def test_junit_has_one_case_per_output_and_runner(three_layer):
+    from xml.etree import ElementTree as ET
+
+    from nnspec.render import junit
+
+    three_layer["outputs"] = ["l1", "l3"]
+    spec = nnspec.from_dict(three_layer)
+    suite = ET.fromstring(junit(nnspec.check(spec, runners=["onnxruntime", "onnx-reference"])))[0]
+    names = [case.get("name") for case in suite.iter("testcase")]
+    assert names == [f"{o} [{r} vs numpy]" for r in ("onnxruntime", "onnx-reference") for o in ("l1", "l3")]
+    assert suite.get("tests") == "4" and suite.get("failures") == "0"
+    model = nnspec.to_onnx(spec)
+    failing = ET.fromstring(junit(nnspec.check(spec, onnx_model=_tamper(model, "l3.weights", lambda w: -w))))[0]
+    assert failing.get("failures") == "1"
+    (failure,) = failing.iter("failure")
+    assert "beyond the allowed error" in failure.get("message")
+
+
+def test_html_report_is_self_contained_with_a_histogram_per_output(three):
+    from html.parser import HTMLParser
+
+    from nnspec.render import html
+
+    page = html(nnspec.check(three))
+
+    class Tags(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.tags, self.links = [], []
+
+        def handle_starttag(self, tag, attrs):
+            self.tags.append(tag)
+            self.links += [v for k, v in attrs if k in ("src", "href")]
+
+    parser = Tags()
+    parser.feed(page)
+    assert parser.tags.count("svg") == 1 and "rect" in parser.tags  # one output, one histogram
+    assert parser.links == []  # nothing to fetch: the page stands alone
+    assert "passed" in page
+
+
+def test_histogram_counts_every_element(three):
+    out = nnspec.check(three).outputs[0]
+    assert sum(out.histogram.values()) == out.elements
