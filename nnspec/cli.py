@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import numpy as np
 import typer
@@ -20,6 +20,9 @@ from ._version import __version__
 from .errors import NNSpecError
 from .files import atomic_write, load_arrays, save_arrays
 from .limits import human_bytes
+
+if TYPE_CHECKING:
+    from .batch import FolderResult
 
 app = typer.Typer(
     add_completion=False,
@@ -183,18 +186,24 @@ def run(
         out.print(f"{name} = {np.array2string(value, threshold=1000)}", markup=False)
 
 
+SpecOrFolderArg = Annotated[
+    Path,
+    typer.Argument(help="The spec file, or a folder: every *.json in it and below it.", show_default=False),
+]
+
+
 @app.command()
 @reports_errors
 def check(
-    spec: SpecArg,
+    spec: SpecOrFolderArg,
     onnx: Annotated[
         Path | None, typer.Option("--onnx", help="Check this existing ONNX file instead of a fresh export.")
     ] = None,
     inputs: Annotated[
         Path | None, typer.Option("--inputs", help="Inputs to use (.npy or .npz) instead of seeded random batches.")
     ] = None,
-    rtol: Annotated[float | None, typer.Option("--rtol", help="Relative tolerance [default: from the dtype].")] = None,
-    atol: Annotated[float | None, typer.Option("--atol", help="Absolute tolerance [default: from the dtype].")] = None,
+    rtol: Annotated[float | None, typer.Option("--rtol", help="Relative tolerance (default: from the dtype).")] = None,
+    atol: Annotated[float | None, typer.Option("--atol", help="Absolute tolerance (default: from the dtype).")] = None,
     json_path: Annotated[
         Path | None,
         typer.Option("--json", help="Also write the report as JSON ('-' for stdout, instead of the table)."),
@@ -205,15 +214,36 @@ def check(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the random input batches.")] = 0,
     provider: Annotated[Provider, typer.Option("--provider", help="onnxruntime execution provider.")] = Provider.cpu,
     opset: OpsetOpt = api.DEFAULT_OPSET,
+    jobs: Annotated[
+        int | None,
+        typer.Option(
+            "--jobs",
+            "-j",
+            min=1,
+            help="A folder's specs are checked in this many processes (default: one per CPU).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Prove that the ONNX form computes what the spec says: run both on the same inputs, compare every output.
 
     Exit 0 when they agree, 1 when they do not, 2 on invalid input.
+
+    A folder: check every *.json in it and below it; exit 1 if any disagrees, else 2 if any is invalid, else 0.
     """
     from . import render
 
     _tolerance(rtol, "--rtol")
     _tolerance(atol, "--atol")
+    if spec.is_dir():
+        for flag, value in (("--onnx", onnx), ("--inputs", inputs), ("--markdown", markdown)):
+            if value is not None:
+                raise NNSpecError(f"{flag} applies to one spec, but {spec} is a folder; check that spec alone")
+        api.check_opset(opset)
+        code = _check_folder(
+            spec, jobs, json_path, rtol=rtol, atol=atol, seed=seed, provider=provider.value, opset=opset
+        )
+        raise typer.Exit(code)
     s = api.load(spec)
     g = api.graph(s)
     feeds = load_arrays(inputs, g.inputs) if inputs is not None else None
@@ -229,6 +259,60 @@ def check(
     if markdown is not None:
         atomic_write(markdown, render.markdown(report).encode())
     raise typer.Exit(0 if report.passed else 1)
+
+
+def _check_folder(folder: Path, jobs: int | None, json_path: Path | None, **check_kwargs: Any) -> int:
+    """`nnspec check DIR`: check every spec, print one summary table (or JSON), return the folder's exit code."""
+    from .batch import check_folder, exit_code, to_json
+
+    results = check_folder(folder, jobs=jobs, **check_kwargs)
+    if json_path is not None and str(json_path) == "-":
+        sys.stdout.write(to_json(results))
+    else:
+        _print_folder(folder, results)
+        if json_path is not None:
+            atomic_write(json_path, to_json(results).encode())
+    return exit_code(results)
+
+
+def _folder_verdict(result: FolderResult) -> str:
+    if result.passed:
+        return "pass"
+    if result.exit_code == 2:
+        return "invalid"
+    return "FAIL" if result.report is not None else "error"  # error: nnspec crashed on this spec
+
+
+def _print_folder(folder: Path, results: list[FolderResult]) -> None:
+    """The summary table; below it, the full report of each spec that disagrees or crashed."""
+    from collections import Counter
+
+    from rich.table import Table
+
+    styles = {"pass": "green", "invalid": "yellow", "FAIL": "bold red", "error": "bold red"}
+    table = Table(title=f"nnspec check: {folder} ({len(results)} specs)")
+    table.add_column("spec")
+    table.add_column("result", no_wrap=True)
+    table.add_column("worst err/bound", justify="right", no_wrap=True)
+    table.add_column("failing outputs, or the error")
+    for r in results:
+        verdict = _folder_verdict(r)
+        margin = "-" if r.worst_margin is None else f"{r.worst_margin:.3g}"
+        detail = r.summary.removeprefix(f"{r.path}: ")  # the spec column names it already
+        name = r.path.relative_to(folder).as_posix()
+        table.add_row(escape(name), f"[{styles[verdict]}]{verdict}[/]", margin, escape(detail))
+    out.print(table)
+    for r in results:
+        if r.exit_code == 1:
+            out.rule(escape(r.path.as_posix()))
+            out.out(r.text, highlight=False, end="")
+    counts = Counter(_folder_verdict(r) for r in results)
+    if counts["pass"] == len(results):
+        out.print(f"[green]PASS[/green]: all {len(results)} specs agree", highlight=False)
+    else:
+        words = {"FAIL": "disagree", "error": "crashed nnspec", "invalid": "invalid"}
+        tally = ", ".join(f"{counts[v]} {word}" for v, word in words.items() if counts[v])
+        out.print(f"[bold red]FAIL[/bold red]: {tally} ({len(results)} specs)", highlight=False)
 
 
 @app.command()

@@ -1,0 +1,176 @@
+"""Cross-check every spec under a folder, in parallel processes; one spec's failure never stops the others."""
+
+from __future__ import annotations
+
+import functools
+import io
+import json
+import math
+import multiprocessing
+import os
+import traceback
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from rich.console import Console
+
+from .api import check, load
+from .errors import NNSpecError
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+REPORT_WIDTH = 120  # columns of the plain-text report: wide enough that its table never wraps
+
+
+@dataclass(frozen=True)
+class FolderResult:
+    """One spec's outcome, as `nnspec check PATH` alone would give it."""
+
+    path: Path
+    exit_code: int  # 0 agree, 1 disagree (or nnspec crashed, Python's own status), 2 invalid input
+    report: dict[str, Any] | None = None  # Report.to_dict(), when the check ran
+    error: str | None = None  # the message, when it could not run
+    text: str = ""  # the rendered report, or the error, as plain text for people
+
+    @property
+    def passed(self) -> bool:
+        return self.exit_code == 0
+
+    @property
+    def worst_margin(self) -> float | None:
+        """The largest error / allowed error over every output (above 1 fails); None when nothing ran."""
+        if self.report is None:
+            return None
+        ratios = [o.get("worst_margin") for o in self.report.get("outputs", [])]
+        return max((r for r in ratios if r is not None), default=None)
+
+    @property
+    def summary(self) -> str:
+        """What failed, in a line, or the error; empty when the spec passed."""
+        if self.report is None:
+            return self.error or ""
+        failing = ", ".join(dict.fromkeys(o["name"] for o in self.report["outputs"] if not o["passed"]))
+        return "; ".join([*self.report["problems"], *([f"outputs differ: {failing}"] if failing else [])])
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready; an unbounded error ratio (inf, NaN) becomes null, as in the single-spec JSON report."""
+        return {
+            "path": self.path.as_posix(),
+            "passed": self.passed,
+            "exit_code": self.exit_code,
+            "report": _finite(self.report),
+            "error": self.error,
+        }
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def to_json(results: Iterable[FolderResult]) -> str:
+    return json.dumps([r.to_dict() for r in results], indent=2, allow_nan=False) + "\n"
+
+
+def exit_code(results: Iterable[FolderResult]) -> int:
+    """1 if any spec disagrees (or crashed nnspec), else 2 if any is invalid, else 0.
+
+    A disagreement outranks an invalid spec: it is what the check exists to find, and 2 keeps its
+    single-spec meaning, "nothing was found to disagree, but some input could not be checked".
+    """
+    codes = {r.exit_code for r in results}
+    return 1 if 1 in codes else max(codes, default=0)
+
+
+def find_specs(folder: str | Path) -> list[Path]:
+    """Every `*.json` file under `folder`, recursively, in sorted order; each is taken to be a spec."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise NNSpecError(
+            f"expected a folder of specs, found {'a file' if folder.exists() else 'nothing'}", source=str(folder)
+        )
+    specs = sorted(p for p in folder.rglob("*.json") if p.is_file())
+    if not specs:
+        raise NNSpecError("expected *.json specs in this folder or below it, found none", source=str(folder))
+    return specs
+
+
+def check_spec(path: str | Path, **check_kwargs: Any) -> FolderResult:
+    """Load and cross-check one spec; invalid input becomes a result with its exit code, not an exception.
+
+    `check_kwargs` go to `nnspec.check` (rtol, atol, seed, provider, opset, ...). Bugs still raise.
+    """
+    from .render import print_report
+
+    path = Path(path)
+    try:
+        report = check(load(path), **check_kwargs)
+    except NNSpecError as exc:
+        return FolderResult(path, exc.exit_code, error=str(exc), text=f"error: {exc}\n")
+    buffer = io.StringIO()
+    print_report(report, Console(file=buffer, width=REPORT_WIDTH, force_terminal=False, soft_wrap=True))
+    return FolderResult(path, 0 if report.passed else 1, report=report.to_dict(), text=buffer.getvalue())
+
+
+def _check_guarded(path: Path, **check_kwargs: Any) -> FolderResult:
+    """check_spec, with a bug in nnspec recorded as this spec's result (exit 1) instead of raised."""
+    try:
+        return check_spec(path, **check_kwargs)
+    except Exception as exc:
+        return FolderResult(
+            path,
+            1,
+            error=f"internal error ({type(exc).__name__}: {exc}); a bug in nnspec, not in the spec",
+            text=traceback.format_exc(),
+        )
+
+
+def _worker_died(path: Path) -> FolderResult:
+    message = "the process checking this spec died (out of memory, or a crash in a native library)"
+    return FolderResult(path, 1, error=message, text=f"error: {message}\n")
+
+
+def check_folder(folder: str | Path, *, jobs: int | None = None, **check_kwargs: Any) -> list[FolderResult]:
+    """Cross-check every `*.json` under `folder` (see find_specs), each as `nnspec check` would, in path order.
+
+    Specs are checked in `jobs` processes (default: one per CPU; 1 checks them in this process).
+    `check_kwargs` go to `nnspec.check`. An invalid spec, a bug, or a dying process affects only its own
+    spec's result.
+    """
+    paths = find_specs(folder)
+    return _map_isolated(functools.partial(_check_guarded, **check_kwargs), paths, jobs, _worker_died)
+
+
+def _map_isolated(fn: Callable[[T], R], items: Sequence[T], jobs: int | None, died: Callable[[T], R]) -> list[R]:
+    """[fn(x) for x in items] in `jobs` fresh processes; an item whose process dies gets died(x)."""
+    jobs = min(jobs or os.cpu_count() or 1, len(items))
+    if jobs <= 1:
+        return [fn(x) for x in items]
+    # NOTE: spawn, not fork: the caller may already run onnxruntime's thread pools, which do not survive a fork.
+    spawn = multiprocessing.get_context("spawn")
+    results: dict[int, R] = {}
+    with ProcessPoolExecutor(jobs, mp_context=spawn) as pool:
+        futures = [pool.submit(fn, x) for x in items]
+        for i, future in enumerate(futures):
+            try:
+                results[i] = future.result()
+            except BrokenProcessPool:
+                pass  # a process died: every unfinished item is retried alone below
+    for i, x in enumerate(items):
+        if i not in results:
+            with ProcessPoolExecutor(1, mp_context=spawn) as alone:
+                try:
+                    results[i] = alone.submit(fn, x).result()
+                except BrokenProcessPool:
+                    results[i] = died(x)
+    return [results[i] for i in range(len(items))]
