@@ -106,7 +106,7 @@ def validate(spec: SpecArg) -> None:
 def compile_(
     spec: SpecArg,
     output: Annotated[
-        Path | None, typer.Option("-o", "--output", help="Where to write the model [default: <name>.onnx].")
+        Path | None, typer.Option("-o", "--output", help="Where to write the model (default: <name>.onnx).")
     ] = None,
     opset: OpsetOpt = api.DEFAULT_OPSET,
     no_check: Annotated[bool, typer.Option("--no-check", help="Skip the cross-check before writing.")] = False,
@@ -200,16 +200,35 @@ def check(
         Path | None, typer.Option("--onnx", help="Check this existing ONNX file instead of a fresh export.")
     ] = None,
     inputs: Annotated[
-        Path | None, typer.Option("--inputs", help="Inputs to use (.npy or .npz) instead of seeded random batches.")
+        Path | None,
+        typer.Option("--inputs", help="Inputs to use (.npy, .npz, .csv or .json) instead of seeded random batches."),
     ] = None,
-    rtol: Annotated[float | None, typer.Option("--rtol", help="Relative tolerance (default: from the dtype).")] = None,
-    atol: Annotated[float | None, typer.Option("--atol", help="Absolute tolerance (default: from the dtype).")] = None,
+    rtol: Annotated[
+        float | None, typer.Option("--rtol", help="Relative tolerance, replacing the derived bound (default: derived).")
+    ] = None,
+    atol: Annotated[
+        float | None, typer.Option("--atol", help="Absolute tolerance, replacing the derived bound (default: derived).")
+    ] = None,
     json_path: Annotated[
         Path | None,
         typer.Option("--json", help="Also write the report as JSON ('-' for stdout, instead of the table)."),
     ] = None,
     markdown: Annotated[
         Path | None, typer.Option("--markdown", help="Also write the report as Markdown (for CI summaries).")
+    ] = None,
+    junit: Annotated[
+        Path | None, typer.Option("--junit", help="Also write JUnit XML: a test case per output and runner.")
+    ] = None,
+    html: Annotated[
+        Path | None, typer.Option("--html", help="Also write a self-contained HTML report with error histograms.")
+    ] = None,
+    repro: Annotated[
+        Path | None,
+        typer.Option("--repro", help="On failure, write a minimal reproduction of the first diverging layer here."),
+    ] = None,
+    runner: Annotated[
+        list[str] | None,
+        typer.Option("--runner", help="Candidate runner: onnxruntime (default) or onnx-reference; repeatable."),
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the random input batches.")] = 0,
     provider: Annotated[Provider, typer.Option("--provider", help="onnxruntime execution provider.")] = Provider.cpu,
@@ -236,19 +255,44 @@ def check(
     _tolerance(rtol, "--rtol")
     _tolerance(atol, "--atol")
     if spec.is_dir():
-        for flag, value in (("--onnx", onnx), ("--inputs", inputs), ("--markdown", markdown)):
+        one_spec = (
+            ("--onnx", onnx),
+            ("--inputs", inputs),
+            ("--markdown", markdown),
+            ("--html", html),
+            ("--repro", repro),
+        )
+        for flag, value in one_spec:
             if value is not None:
                 raise NNSpecError(f"{flag} applies to one spec, but {spec} is a folder; check that spec alone")
         api.check_opset(opset)
         code = _check_folder(
-            spec, jobs, json_path, rtol=rtol, atol=atol, seed=seed, provider=provider.value, opset=opset
+            spec,
+            jobs,
+            json_path,
+            junit,
+            rtol=rtol,
+            atol=atol,
+            seed=seed,
+            provider=provider.value,
+            opset=opset,
+            runners=tuple(runner or ("onnxruntime",)),
         )
         raise typer.Exit(code)
     s = api.load(spec)
     g = api.graph(s)
     feeds = load_arrays(inputs, g.inputs) if inputs is not None else None
     report = api.check(
-        s, onnx_model=onnx, inputs=feeds, rtol=rtol, atol=atol, seed=seed, provider=provider.value, opset=opset
+        s,
+        onnx_model=onnx,
+        inputs=feeds,
+        rtol=rtol,
+        atol=atol,
+        seed=seed,
+        provider=provider.value,
+        opset=opset,
+        repro=repro,
+        runners=tuple(runner or ("onnxruntime",)),
     )
     if json_path is not None and str(json_path) == "-":
         sys.stdout.write(render.to_json(report))
@@ -258,14 +302,26 @@ def check(
             atomic_write(json_path, render.to_json(report).encode())
     if markdown is not None:
         atomic_write(markdown, render.markdown(report).encode())
+    if junit is not None:
+        atomic_write(junit, render.junit_suites([(str(spec), report.to_dict())]).encode())
+    if html is not None:
+        atomic_write(html, render.html(report).encode())
     raise typer.Exit(0 if report.passed else 1)
 
 
-def _check_folder(folder: Path, jobs: int | None, json_path: Path | None, **check_kwargs: Any) -> int:
+def _check_folder(
+    folder: Path, jobs: int | None, json_path: Path | None, junit: Path | None, **check_kwargs: Any
+) -> int:
     """`nnspec check DIR`: check every spec, print one summary table (or JSON), return the folder's exit code."""
     from .batch import check_folder, exit_code, to_json
+    from .render import junit_suites
 
     results = check_folder(folder, jobs=jobs, **check_kwargs)
+    if junit is not None:
+        suites = [
+            (r.path.relative_to(folder).as_posix(), r.report if r.report is not None else r.error) for r in results
+        ]
+        atomic_write(junit, junit_suites(suites).encode())
     if json_path is not None and str(json_path) == "-":
         sys.stdout.write(to_json(results))
     else:

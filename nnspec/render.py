@@ -151,34 +151,46 @@ def markdown(report: Report) -> str:
 
 
 def junit(report: Report) -> str:
-    """JUnit XML: one test case per output and candidate runner (and one for interface problems)."""
+    """JUnit XML for one report."""
+    return junit_suites([(report.model, report.to_dict())])
+
+
+def junit_suites(items: list[tuple[str, dict[str, Any] | str | None]]) -> str:
+    """JUnit XML, a test suite per spec: a test case per output and candidate runner, a failing case
+    for interface problems, and an error case for a spec that could not be checked (its message)."""
     from xml.etree import ElementTree as ET
 
-    suite = ET.Element("testsuite", name=f"nnspec.{report.model}")
-    cases = 0
-    failures = 0
-    if report.problems:
-        case = ET.SubElement(suite, "testcase", classname=f"nnspec.{report.model}", name="model interface")
-        ET.SubElement(case, "failure", message=report.problems[0]).text = "\n".join(report.problems)
-        cases, failures = 1, 1
-    for o in report.outputs:
-        case = ET.SubElement(
-            suite, "testcase", classname=f"nnspec.{report.model}", name=f"{o.name} [{o.candidate} vs {o.reference}]"
-        )
-        cases += 1
-        if not o.passed:
-            failures += 1
-            message = f"{o.mismatches} of {o.elements} elements beyond the allowed error; worst {fmt(o.worst_margin)}x at {where(o.worst_at)}"
-            ET.SubElement(case, "failure", message=message).text = "\n".join(verdict_lines(report))
-        ET.SubElement(case, "system-out").text = (
-            f"max abs error {fmt(o.max_abs_error)}, max ulps {fmt(o.max_ulps)}, worst error/bound {fmt(o.worst_margin)}; "
-            f"{tolerance_line(report)}"
-        )
-    suite.set("tests", str(cases))
-    suite.set("failures", str(failures))
-    suite.set("errors", "0")
     root = ET.Element("testsuites")
-    root.append(suite)
+    for name, data in items:
+        suite = ET.SubElement(root, "testsuite", name=name)
+        cases = failures = errors = 0
+        if not isinstance(data, dict):
+            case = ET.SubElement(suite, "testcase", classname=name, name="spec")
+            ET.SubElement(case, "error", message=str(data or "could not be checked")).text = str(data or "")
+            cases = errors = 1
+        else:
+            if data["problems"]:
+                case = ET.SubElement(suite, "testcase", classname=name, name="model interface")
+                ET.SubElement(case, "failure", message=data["problems"][0]).text = "\n".join(data["problems"])
+                cases, failures = 1, 1
+            for o in data["outputs"]:
+                case = ET.SubElement(
+                    suite, "testcase", classname=name, name=f"{o['name']} [{o['candidate']} vs {o['reference']}]"
+                )
+                cases += 1
+                margin = o["worst_margin"]
+                summary = (
+                    f"max abs error {fmt(o['max_abs_error'])}, max ulps {fmt(o['max_ulps'])}, "
+                    f"worst error/allowed {fmt(margin)} at {where(o['worst_at'])}"
+                )
+                if not o["passed"]:
+                    failures += 1
+                    message = f"{o['mismatches']} of {o['elements']} elements beyond the allowed error; {summary}"
+                    ET.SubElement(case, "failure", message=message).text = message
+                ET.SubElement(case, "system-out").text = summary
+        suite.set("tests", str(cases))
+        suite.set("failures", str(failures))
+        suite.set("errors", str(errors))
     ET.indent(root)
     return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
 

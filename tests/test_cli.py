@@ -233,3 +233,66 @@ def test_unwritable_output_is_a_clear_error(cli, write_spec, party, tmp_path, co
     result = cli(*args)
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output and str(blocker) in result.stderr
+
+
+def test_check_writes_junit_and_html(cli, write_spec, three_layer, tmp_path):
+    from xml.etree import ElementTree as ET
+
+    junit, page = tmp_path / "r.xml", tmp_path / "r.html"
+    result = cli(
+        "check",
+        write_spec(three_layer),
+        "--junit",
+        junit,
+        "--html",
+        page,
+        "--runner",
+        "onnxruntime",
+        "--runner",
+        "onnx-reference",
+    )
+    assert result.exit_code == 0, result.output
+    suite = ET.parse(junit).getroot()[0]
+    assert suite.get("tests") == "2" and suite.get("failures") == "0"
+    assert "<svg" in page.read_text() and "onnx-reference" in page.read_text()
+
+
+def test_check_folder_writes_one_junit_suite_per_spec(cli, write_spec, party, three_layer, tmp_path):
+    from xml.etree import ElementTree as ET
+
+    write_spec(party, "a.json")
+    write_spec(three_layer, "b.json")
+    write_spec("{not json", "c.json")
+    junit = tmp_path / "out.xml"
+    result = cli("check", tmp_path, "--junit", junit, "--jobs", "1")
+    assert result.exit_code == 2, result.output  # c.json is invalid, nothing disagrees
+    suites = ET.parse(junit).getroot()
+    assert [s.get("name") for s in suites] == ["a.json", "b.json", "c.json"]
+    assert suites[2].get("errors") == "1" and "malformed JSON" in suites[2][0][0].get("message")
+
+
+def test_check_repro_flag_writes_a_folder_on_failure(cli, write_spec, three_layer, tmp_path):
+    spec = write_spec(three_layer)
+    model_path = tmp_path / "m.onnx"
+    assert cli("compile", spec, "-o", model_path).exit_code == 0
+    model = onnx.load(model_path)
+    for init in model.graph.initializer:
+        if init.name == "l1.bias":
+            init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) + np.float32(0.5), init.name))
+    onnx.save(model, model_path)
+    result = cli("check", spec, "--onnx", model_path, "--repro", tmp_path / "repro")
+    assert result.exit_code == 1
+    assert "first divergence: layer 'l1' (layers[0], dense)" in result.stdout
+    assert (tmp_path / "repro" / "onnx" / "test_data_set_0" / "input_0.pb").is_file()
+
+
+def test_check_unknown_runner_exits_2(cli, write_spec, party):
+    result = cli("check", write_spec(party), "--runner", "tensorrt")
+    assert result.exit_code == 2 and "expected a runner" in result.stderr
+
+
+@pytest.mark.parametrize("flag", ["--html", "--repro"])
+def test_one_spec_flags_refuse_a_folder(cli, write_spec, party, tmp_path, flag):
+    write_spec(party, "a.json")
+    result = cli("check", tmp_path, flag, tmp_path / "x")
+    assert result.exit_code == 2 and flag in result.stderr
