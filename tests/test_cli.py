@@ -296,3 +296,12 @@ def test_one_spec_flags_refuse_a_folder(cli, write_spec, party, tmp_path, flag):
     write_spec(party, "a.json")
     result = cli("check", tmp_path, flag, tmp_path / "x")
     assert result.exit_code == 2 and flag in result.stderr
+
+
+def test_check_cuda_without_gpu_is_a_clear_error(cli, write_spec, party):
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("this machine has the CUDA provider; the error path cannot be exercised")
+    result = cli("check", write_spec(party), "--provider", "cuda")
+    assert result.exit_code == 2 and "onnxruntime-gpu" in result.stderr and "Traceback" not in result.output
