@@ -520,7 +520,8 @@ for _entry in [
         _softmax,
         _unary("Softmax", axis=-1),
         doc="a = exp(n) / sum(exp(n)), last axis",
-        error=ErrorModel(kind="softmax", curvature=_const(2.0)),
+        # Along a row perturbation v: d^2 a_i = a_i ((v_i - a.v)^2 - Var_a(v)), at most 4 a_i max|v|^2.
+        error=ErrorModel(kind="softmax", curvature=_const(4.0)),
     ),
     ActivationType(
         "log_softmax",

@@ -20,6 +20,7 @@ times the bound squared elsewhere.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -137,14 +138,41 @@ def linear(x: Affine, w: np.ndarray, b: np.ndarray | None, p: Precision) -> Affi
     return Affine(n, [*(s.matmul(w) for s in x.sources), Source(own)]).condensed()
 
 
+# The dtype whose numbers an arithmetic of unit roundoff u computes with.
+_DTYPE_OF_U = {Precision.of(t).u: np.dtype(t) for t in (np.float32, np.float64)}
+
+
+def _stored_parameters(act: Activation, n: np.ndarray, a: np.ndarray, p: Precision) -> np.ndarray | float:
+    """|f(n; parameters as stored) - f(n; parameters as written)|, at the oracle's n.
+
+    Both sides compute with the activation's parameters rounded to the network's dtype (ONNX float
+    attributes are float32; NumPy casts a Python float to the array's dtype), the oracle with the
+    spec's numbers: leaky_relu's default alpha = 0.01 is 0.0099999998 in float32, one more rounding
+    of the result that the function's own ulps do not include. Zero in float64, where they are exact.
+    """
+    dtype = _DTYPE_OF_U.get(p.u)
+    if dtype is None:
+        return 0.0
+    stored = {k: float(dtype.type(v)) if isinstance(v, float) else v for k, v in act.params.items()}
+    if stored == dict(act.params):
+        return 0.0
+    moved = np.abs(Activation(act.type, stored)(n) - a)
+    return np.where(np.isnan(moved), 0.0, moved)  # inf - inf: the value itself is inf either way
+
+
 def activate(n: Affine, act: Activation, p: Precision) -> Affine:
     """a = f(n), carrying n's sources through f and adding f's own error and what f' misses."""
     model = act.type.error
     params = dict(act.params)
     a = act(n.value)
     e_n = n.bound()
-    own = model.ulps * p.u * (np.abs(a) + model.floor(**params) + model.per_n * np.abs(n.value))
-    remainder = 0.5 * model.curvature(**params) * e_n**2
+    # NOTE: "+ tiny": below the smallest normal number one ulp is the subnormal spacing, not u |a|,
+    # so a result that underflows (sigmoid(-95) in float32) is off by up to that much per ulp.
+    own = model.ulps * (p.u * (np.abs(a) + model.floor(**params) + model.per_n * np.abs(n.value)) + p.tiny)
+    # NOTE: a row function's (softmax's) second-order term depends on the whole row's error, not
+    # the element's own: a step that flips one input of a log_softmax moves every output of the row.
+    spread = e_n if model.kind in ("elementwise", "step") else e_n.max(axis=-1, keepdims=True)
+    remainder = 0.5 * model.curvature(**params) * spread**2 + _stored_parameters(act, n.value, a, p)
     if model.kind == "step":
         ambiguous = (np.abs(n.value) <= e_n) & (e_n > 0)  # an exactly known input is never ambiguous
         return Affine(a, [Source(np.where(ambiguous, model.jump, 0.0))], ambiguous)
@@ -160,7 +188,14 @@ def activate(n: Affine, act: Activation, p: Precision) -> Affine:
         s /= s.sum(axis=-1, keepdims=True)
         if model.kind == "softmax":
             jac = s[:, :, None] * (np.eye(k)[None] - s[:, None, :])  # diag(s) - s s^T
-            own = (model.ulps + k + 2) * p.u * np.abs(a)  # an exp per term, a k-term sum, a division
+            # a_i = e_i / sum_j e_j, e_j = exp(d_j), d_j = n_j - max n. Rounding d_j costs u |d_j| in
+            # the argument, which exp turns into a relative error of that size (70 u for d = -70, far
+            # above exp's own ulps). The sum's terms carry (ulps + |d_j|) u each, and |d_j| e_j <= 1/e,
+            # so the sum is within (ulps + k / e) u + gamma_{k-1} of exact (it is >= 1); with the
+            # division, a_i is within (2 ulps + |d_i| + k (1 + 1/e) + 1) u, and underflow adds tiny's.
+            d = np.abs(n.value - n.value.max(axis=-1, keepdims=True))
+            relative = 2 * model.ulps + d + k * (1 + 1 / math.e) + 1
+            own = relative * p.u * np.abs(a) + (k + 2) * p.tiny
         else:
             jac = np.eye(k)[None] - s[:, None, :]  # I - 1 s^T
             own = model.ulps * p.u * (np.abs(a) + np.abs(n.value).max(axis=-1, keepdims=True) + k)
