@@ -3,8 +3,9 @@
 NETWORKS random networks (nnspec.faults.random_spec, seeds [SEED, i]) are checked as they are: every
 check must pass. Then each gets one fault of every kind that has a place in it (seeds [SEED, i, k]),
 exported to ONNX and checked against the original spec. A fault counts as applying only when, computed
-in float64 on the check's own inputs, it moves some output by more than the derived tolerance there;
-the rest are equivalent mutants on those inputs (no correct checker can see them) and are counted apart.
+in float64 on the check's own inputs and rounded to the network's dtype (nnspec.faults.effect), it
+moves some output by more than the derived tolerance there; the rest are equivalent mutants on those
+inputs (no correct checker can see them) and are counted apart.
 
 `pytest -s tests/test_faults.py` prints the figures. CI checks 1000 networks and injects faults into
 the first 600 of them (about a minute on two cores); the longer run checks 10000 and injects faults
@@ -46,7 +47,7 @@ class KindTally:
     """What happened to the faults of one kind."""
 
     injected: int = 0
-    unchanged: int = 0  # equivalent: the outputs are bit-identical in float64 (a step, clamp or dead relu absorbs it)
+    unchanged: int = 0  # equivalent: the outputs do not move at all (a step, clamp or dead relu absorbs the change)
     within: int = 0  # equivalent: the outputs move, by less than the derived tolerance
     applies: int = 0
     caught: int = 0
@@ -162,7 +163,8 @@ def _print(m: Measurement) -> None:
             _percent(t.blames_onnxruntime, t.caught_float32),
         )
         print(("{:<11}" + "{:>13}" * (len(row) - 1)).format(*row))
-    for problem in [*m.false_alarms, *m.oracle_alarms] + [p for t in m.kinds.values() for p in t.missed]:
+    kept = [p for t in m.kinds.values() for p in (*t.missed, *t.misplaced, *t.misblamed)]
+    for problem in [*m.false_alarms, *m.oracle_alarms, *kept]:
         print("  ", problem)
 
 
