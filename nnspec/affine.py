@@ -42,6 +42,7 @@ class Source:
     e: np.ndarray
     J: np.ndarray | None = None
     diagonal: bool = False
+    loose: bool = False  # folded for memory somewhere: its cancellation after that point is lost
 
     @property
     def size(self) -> int:
@@ -55,37 +56,53 @@ class Source:
             return np.abs(self.J) * self.e
         if self.J.ndim == 2:
             return self.e @ np.abs(self.J).T
-        return np.einsum("rij,rj->ri", np.abs(self.J), self.e)
+        return np.matmul(np.abs(self.J), self.e[:, :, None])[:, :, 0]  # batched BLAS, not einsum
+
+    @property
+    def inputs(self) -> int:
+        """d_s, the number of rounding errors in this source."""
+        return self.e.shape[-1]
+
+    def folded(self) -> Source:
+        """The same bound as an elementwise source: |J| e, with the Jacobian dropped."""
+        return Source(self.contribution(), loose=True)
 
     def matmul(self, w: np.ndarray) -> Source:
         """Through y = x W^T (w: [units, d])."""
+        rows, units = self.e.shape[0], w.shape[0]
+        if self.J is not None and (self.diagonal or self.J.ndim == 3) and rows * units * self.inputs > JACOBIAN_BUDGET:
+            return self.folded().matmul(w)  # the product would not fit: keep the bound, drop the cancellation
         if self.J is None:
-            return Source(self.e, w)
+            return Source(self.e, w, loose=self.loose)
         if self.diagonal:
-            return Source(self.e, w[None, :, :] * self.J[:, None, :])
+            return Source(self.e, w[None, :, :] * self.J[:, None, :], loose=self.loose)
         if self.J.ndim == 2:
-            return Source(self.e, w @ self.J)
-        return Source(self.e, np.einsum("ij,rjk->rik", w, self.J))
+            return Source(self.e, w @ self.J, loose=self.loose)
+        return Source(self.e, np.matmul(w, self.J), loose=self.loose)  # broadcast over rows: batched BLAS
 
     def scale_rows(self, d: np.ndarray) -> Source:
         """Through y = d * x elementwise (d: [rows, d])."""
+        if self.J is not None and not self.diagonal and d.size * self.inputs > JACOBIAN_BUDGET:
+            return self.folded().scale_rows(d)
         if self.J is None:
-            return Source(self.e, d, diagonal=True)
+            return Source(self.e, d, diagonal=True, loose=self.loose)
         if self.diagonal:
-            return Source(self.e, d * self.J, diagonal=True)
+            return Source(self.e, d * self.J, diagonal=True, loose=self.loose)
         if self.J.ndim == 2:
-            return Source(self.e, d[:, :, None] * self.J[None, :, :])
-        return Source(self.e, d[:, :, None] * self.J)
+            return Source(self.e, d[:, :, None] * self.J[None, :, :], loose=self.loose)
+        return Source(self.e, d[:, :, None] * self.J, loose=self.loose)
 
     def row_jacobian(self, m: np.ndarray) -> Source:
         """Through y_r = M_r x_r (m: [rows, d, d], one matrix per row)."""
+        if self.J is not None and m.shape[0] * m.shape[1] * self.inputs > JACOBIAN_BUDGET:
+            return self.folded().row_jacobian(m)
         if self.J is None:
-            return Source(self.e, m)
+            return Source(self.e, m, loose=self.loose)
         if self.diagonal:
-            return Source(self.e, m * self.J[:, None, :])
+            return Source(self.e, m * self.J[:, None, :], loose=self.loose)
         if self.J.ndim == 2:
-            return Source(self.e, m @ self.J)
-        return Source(self.e, m @ self.J)
+            return Source(self.e, m @ self.J, loose=self.loose)
+        return Source(self.e, m @ self.J, loose=self.loose)
 
 
 @dataclass
@@ -96,21 +113,29 @@ class Affine:
     sources: list[Source] = field(default_factory=list)
     ambiguous: np.ndarray | None = None  # step outputs where either side is correct
 
+    @property
+    def loose(self) -> bool:
+        """True when some of this value's error was folded into an elementwise bound for memory."""
+        return any(s.loose for s in self.sources)
+
     def bound(self) -> np.ndarray:
         total = np.zeros_like(self.value)
         for source in self.sources:
             total += source.contribution()
         return total
 
-    def condensed(self, budget: int = JACOBIAN_BUDGET) -> Affine:
+    def condensed(self, budget: int | None = None) -> Affine:
         """The same bound with the oldest sources folded into one elementwise source, within budget."""
+        budget = JACOBIAN_BUDGET if budget is None else budget
         sources = list(self.sources)
         if sum(s.size for s in sources) <= budget:
             return self
-        folded = np.zeros_like(self.value)
+        folded, lossy = np.zeros_like(self.value), False
         while sources and sum(s.size for s in sources) > budget:
-            folded += sources.pop(0).contribution()
-        return Affine(self.value, [Source(folded), *sources], self.ambiguous)
+            oldest = sources.pop(0)
+            folded += oldest.contribution()
+            lossy |= oldest.loose or oldest.J is not None
+        return Affine(self.value, [Source(folded, loose=lossy), *sources], self.ambiguous)
 
 
 def exact(value: np.ndarray) -> Affine:

@@ -27,6 +27,7 @@ class Trace:
     values: dict[str, np.ndarray]
     errors: dict[str, np.ndarray]
     ambiguous: dict[str, np.ndarray]
+    loose: tuple[str, ...] = ()  # layers whose bound lost cancellation to the Jacobian memory budget
 
 
 def propagate(graph: Graph, feeds: Mapping[str, np.ndarray], precision: Precision) -> Trace:
@@ -37,7 +38,7 @@ def propagate(graph: Graph, feeds: Mapping[str, np.ndarray], precision: Precisio
         name: exact(np.asarray(array, dtype=np.float64).reshape(-1, shapes[name][-1])) for name, array in feeds.items()
     }
     batch = next(iter(shapes.values()))[0]
-    values, errors, ambiguous = {}, {}, {}
+    values, errors, ambiguous, loose = {}, {}, {}, []
     with np.errstate(all="ignore"):  # inf and NaN are values like any other; the comparison judges them
         for node in wide.nodes:
             form = LAYERS[node.op].bound(node, [forms[i] for i in node.inputs], precision)
@@ -45,13 +46,15 @@ def propagate(graph: Graph, feeds: Mapping[str, np.ndarray], precision: Precisio
             shape = (batch, *node.shape)
             values[node.name] = form.value.reshape(shape)
             errors[node.name] = form.bound().reshape(shape)
+            if form.loose:
+                loose.append(node.name)
             if form.ambiguous is not None:
                 ambiguous[node.name] = form.ambiguous.reshape(shape)
             for name in [n for n in forms if _done_with(n, node, wide)]:
                 forms.pop(name)
     for name, array in feeds.items():
         values[name], errors[name] = np.asarray(array, dtype=np.float64), np.zeros(shapes[name])
-    return Trace(precision, values, errors, ambiguous)
+    return Trace(precision, values, errors, ambiguous, tuple(loose))
 
 
 def _done_with(name: str, current: object, graph: Graph) -> bool:

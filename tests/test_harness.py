@@ -331,3 +331,14 @@ def test_html_report_is_self_contained_with_a_histogram_per_output(three):
 def test_histogram_counts_every_element(three):
     out = nnspec.check(three).outputs[0]
     assert sum(out.histogram.values()) == out.elements
+
+
+def test_a_bound_folded_for_memory_says_so(monkeypatch, three):
+    from nnspec import affine
+
+    monkeypatch.setattr(affine, "JACOBIAN_BUDGET", 0)  # every Jacobian is over budget: all folded
+    report = nnspec.check(three)
+    assert report.passed
+    assert any("looser from layer 'l1'" in note for note in report.notes)
+    monkeypatch.undo()
+    assert not any("looser" in note for note in nnspec.check(three).notes)
