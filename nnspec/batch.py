@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import io
 import json
-import math
 import multiprocessing
 import os
 import traceback
@@ -20,6 +19,7 @@ from rich.console import Console
 
 from .api import check, load
 from .errors import NNSpecError
+from .render import json_safe
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -63,19 +63,9 @@ class FolderResult:
             "path": self.path.as_posix(),
             "passed": self.passed,
             "exit_code": self.exit_code,
-            "report": _finite(self.report),
+            "report": json_safe(self.report),
             "error": self.error,
         }
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
 
 
 def to_json(results: Iterable[FolderResult]) -> str:

@@ -111,19 +111,19 @@ def print_report(report: Report, console: Console | None = None) -> None:
         console.print(f"note: {note}", highlight=False, markup=False)
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """JSON has no infinity or NaN: such numbers (an unbounded error ratio) are written as null."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
 def to_json(report: Report) -> str:
-    return json.dumps(_json_safe(report.to_dict()), indent=2, allow_nan=False) + "\n"
+    return json.dumps(json_safe(report.to_dict()), indent=2, allow_nan=False) + "\n"
 
 
 def template_dir() -> Path:
