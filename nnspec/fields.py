@@ -171,6 +171,7 @@ class FileRef:
 
     file: str
     key: str | None = None
+    sha256: str | None = None  # hex digest of the whole file, verified before it is read
 
 
 @dataclass(frozen=True)
@@ -226,8 +227,11 @@ def _has_big_int(value: Any) -> bool:
 
 
 def parse_file_ref(value: dict[str, Any]) -> FileRef:
-    check_keys(value, ["file", "key"], ["file"])
-    file, key = value["file"], value.get("key")
+    check_keys(value, ["file", "key", "sha256"], ["file"])
+    file, key, digest = value["file"], value.get("key"), value.get("sha256")
+    if digest is not None and not (isinstance(digest, str) and re.fullmatch(r"[0-9a-fA-F]{64}", digest)):
+        shown = repr(digest) if isinstance(digest, str) else kind_of(digest)
+        raise spec_error(f"expected 64 hexadecimal digits (a SHA-256 of the file), found {shown}", "sha256")
     if not isinstance(file, str) or not file:
         raise spec_error(f"expected a path relative to the spec's folder, found {kind_of(file)}", "file")
     if key is not None and not isinstance(key, str):
@@ -239,7 +243,7 @@ def parse_file_ref(value: dict[str, Any]) -> FileRef:
         raise spec_error(missing("key", "a .npz file holds several arrays: name one"), "key")
     if suffix == "npy" and key is not None:
         raise spec_error(f'expected no "key" (a .npy file holds one array), found {key!r}', "key")
-    return FileRef(file, key)
+    return FileRef(file, key, digest.lower() if digest else None)
 
 
 def parse_init(value: dict[str, Any]) -> Init:
@@ -294,7 +298,8 @@ def dump_weight_source(source: WeightSource) -> Any:
     if isinstance(source, Inline):
         return source.array.tolist()
     if isinstance(source, FileRef):
-        return {"file": source.file, **({"key": source.key} if source.key else {})}
+        extra = {k: v for k, v in (("key", source.key), ("sha256", source.sha256)) if v}
+        return {"file": source.file, **extra}
     return {"init": source.init, **source.params}
 
 
@@ -304,7 +309,11 @@ WEIGHT_SCHEMA: dict[str, Any] = {
         {"type": "array", "description": "nested lists of numbers, outermost first"},
         {
             "type": "object",
-            "properties": {"file": {"type": "string"}, "key": {"type": "string"}},
+            "properties": {
+                "file": {"type": "string"},
+                "key": {"type": "string"},
+                "sha256": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"},
+            },
             "required": ["file"],
             "additionalProperties": False,
         },

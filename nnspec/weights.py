@@ -6,6 +6,7 @@ shape from their header before their data is read.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import zipfile
 import zlib
@@ -90,12 +91,28 @@ def _load_file(ref: FileRef, shape: Shape, reason: str, dtype: np.dtype, base_di
         found = "a folder" if path.is_dir() else "no such file"
         raise WeightError(f"expected a file {ref.file!r} (looked for {path}), found {found}", file_loc)
     try:
+        if ref.sha256 is not None:
+            found = file_sha256(path)
+            if found != ref.sha256:
+                raise WeightError(
+                    f"expected the file {ref.file!r} to have SHA-256 {ref.sha256}, found {found} (it has changed)",
+                    (*loc, "sha256"),
+                )
         if ref.key is None:
             with path.open("rb") as f:
                 return _read_npy(f, shape, reason, loc, repr(ref.file))
         return _read_npz_member(path, ref, shape, reason, loc)
     except OSError as exc:
         raise WeightError(f"expected a readable file, found {ref.file!r}: {exc.strerror or exc}", file_loc) from None
+
+
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks (weights may be far larger than memory allows twice)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _read_npy(f: IO[bytes], shape: Shape, reason: str, loc: Loc, what: str) -> np.ndarray:

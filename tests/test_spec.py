@@ -1017,3 +1017,21 @@ def test_activation_parameter_must_fit_the_dtype(party):
         nnspec.from_dict(party)
     assert info.value.path == "layers[0].activation.alpha" and "float32" in info.value.message
     assert nnspec.from_dict({**party, "dtype": "float64"}).format == "nnspec/1"  # fits in float64
+
+
+def test_file_sha256_is_verified_before_use(tmp_path):
+    import hashlib
+
+    np.save(tmp_path / "w.npy", np.array([[-4.0, 1.0]]))
+    digest = hashlib.sha256((tmp_path / "w.npy").read_bytes()).hexdigest()
+    spec = {**PARTY, "layers": [{**PARTY["layers"][0], "weights": {"file": "w.npy", "sha256": digest.upper()}}]}
+    loaded = nnspec.from_dict(spec, tmp_path)
+    assert loaded.layers[0].weights.sha256 == digest  # normalized to lower case
+    np.save(tmp_path / "w.npy", np.array([[-4.5, 1.0]]))  # the file changes under the spec
+    with pytest.raises(WeightError) as info:
+        nnspec.from_dict(spec, tmp_path)
+    assert info.value.path == "layers[0].weights.sha256" and "it has changed" in info.value.message
+    bad = {**PARTY, "layers": [{**PARTY["layers"][0], "weights": {"file": "w.npy", "sha256": "abc"}}]}
+    with pytest.raises(SpecError) as info:
+        nnspec.from_dict(bad, tmp_path)
+    assert info.value.path == "layers[0].weights.sha256" and "64 hexadecimal digits" in info.value.message
