@@ -1,0 +1,122 @@
+"""Fuzzing: mutated specs and random bytes always end in exit 0 or a clean exit 2, never a traceback.
+
+CI runs a fixed, derandomized sample; a longer run is
+`NNSPEC_FUZZ_EXAMPLES=20000 pytest tests/test_fuzz.py --hypothesis-profile=dev -q`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from typing import Any
+
+from conftest import PARTY, THREE_LAYER
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+EXAMPLES = int(os.environ.get("NNSPEC_FUZZ_EXAMPLES", "300"))
+# A spec validates in milliseconds; 5 s per example is a hang, not a slow machine.
+PER_EXAMPLE_SECONDS = 5.0
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=40),
+    lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=12), children, max_size=5),
+    max_leaves=20,
+)
+special = st.sampled_from(
+    [
+        -1,
+        0,
+        10**12,
+        1e308,
+        -1e308,
+        "",
+        "x" * 5000,
+        "ünïcødé/名前",
+        [],
+        {},
+        [[[[[[[[1]]]]]]]],
+        {"init": "uniform", "seed": -1},
+        {"file": "../../etc/passwd"},
+        {"file": "/etc/passwd.npy"},
+        {"name": "leaky_relu", "alpha": "x"},
+    ]
+)
+
+
+def _paths(value: Any, prefix: tuple = ()) -> list[tuple]:
+    out = [prefix]
+    if isinstance(value, dict):
+        for key, child in value.items():
+            out += _paths(child, (*prefix, key))
+    elif isinstance(value, list):
+        for i, child in enumerate(value):
+            out += _paths(child, (*prefix, i))
+    return out
+
+
+@st.composite
+def mutated_specs(draw: st.DrawFn) -> str:
+    spec = copy.deepcopy(draw(st.sampled_from([PARTY, THREE_LAYER])))
+    for _ in range(draw(st.integers(1, 4))):
+        paths = [p for p in _paths(spec) if p]
+        if not paths:
+            break
+        path = draw(st.sampled_from(paths))
+        parent = spec
+        for part in path[:-1]:
+            parent = parent[part]
+        action = draw(st.sampled_from(["replace", "special", "delete", "add"]))
+        if action == "delete":
+            del parent[path[-1]]
+        elif action == "add" and isinstance(parent, dict):
+            parent[draw(st.text(max_size=12))] = draw(json_values)
+        else:
+            parent[path[-1]] = copy.deepcopy(draw(json_values if action == "replace" else special))
+    text = json.dumps(spec)
+    if draw(st.integers(0, 9)) == 0:  # literals JSON does not allow
+        text = text.replace("-4", draw(st.sampled_from(["NaN", "Infinity", "-Infinity", "1e999"])), 1)
+    if draw(st.integers(0, 19)) == 0:  # deep nesting
+        text = "[" * 5000 + "]" * 5000
+    return text
+
+
+def _assert_clean(result: Any) -> None:
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert result.exit_code in (0, 2), (result.exit_code, result.output)
+    assert "Traceback" not in result.output
+    if result.exit_code == 2:
+        assert result.stderr.startswith("error: "), result.stderr
+
+
+@settings(
+    max_examples=EXAMPLES,
+    deadline=PER_EXAMPLE_SECONDS * 1000,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(text=mutated_specs())
+def test_mutated_specs_end_cleanly(cli, tmp_path_factory, text: str) -> None:
+    folder = tmp_path_factory.mktemp("fuzz")
+    path = folder / "spec.json"
+    path.write_text(text)
+    _assert_clean(cli("validate", path))
+    result = cli("compile", path, "-o", folder / "m.onnx", "--no-check")
+    _assert_clean(result)
+    assert (folder / "m.onnx").exists() == (result.exit_code == 0)
+
+
+@settings(
+    max_examples=EXAMPLES // 3,
+    deadline=PER_EXAMPLE_SECONDS * 1000,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(data=st.binary(max_size=2000))
+def test_random_bytes_end_cleanly(cli, tmp_path_factory, data: bytes) -> None:
+    path = tmp_path_factory.mktemp("fuzz") / "spec.json"
+    path.write_bytes(data)
+    _assert_clean(cli("validate", path))
