@@ -372,6 +372,33 @@ def _print_folder(folder: Path, results: list[FolderResult]) -> None:
 
 
 @app.command()
+@reports_errors
+def migrate(
+    spec: SpecArg,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Write the upgraded spec here (default: print it).")
+    ] = None,
+) -> None:
+    """Upgrade a spec written for an older version of the format to the current one, and validate it."""
+    from .migrate import migrate as upgrade
+    from .spec import parse_json
+
+    try:
+        raw = spec.read_bytes()
+    except OSError as exc:
+        raise NNSpecError(f"cannot read: {exc.strerror or exc}", source=str(spec)) from None
+    data, steps = upgrade(parse_json(raw, str(spec)), str(spec))
+    api.from_dict(data, spec.parent)  # the result must be a valid spec of the current format
+    text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        atomic_write(output, text.encode())
+    what = ", ".join(steps) if steps else f"already {data['format']}, nothing to upgrade"
+    err.print(f"{spec}: {what}", highlight=False, markup=False)
+
+
+@app.command()
 def schema() -> None:
     """Print the JSON Schema of the spec format."""
     from .spec import Spec
