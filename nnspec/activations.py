@@ -32,11 +32,12 @@ class Precision:
 
     u: float
     tiny: float
+    dtype: np.dtype
 
     @classmethod
     def of(cls, dtype: np.dtype | str) -> Precision:
         info = np.finfo(np.dtype(dtype))
-        return cls(float(info.eps) / 2, float(info.smallest_subnormal))
+        return cls(float(info.eps) / 2, float(info.smallest_subnormal), np.dtype(dtype))
 
 
 # Ulps a correct library may spend on one exp/log/tanh-based function (NumPy's SIMD float32 kernels

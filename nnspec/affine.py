@@ -163,10 +163,6 @@ def linear(x: Affine, w: np.ndarray, b: np.ndarray | None, p: Precision) -> Affi
     return Affine(n, [*(s.matmul(w) for s in x.sources), Source(own)]).condensed()
 
 
-# The dtype whose numbers an arithmetic of unit roundoff u computes with.
-_DTYPE_OF_U = {Precision.of(t).u: np.dtype(t) for t in (np.float32, np.float64)}
-
-
 def _stored_parameters(act: Activation, n: np.ndarray, a: np.ndarray, p: Precision) -> np.ndarray | float:
     """|f(n; parameters as stored) - f(n; parameters as written)|, at the oracle's n.
 
@@ -175,10 +171,7 @@ def _stored_parameters(act: Activation, n: np.ndarray, a: np.ndarray, p: Precisi
     spec's numbers: leaky_relu's default alpha = 0.01 is 0.0099999998 in float32, one more rounding
     of the result that the function's own ulps do not include. Zero in float64, where they are exact.
     """
-    dtype = _DTYPE_OF_U.get(p.u)
-    if dtype is None:
-        return 0.0
-    stored = {k: float(dtype.type(v)) if isinstance(v, float) else v for k, v in act.params.items()}
+    stored = {k: float(p.dtype.type(v)) if isinstance(v, float) else v for k, v in act.params.items()}
     if stored == dict(act.params):
         return 0.0
     moved = np.abs(Activation(act.type, stored)(n) - a)

@@ -117,6 +117,8 @@ def check(
     from .onnx_export import elem_type_of, interface, load_model, to_bytes
     from .onnx_export import to_onnx as export
 
+    if not isinstance(spec, Spec):
+        spec = load(spec)
     g = graph(spec)
     notes: list[str] = []
     problems: list[str] = []
@@ -143,24 +145,23 @@ def check(
     reference = NumpyRunner(g)
     if problems:
         return cross_check(g, reference, reference, cases, tol, problems=problems, notes=notes, inputs=origin)
-    candidates = [make_runner(name, data, provider, label) for name in dict.fromkeys(runners)]
+    kinds = {name: make_runner(name, data, provider, label) for name in dict.fromkeys(runners)}
+    candidates = list(kinds.values())
 
     def traced(runner: Runner) -> Runner:
         from .onnx_export import with_outputs
 
-        return make_runner(
-            runner.name.split("-cuda")[0], with_outputs(data, [n.name for n in g.nodes]), provider, label
-        )
+        kind = next(name for name, made in kinds.items() if made is runner)
+        return make_runner(kind, with_outputs(data, [n.name for n in g.nodes]), provider, label)
 
     report = cross_check(g, reference, candidates, cases, tol, traced=traced, notes=notes, inputs=origin)
     report.notes.insert(0, f"candidate: {label}")
     if repro is not None and report.divergence is not None:
         from .repro import write_repro
 
-        spec_obj = spec if isinstance(spec, Spec) else load(spec)
         case = next(c for c in cases if c.label == report.divergence["case"])
         values = {**case.feeds, **reference.trace(case.feeds)}
-        write_repro(repro, spec_obj, g, report.divergence["layer"], values, data)
+        write_repro(repro, spec, g, report.divergence["layer"], values, data)
         report.notes.append(f"wrote a reproduction of {report.divergence['path']} to {repro}")
     elif repro is not None:
         report.notes.append("no reproduction written: no layer was found to diverge")

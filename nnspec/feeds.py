@@ -75,15 +75,10 @@ def check_feeds(
     return out
 
 
-def sample_bytes(graph: Graph) -> tuple[int, str]:
-    """The largest per-sample value in the network (an input or a layer output), in bytes, and its name."""
-    return graph.largest_value
-
-
 def check_batch_memory(graph: Graph, batch: int, limits: Limits | None = None) -> None:
     """Refuse a batch whose largest intermediate value would exceed the batch memory limit."""
     limit = (limits or Limits.from_env()).max_batch_bytes
-    per_sample, where = sample_bytes(graph)
+    per_sample, where = graph.largest_value
     if batch * per_sample > limit:
         raise InputDataError(
             f"expected a batch whose values fit in {human_bytes(limit)} (NNSPEC_MAX_BATCH_BYTES), found {batch} "

@@ -70,10 +70,7 @@ class StrictModel(BaseModel):
     @classmethod
     def _known_keys(cls, data: Any) -> Any:
         if isinstance(data, dict):
-            allowed = [f.alias or name for name, f in cls.model_fields.items()]
-            for key in data:
-                if key not in allowed:
-                    raise spec_error(unknown("key", str(key), allowed), key)
+            check_keys(data, [f.alias or name for name, f in cls.model_fields.items()])
         return data
 
 

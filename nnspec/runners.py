@@ -10,7 +10,6 @@ import numpy as np
 
 from .errors import BackendUnavailable, NNSpecError
 from .evaluator import NumpyModel
-from .feeds import check_feeds
 from .ir import Graph
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
@@ -101,16 +100,6 @@ def onnxruntime_max_opset() -> int:
         except Exception:  # noqa: S112 - "not loadable" is exactly what the probe looks for
             continue
     return 12
-
-
-def run_numpy(graph: Graph, feeds: Mapping[str, object]) -> dict[str, np.ndarray]:
-    return NumpyModel(graph).run(feeds)
-
-
-def run_onnxruntime(
-    graph: Graph, model_bytes: bytes, feeds: Mapping[str, object], provider: str = "cpu"
-) -> dict[str, np.ndarray]:
-    return OnnxRuntimeRunner(model_bytes, provider).run(check_feeds(graph, feeds))
 
 
 class ReferenceRunner:
