@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable
 from enum import Enum
@@ -67,13 +68,60 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+# Limits set with --limit in this process, so that `nnspec limits` can say where a value came from.
+_set_on_command_line: set[str] = set()
+
+
+def _apply_limits(ctx: typer.Context, items: list[str]) -> None:
+    """`--limit max-weight-bytes=2GiB`: set for this command (and the worker processes it starts) via the
+    environment variable each limit is read from; restored when the command ends."""
+    from .errors import unknown
+    from .limits import Limits, env_var, parse_value
+
+    names = Limits.names()
+    saved = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        name = key.strip().lower().replace("-", "_")
+        if not sep or name not in names:
+            if not sep:
+                raise NNSpecError(f"--limit: expected NAME=VALUE such as max-weight-bytes=2GiB, found {item!r}")
+            raise NNSpecError(f"--limit: {unknown('limit', key.strip(), [n.replace('_', '-') for n in names])}")
+        value = parse_value(name, raw, f"--limit {item}")
+        saved.setdefault(name, os.environ.get(env_var(name)))
+        os.environ[env_var(name)] = str(value)
+        _set_on_command_line.add(name)
+
+    def restore() -> None:
+        for name, before in saved.items():
+            _set_on_command_line.discard(name)
+            if before is None:
+                os.environ.pop(env_var(name), None)
+            else:
+                os.environ[env_var(name)] = before
+
+    ctx.call_on_close(restore)
+
+
 @app.callback()
 def main_options(
+    ctx: typer.Context,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
+    limit: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--limit",
+            metavar="NAME=VALUE",
+            help="Set a resource limit for this command, e.g. --limit max-weight-bytes=2GiB (repeatable; "
+            "`nnspec limits` lists them).",
+        ),
+    ] = None,
 ) -> None:
     """Write a network down once as data, compile it to ONNX, and prove both forms compute the same thing."""
+    if limit:
+        reports_errors(_apply_limits)(ctx, limit)
 
 
 SpecArg = Annotated[Path, typer.Argument(help="The spec file (JSON, format nnspec/1).", show_default=False)]
@@ -396,6 +444,48 @@ def migrate(
         atomic_write(output, text.encode())
     what = ", ".join(steps) if steps else f"already {data['format']}, nothing to upgrade"
     err.print(f"{spec}: {what}", highlight=False, markup=False)
+
+
+@app.command("limits")
+@reports_errors
+def limits_(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the limits as JSON.")] = False,
+) -> None:
+    """Show the resource limits in force, where each value comes from, and why each default is what it is."""
+    from rich.table import Table
+
+    from .limits import Limits, describe, env_var, show
+
+    current = Limits.from_env()
+    defaults = Limits()
+    rows = []
+    for name in Limits.names():
+        value = getattr(current, name)
+        if name in _set_on_command_line:
+            origin = "--limit"
+        elif env_var(name) in os.environ:
+            origin = "environment"
+        else:
+            origin = "default"
+        rows.append({"name": name, "value": value, "default": getattr(defaults, name), "set_by": origin,
+                     "variable": env_var(name), **describe(name)})  # fmt: skip
+    if as_json:
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        return
+    table = Table(show_lines=True)
+    table.add_column("limit", no_wrap=True)
+    table.add_column("value", no_wrap=True, justify="right")
+    table.add_column("set by")
+    table.add_column("bounds [dim](why the default)[/dim]")
+    for row in rows:
+        table.add_row(
+            row["name"].replace("_", "-"),
+            show(row["name"], row["value"]),
+            row["set_by"],
+            f"{escape(row['what'])}\n[dim]{escape(row['why'])}[/dim]",
+        )
+    out.print(table)
+    out.print("Set one with NNSPEC_<NAME> (e.g. NNSPEC_MAX_WEIGHT_BYTES=2GiB) or nnspec --limit max-weight-bytes=2GiB.")
 
 
 @app.command()

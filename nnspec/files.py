@@ -18,10 +18,11 @@ from typing import IO, Any
 import numpy as np
 import orjson
 
+from . import jsontext
 from .errors import InputDataError, OutputError
 from .feeds import check_arrays
 from .ir import TensorInfo
-from .limits import Limits, human_bytes
+from .limits import Limits, human_bytes, npz_member_problem
 
 
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None] | bytes) -> Path:
@@ -75,7 +76,8 @@ def load_arrays(
     `inputs`; errors name the file (and, in a CSV file, the line).
     """
     path = Path(path)
-    limit = (limits or Limits.from_env()).max_batch_bytes
+    limits = limits or Limits.from_env()
+    limit = limits.max_batch_bytes
     suffix = path.suffix.lower()
     try:
         if suffix == ".npy":
@@ -83,13 +85,13 @@ def load_arrays(
             with path.open("rb") as f:
                 arrays = {inputs[0].name: _read_npy(f, repr(path.name), limit)}
         elif suffix == ".npz":
-            arrays = _read_npz(path, limit)
+            arrays = _read_npz(path, limits)
         elif suffix == ".csv":
             arrays = {
                 _single_input(inputs, "a .csv file, which holds one table").name: _read_csv(path, inputs[0], limit)
             }
         elif suffix == ".json":
-            arrays = _read_json(path, inputs, limit)
+            arrays = _read_json(path, inputs, limits)
         else:
             raise InputDataError(f"expected a .npy, .npz, .csv or .json file, found {path.name!r}")
         return check_arrays(inputs, arrays)
@@ -144,7 +146,8 @@ def _read_npy(f: IO[bytes], what: str, limit: int, used: int = 0) -> np.ndarray:
         raise InputDataError(f"expected a complete .npy array, found {what} damaged ({exc})") from None
 
 
-def _read_npz(path: Path, limit: int) -> dict[str, np.ndarray]:
+def _read_npz(path: Path, limits: Limits) -> dict[str, np.ndarray]:
+    limit = limits.max_batch_bytes
     try:
         archive = zipfile.ZipFile(path)
     except zipfile.BadZipFile:
@@ -157,6 +160,8 @@ def _read_npz(path: Path, limit: int) -> dict[str, np.ndarray]:
                 raise InputDataError(f"expected only .npy arrays in {path.name!r}, found {info.filename!r}")
             name = info.filename[:-4]
             what = f"{path.name}[{name!r}]"
+            if (refused := npz_member_problem(info, what, limits)) is not None:
+                raise InputDataError(refused)
             try:
                 with archive.open(info) as member:
                     # Only the header is inflated before the size check; read_array then reads exactly
@@ -242,11 +247,16 @@ def _read_csv(path: Path, info: TensorInfo, limit: int) -> np.ndarray:
     return np.stack(rows).reshape(len(rows), *info.shape)
 
 
-def _read_json(path: Path, inputs: tuple[TensorInfo, ...], limit: int) -> dict[str, np.ndarray]:
+def _read_json(path: Path, inputs: tuple[TensorInfo, ...], limits: Limits) -> dict[str, np.ndarray]:
     """Nested lists keyed by input name, or one nested list for a single-input model."""
+    limit = limits.max_batch_bytes
     _check_text_size(path, limit)
+    text = path.read_bytes()
+    refused = jsontext.problem(text, limits)
+    if refused is not None:
+        raise InputDataError(str(refused))
     try:
-        data = orjson.loads(path.read_bytes())
+        data = jsontext.loads(text)
     except orjson.JSONDecodeError as exc:
         raise InputDataError(f"expected JSON, found invalid JSON ({exc})") from None
     if isinstance(data, list):

@@ -109,7 +109,7 @@ def _check_limits(spec: Spec, plans: list[LayerPlan], itemsize: int, limits: Lim
                 f"{human_bytes(size)} for shape {inp.shape} as {spec.dtype}",
                 ("inputs", i, "shape"),
             )
-    total = 0
+    total = count = 0
     for i, plan in enumerate(plans):
         for name, param in plan.params.items():
             size = math.prod(param.shape) * itemsize
@@ -119,6 +119,14 @@ def _check_limits(spec: Spec, plans: list[LayerPlan], itemsize: int, limits: Lim
                     f"expected at most {human_bytes(limits.max_weight_bytes)} of weights in all "
                     f"(NNSPEC_MAX_WEIGHT_BYTES), found {human_bytes(total)} as {spec.dtype} declared up to here, "
                     f"{human_bytes(size)} of it for this one of shape {list(param.shape)} ({param.reason})",
+                    ("layers", i, name),
+                )
+            count += math.prod(param.shape)
+            if count > limits.max_parameters:
+                raise LimitError(
+                    f"expected at most {limits.max_parameters:,} parameters in all (NNSPEC_MAX_PARAMETERS), found "
+                    f"{count:,} declared up to here, {math.prod(param.shape):,} of them for this one of shape "
+                    f"{list(param.shape)} ({param.reason})",
                     ("layers", i, name),
                 )
         size = math.prod(plan.shape) * itemsize
@@ -176,7 +184,7 @@ def build_graph(spec: Spec, limits: Limits | None = None) -> Graph:
         nodes = []
         for i, (layer, plan, sources) in enumerate(zip(spec.layers, plans, wiring, strict=True)):
             params = {
-                key: materialize(p.source, p.shape, p.reason, dtype, spec.base_dir, ("layers", i, key))
+                key: materialize(p.source, p.shape, p.reason, dtype, spec.base_dir, ("layers", i, key), limits)
                 for key, p in plan.params.items()
                 if p.source is not None
             }

@@ -1,42 +1,132 @@
-"""Resource limits, checked from declared sizes before anything is allocated."""
+"""Resource limits, checked from declared sizes before anything is allocated.
+
+Every limit has a default with its reason, an environment variable (`NNSPEC_MAX_WEIGHT_BYTES`, ...)
+and a command-line form (`nnspec --limit max-weight-bytes=2GiB ...`). `nnspec limits` prints them.
+"""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import re
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Literal
 
-# Each default has its reason next to it; NNSPEC_MAX_* environment variables override them.
+Unit = Literal["bytes", "count"]
+
+
+def _limit(default: int, unit: Unit, what: str, why: str) -> Any:
+    return field(default=default, metadata={"unit": unit, "what": what, "why": why})
 
 
 @dataclass(frozen=True)
 class Limits:
-    # An ONNX model is one protobuf, and protobuf refuses messages over 2 GiB; 1 GiB of weights
-    # leaves room for the serialized copy, the graph and metadata in a single file.
-    max_weight_bytes: int = 1 << 30
-    # A spec is text reviewed by people; 256 MiB of JSON is already ~30M inline numbers, far past
-    # what belongs inline (use .npy/.npz files for large weights).
-    max_spec_bytes: int = 256 << 20
-    # A layer list longer than this is a generated spec gone wrong, not a network to review.
-    max_layers: int = 10_000
-    # One batch of inputs or outputs in run/check: 1 GiB keeps a check within a laptop's memory.
-    max_batch_bytes: int = 1 << 30
+    max_weight_bytes: int = _limit(
+        1 << 30,
+        "bytes",
+        "weights materialized, in the spec's dtype",
+        "an ONNX model is one protobuf, which cannot exceed 2 GiB; 1 GiB leaves room for the serialized copy",
+    )
+    max_parameters: int = _limit(
+        1 << 28,
+        "count",
+        "weight and bias numbers in all",
+        "1 GiB of float32, the weight budget counted in numbers, so a budget can be set independent of dtype",
+    )
+    max_npz_member_bytes: int = _limit(
+        2 << 30,
+        "bytes",
+        "one .npz member once decompressed (read from the zip directory, before inflating)",
+        "one array of the largest weight budget stored as float64 or int64, the widest dtypes nnspec reads",
+    )
+    max_spec_bytes: int = _limit(
+        128 << 20,
+        "bytes",
+        "a spec file",
+        "a 2000 x 2000 matrix of float64 numbers written in full is 79 MB; larger weights belong in .npy/.npz",
+    )
+    max_json_values: int = _limit(
+        1 << 23,
+        "count",
+        "values (numbers, strings, arrays, objects) in one JSON text",
+        "each becomes a 32-100 byte Python object: 8M keeps a parse under ~1 GiB; a 2000 x 2000 matrix is 4M",
+    )
+    max_json_depth: int = _limit(
+        64,
+        "count",
+        "nesting of arrays and objects in one JSON text",
+        "the deepest spec structure is inline weights inside a layer, about 10 levels; 64 is far above that",
+    )
+    max_layers: int = _limit(
+        10_000,
+        "count",
+        "layers in a spec",
+        "a longer list is a generator gone wrong, not a network to review",
+    )
+    max_batch_bytes: int = _limit(
+        1 << 30,
+        "bytes",
+        "one batch of inputs or outputs in run/check",
+        "1 GiB keeps a check within a laptop's memory; random check batches shrink to fit",
+    )
 
     @classmethod
-    def from_env(cls) -> Limits:
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Limits:
         """Defaults, overridden by `NNSPEC_MAX_WEIGHT_BYTES` and friends where set."""
+        environ = os.environ if environ is None else environ
         values = {}
-        for name in cls.__dataclass_fields__:
-            raw = os.environ.get(f"NNSPEC_{name.upper()}")
+        for name in cls.names():
+            raw = environ.get(env_var(name))
             if raw is not None:
-                try:
-                    values[name] = int(raw)
-                except ValueError:
-                    from .errors import NNSpecError
-
-                    raise NNSpecError(
-                        f"NNSPEC_{name.upper()}: expected an integer number of bytes, found {raw!r}"
-                    ) from None
+                values[name] = parse_value(name, raw, env_var(name))
         return cls(**values)
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+    def with_values(self, **values: int) -> Limits:
+        return replace(self, **values)
+
+
+def env_var(name: str) -> str:
+    """`max_weight_bytes` -> `NNSPEC_MAX_WEIGHT_BYTES`."""
+    return f"NNSPEC_{name.upper()}"
+
+
+def describe(name: str) -> dict[str, str]:
+    """The unit, meaning and reason of one limit, as documented."""
+    meta = next(f.metadata for f in fields(Limits) if f.name == name)
+    return {"unit": meta["unit"], "what": meta["what"], "why": meta["why"]}
+
+
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "kib": 1 << 10,
+    "mib": 1 << 20,
+    "gib": 1 << 30,
+    "tib": 1 << 40,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "tb": 10**12,
+}
+_SIZE = re.compile(r"\s*(\d[\d_]*)\s*([a-z]*)\s*", re.IGNORECASE)
+
+
+def parse_value(name: str, raw: str, where: str) -> int:
+    """`"2GiB"` -> 2147483648 for a byte limit, `"5000"` -> 5000 for any; NNSpecError naming `where` otherwise."""
+    from .errors import NNSpecError
+
+    unit = describe(name)["unit"]
+    match = _SIZE.fullmatch(raw)
+    suffix = match[2].lower() if match else ""
+    if match is None or suffix not in _UNITS or (suffix and unit != "bytes"):
+        expected = "a number of bytes such as 1073741824 or 1GiB" if unit == "bytes" else "a whole number"
+        raise NNSpecError(f"{where}: expected {expected}, found {raw!r}")
+    return int(match[1].replace("_", "")) * _UNITS[suffix]
 
 
 def human_bytes(n: int) -> str:
@@ -49,3 +139,22 @@ def human_bytes(n: int) -> str:
             return f"{size:.1f} {unit}" if size < 10_000 else f"{size:.3g} {unit}"
         size /= 1024
     return f"{n} B"
+
+
+def npz_member_problem(info: zipfile.ZipInfo, what: str, limits: Limits) -> str | None:
+    """Why an .npz member is refused from its declared decompressed size, before any of it is inflated.
+
+    The zip directory may understate the size; readers then still stop at what the .npy header declares.
+    """
+    if info.file_size <= limits.max_npz_member_bytes:
+        return None
+    return (
+        f"expected an .npz member of at most {human_bytes(limits.max_npz_member_bytes)} decompressed "
+        f"({env_var('max_npz_member_bytes')}), found {what}, which declares {human_bytes(info.file_size)} "
+        f"({human_bytes(info.compress_size)} compressed)"
+    )
+
+
+def show(name: str, value: int) -> str:
+    """A limit's value as people read it: bytes in KiB/MiB/GiB, counts as numbers."""
+    return human_bytes(value) if describe(name)["unit"] == "bytes" else f"{value:,}"

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Union
 import orjson
 from pydantic import Field, PrivateAttr, ValidationError, field_validator
 
+from . import jsontext
 from .errors import SpecError, SpecErrors, missing, suggest, unknown
 from .fields import Name, StrictModel, kind_of, spec_error
 from .layers import LAYERS
@@ -171,10 +172,15 @@ def errors_from(exc: ValidationError, source: str | None = None) -> SpecErrors:
     return SpecErrors(out, source=source)
 
 
-def parse_json(text: bytes | str, source: str | None = None) -> Any:
-    """Parse JSON, explaining where it is malformed and refusing NaN and Infinity."""
+def parse_json(text: bytes | str, source: str | None = None, limits: Limits | None = None) -> Any:
+    """Parse JSON, explaining where it is malformed; refuses NaN and Infinity, duplicate keys, and texts
+    with more values or deeper nesting than `limits` allow (checked before parsing)."""
+    data = text.encode() if isinstance(text, str) else text
+    refused = jsontext.problem(data, limits or Limits.from_env())
+    if refused is not None:
+        raise SpecError(str(refused), source=source)
     try:
-        return orjson.loads(text)
+        return jsontext.loads(data)
     except orjson.JSONDecodeError as exc:
         raw = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
         if not raw.strip():
@@ -226,4 +232,4 @@ def read_spec(path: str | Path, limits: Limits | None = None) -> Spec:
         raise SpecError("expected a spec file, found a folder", source=source) from None
     except OSError as exc:
         raise SpecError(f"cannot read: {exc.strerror}", source=source) from None
-    return from_dict(parse_json(text, source), path.parent, source=source)
+    return from_dict(parse_json(text, source, limits), path.parent, source=source)

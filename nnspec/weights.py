@@ -19,6 +19,7 @@ import numpy as np
 from .errors import Loc, WeightError, unknown
 from .fields import FileRef, Init, Inline, WeightSource
 from .ir import Shape
+from .limits import Limits, npz_member_problem
 
 # A .npy header is at most a few hundred bytes; 64 KiB is the format's own upper bound (v2/v3 headers
 # may be longer, but numpy refuses headers over 10 000 bytes by default when not told otherwise).
@@ -28,14 +29,20 @@ _ZIP_DAMAGE = (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError)
 
 
 def materialize(
-    source: WeightSource, shape: Shape, reason: str, dtype: np.dtype, base_dir: Path | None, loc: Loc
+    source: WeightSource,
+    shape: Shape,
+    reason: str,
+    dtype: np.dtype,
+    base_dir: Path | None,
+    loc: Loc,
+    limits: Limits | None = None,
 ) -> np.ndarray:
     """The array for `source`, of exactly `shape`, in `dtype`; WeightError otherwise."""
     if isinstance(source, Inline):
         array = source.array
         _check_shape(array.shape, shape, reason, loc)
     elif isinstance(source, FileRef):
-        array = _load_file(source, shape, reason, dtype, base_dir, loc)
+        array = _load_file(source, shape, reason, base_dir, loc, limits or Limits.from_env())
     else:
         array = _initialize(source, shape)
     with np.errstate(over="ignore"):  # an overflow becomes inf, reported below with its index
@@ -84,7 +91,7 @@ def resolve_inside(base_dir: Path | None, relative: str, loc: Loc) -> Path:
     return target
 
 
-def _load_file(ref: FileRef, shape: Shape, reason: str, dtype: np.dtype, base_dir: Path | None, loc: Loc) -> np.ndarray:
+def _load_file(ref: FileRef, shape: Shape, reason: str, base_dir: Path | None, loc: Loc, limits: Limits) -> np.ndarray:
     file_loc = (*loc, "file")
     path = resolve_inside(base_dir, ref.file, file_loc)
     if not path.is_file():
@@ -101,7 +108,7 @@ def _load_file(ref: FileRef, shape: Shape, reason: str, dtype: np.dtype, base_di
         if ref.key is None:
             with path.open("rb") as f:
                 return _read_npy(f, shape, reason, loc, repr(ref.file))
-        return _read_npz_member(path, ref, shape, reason, loc)
+        return _read_npz_member(path, ref, shape, reason, loc, limits)
     except OSError as exc:
         raise WeightError(f"expected a readable file, found {ref.file!r}: {exc.strerror or exc}", file_loc) from None
 
@@ -139,7 +146,7 @@ def _read_npy(f: IO[bytes], shape: Shape, reason: str, loc: Loc, what: str) -> n
         raise WeightError(f"expected a complete .npy array, found {what} damaged ({exc})", loc) from None
 
 
-def _read_npz_member(path: Path, ref: FileRef, shape: Shape, reason: str, loc: Loc) -> np.ndarray:
+def _read_npz_member(path: Path, ref: FileRef, shape: Shape, reason: str, loc: Loc, limits: Limits) -> np.ndarray:
     what = _describe(ref)
     try:
         archive = zipfile.ZipFile(path)
@@ -153,6 +160,8 @@ def _read_npz_member(path: Path, ref: FileRef, shape: Shape, reason: str, loc: L
                 raise WeightError(f"expected an array {ref.key!r}, found {ref.file!r} holds no arrays", (*loc, "key"))
             raise WeightError(unknown("array", ref.key, names, f" in {ref.file!r}"), (*loc, "key"))
         info = archive.getinfo(f"{ref.key}.npy")
+        if (refused := npz_member_problem(info, what, limits)) is not None:
+            raise WeightError(refused, loc)
         expected_bytes = math.prod(shape) * 8 + _NPY_HEADER_ALLOWANCE  # at most 8 bytes per real number
         if info.file_size > expected_bytes:
             raise WeightError(
