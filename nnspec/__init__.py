@@ -7,12 +7,14 @@ from .api import check, from_dict, graph, load, to_numpy, to_onnx
 from .errors import InputDataError, LimitError, NNSpecError, SpecError, WeightError
 from .evaluator import NumpyModel
 from .harness import Report, Tolerance
+from .limits import Limits
 from .spec import FORMAT, Spec
 
 __all__ = [
     "FORMAT",
     "InputDataError",
     "LimitError",
+    "Limits",
     "NNSpecError",
     "NumpyModel",
     "Report",

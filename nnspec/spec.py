@@ -221,8 +221,8 @@ def read_spec(path: str | Path, limits: Limits | None = None) -> Spec:
         size = path.stat().st_size
         if size > limits.max_spec_bytes:
             raise SpecError(
-                f"the spec file is {human_bytes(size)}, over the limit of {human_bytes(limits.max_spec_bytes)} "
-                "(NNSPEC_MAX_SPEC_BYTES); put large weights in .npy/.npz files",
+                f"expected a spec file of at most {human_bytes(limits.max_spec_bytes)} (NNSPEC_MAX_SPEC_BYTES), "
+                f"found {human_bytes(size)}; large weights belong in .npy/.npz files",
                 source=source,
             )
         text = path.read_bytes()

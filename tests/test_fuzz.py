@@ -83,6 +83,14 @@ def mutated_specs(draw: st.DrawFn) -> str:
         text = text.replace("-4", draw(st.sampled_from(["NaN", "Infinity", "-Infinity", "1e999"])), 1)
     if draw(st.integers(0, 19)) == 0:  # deep nesting
         text = "[" * 5000 + "]" * 5000
+    if draw(st.integers(0, 9)) == 0:  # a key written twice, which must be refused
+        text = text.replace('"name": ', '"name": "twice", "name": ', 1)
+    if draw(st.integers(0, 4)) == 0:  # byte-level damage around the tokens the pre-parse scan reads
+        for _ in range(draw(st.integers(1, 3))):
+            at = draw(st.integers(0, len(text)))
+            text = (
+                text[:at] + draw(st.sampled_from(['"', "\\", "[", "]", "{", "}", ":", ",", '\\"', "\\u00"])) + text[at:]
+            )
     return text
 
 
