@@ -467,8 +467,16 @@ def limits_(
             origin = "environment"
         else:
             origin = "default"
-        rows.append({"name": name, "value": value, "default": getattr(defaults, name), "set_by": origin,
-                     "variable": env_var(name), **describe(name)})  # fmt: skip
+        rows.append(
+            {
+                "name": name,
+                "value": value,
+                "default": getattr(defaults, name),
+                "set_by": origin,
+                "variable": env_var(name),
+                **describe(name),
+            }
+        )
     if as_json:
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
         return

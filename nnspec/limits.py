@@ -10,7 +10,7 @@ import os
 import re
 import zipfile
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 Unit = Literal["bytes", "count"]
@@ -85,9 +85,6 @@ class Limits:
     @classmethod
     def names(cls) -> list[str]:
         return [f.name for f in fields(cls)]
-
-    def with_values(self, **values: int) -> Limits:
-        return replace(self, **values)
 
 
 def env_var(name: str) -> str:
