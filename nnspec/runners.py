@@ -13,6 +13,10 @@ from .evaluator import NumpyModel
 from .ir import Graph
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+# NOTE: onnxruntime's CUDA provider runs float32 MatMul/Gemm in TF32 on Ampere and newer GPUs by default,
+# rounding their inputs to 10 mantissa bits. A float32 spec means float32 arithmetic, and the derived
+# bound assumes it, so nnspec asks for full float32.
+PROVIDER_OPTIONS: dict[str, dict[str, str]] = {"cpu": {}, "cuda": {"use_tf32": "0"}}
 
 
 class Runner(Protocol):
@@ -73,7 +77,8 @@ class OnnxRuntimeRunner:
         options = ort.SessionOptions()
         options.log_severity_level = 3  # errors only: warnings about unused initializers are noise here
         try:
-            self.session = ort.InferenceSession(model_bytes, options, providers=[provider_name(provider)])
+            providers = [(provider_name(provider), PROVIDER_OPTIONS[provider])]
+            self.session = ort.InferenceSession(model_bytes, options, providers=providers)
         except NNSpecError:
             raise
         except Exception as exc:  # onnxruntime raises its own untyped errors
