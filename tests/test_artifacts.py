@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -50,3 +51,36 @@ def test_sigkill_during_compile_never_leaves_a_torn_file(tmp_path: Path) -> None
             assert model.graph.name == "big"
             outcomes.add("new")
     assert "old" in outcomes  # a kill 0.3 s in lands before the model exists; later ones depend on the machine
+
+
+def test_compiles_in_separate_processes_are_byte_identical(tmp_path: Path) -> None:
+    """Two `nnspec compile` runs, in fresh interpreters with different hash seeds and from different
+    folders, write the same bytes: a compiled model can be pinned by its hash."""
+    spec = {
+        "format": "nnspec/1",
+        "name": "pinned",
+        "inputs": [{"name": "a", "shape": [3]}, {"name": "b", "shape": [2]}],
+        "layers": [
+            {"type": "dense", "name": "ha", "units": 4, "activation": {"name": "leaky_relu", "alpha": 0.2},
+             "weights": {"init": "glorot_uniform", "seed": 1}, "inputs": ["a"]},
+            {"type": "dense", "name": "hb", "units": 4, "activation": "gelu",
+             "weights": {"init": "he_normal", "seed": 2}, "bias": {"init": "normal", "seed": 3}, "inputs": ["b"]},
+            {"type": "dense", "name": "out", "units": 2, "activation": "softmax",
+             "weights": {"init": "uniform", "seed": 4}, "inputs": ["ha"]},
+        ],
+        "outputs": ["out", "hb"],
+    }  # fmt: skip
+    written = []
+    for hash_seed in ("1", "2"):
+        folder = tmp_path / f"run{hash_seed}"
+        folder.mkdir()
+        (folder / "m.json").write_text(json.dumps(spec))
+        subprocess.run(
+            [sys.executable, "-m", "nnspec", "compile", "m.json", "-o", "m.onnx"],
+            cwd=folder,
+            env={**os.environ, "PYTHONHASHSEED": hash_seed},
+            check=True,
+            capture_output=True,
+        )
+        written.append((folder / "m.onnx").read_bytes())
+    assert written[0] == written[1]
