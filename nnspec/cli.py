@@ -58,6 +58,16 @@ def reports_errors(command: F) -> F:
             # The message quotes the user's own text (names, keys, values): never read it as markup.
             err.print(f"[bold red]error:[/bold red] {escape(str(exc))}", markup=True, highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
+        except MemoryError:
+            # The limits are meant to refuse such input from its declared sizes; say which ones to lower.
+            err.print(
+                "[bold red]error:[/bold red] out of memory: this input needs more memory than the machine has; lower "
+                "the resource limits (`nnspec limits`) so that it is refused before it is read",
+                markup=True,
+                highlight=False,
+                soft_wrap=True,
+            )
+            raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
 

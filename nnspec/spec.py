@@ -182,6 +182,12 @@ def parse_json(text: bytes | str, source: str | None = None, limits: Limits | No
     try:
         return jsontext.loads(data)
     except orjson.JSONDecodeError as exc:
+        if "memory" in exc.msg.lower():  # orjson reports running out of memory as a decode error
+            raise SpecError(
+                f"expected a JSON text that fits in memory, found one of {len(data):,} bytes that does not "
+                "(lower NNSPEC_MAX_JSON_VALUES or NNSPEC_MAX_SPEC_BYTES to refuse such texts before parsing)",
+                source=source,
+            ) from None
         raw = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
         if not raw.strip():
             raise SpecError("malformed JSON: expected a JSON object, found an empty file", source=source) from None

@@ -8,10 +8,14 @@ cannot land without a test that it bites.
 from __future__ import annotations
 
 import copy
+import importlib
 import json
 import os
 import re
+import resource
 import struct
+import subprocess
+import sys
 import zipfile
 from collections.abc import Callable
 from dataclasses import fields
@@ -331,3 +335,89 @@ def test_scan_agrees_with_a_parser(tree: tuple[str, int, bool], limit: int) -> N
         assert found is None, (text, found)
     else:  # the first problem in the text is the one reported
         assert found is not None and any(e in found.message for e in expected), (text, found)
+
+
+# --- memory: hostile files end in exit 2 within a small address space -----------------------------
+
+ADDRESS_SPACE = 768 << 20  # nnspec validate needs ~100 MiB; each file below would need over 1 GiB if read
+
+
+def hostile_npy_header(folder: Path) -> Path:
+    """A 128-byte .npy file whose header declares a [100000, 100000] float32 array (37 GiB)."""
+    with (folder / "w.npy").open("wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False, "shape": (100_000, 100_000)})
+    spec = copy.deepcopy(PARTY)
+    spec["layers"][0]["weights"] = {"file": "w.npy"}
+    return write(folder, spec)
+
+
+def zip_bomb(folder: Path) -> Path:
+    """A real .npz bomb: 1 GiB of zeros in a member of about 1 MiB, for weights of shape [1, 2]."""
+    with zipfile.ZipFile(folder / "w.npz", "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        with zf.open("w.npy", "w", force_zip64=True) as member:
+            np.lib.format.write_array_header_1_0(member, {"descr": "<f8", "fortran_order": False, "shape": (1 << 27,)})
+            zeros = bytes(1 << 24)
+            for _ in range(64):
+                member.write(zeros)
+    spec = copy.deepcopy(PARTY)
+    spec["layers"][0]["weights"] = {"file": "w.npz", "key": "w"}
+    return write(folder, spec)
+
+
+def declared_bomb(folder: Path) -> Path:
+    path = party_npz(folder)
+    (folder / "w.npz").write_bytes(declare_size((folder / "w.npz").read_bytes(), "w.npy", 0xFFFFFFF0))
+    return path
+
+
+def many_containers(folder: Path) -> Path:
+    """96 MiB of `[],` (under the spec size limit): 33M lists, about 2 GiB once parsed."""
+    return write(folder, b'{"format": "nnspec/1", "name": "x", "layers": [' + b"[]," * (32 << 20) + b"[]]}")
+
+
+def deep(folder: Path) -> Path:
+    return write(
+        folder, b'{"format": "nnspec/1", "name": "x", "description": ' + b"[" * 1_000_000 + b"]" * 1_000_000 + b"}"
+    )
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_AS bounds memory this way on Linux only")
+@pytest.mark.parametrize(
+    ("build", "fragment"),
+    [
+        (hostile_npy_header, "expected shape [1, 2]"),
+        (zip_bomb, "inflates to"),
+        (declared_bomb, "NNSPEC_MAX_NPZ_MEMBER_BYTES"),
+        (many_containers, "NNSPEC_MAX_JSON_VALUES"),
+        (deep, "NNSPEC_MAX_JSON_DEPTH"),
+    ],
+    ids=lambda v: getattr(v, "__name__", ""),
+)
+def test_hostile_files_are_refused_within_a_small_address_space(build: Any, fragment: str, tmp_path: Path) -> None:
+    """The file is refused from what it declares; reading it would exhaust the address space."""
+    spec = build(tmp_path)
+
+    def small_address_space() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE, ADDRESS_SPACE))
+
+    done = subprocess.run(
+        [sys.executable, "-m", "nnspec", "validate", str(spec)],
+        preexec_fn=small_address_space,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.startswith("error: ") and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert fragment in done.stderr, done.stderr
+
+
+def test_running_out_of_memory_is_a_clean_exit(cli: Callable[..., Any], tmp_path: Path, monkeypatch: Any) -> None:
+    """Should an input get past the limits and exhaust memory, the user still gets one message, not a traceback."""
+
+    def exhausted(*args: Any, **kwargs: Any) -> Any:
+        raise MemoryError
+
+    monkeypatch.setattr(importlib.import_module("nnspec.graph"), "materialize", exhausted)
+    message = cli("validate", write(tmp_path, PARTY)).stderr
+    assert message.startswith("error: out of memory") and "nnspec limits" in message
