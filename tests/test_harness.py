@@ -390,3 +390,39 @@ def test_wide_float32_network_agrees_on_cuda(width):
     )  # fmt: skip
     report = nnspec.check(spec, provider="cuda")
     assert report.passed, report
+
+
+def wide_tanh(width: int, depth: int) -> nnspec.Spec:
+    layer = {"type": "dense", "units": width, "activation": "tanh"}
+    return nnspec.from_dict(
+        {
+            "format": "nnspec/1",
+            "name": f"tanh{width}x{depth}",
+            "inputs": [{"name": "x", "shape": [width]}],
+            "layers": [{**layer, "weights": {"init": "he_normal", "seed": i}} for i in range(depth)],
+        }
+    )
+
+
+def test_a_weak_bound_is_reported_with_what_it_allows():
+    """On a wide network the bound is far above the differences seen; the report says so and by how much."""
+    report = nnspec.check(wide_tanh(256, 4))
+    assert report.passed
+    (note,) = [n for n in report.notes if "of the derived bound" in n]
+    out = report.outputs[0]
+    assert out.worst_margin < 1e-3
+    assert f"used {out.worst_margin:.1e} of the derived bound" in note and "--rtol/--atol" in note
+
+
+def test_a_close_bound_is_not_called_weak(three):
+    report = nnspec.check(wide_tanh(8, 2))
+    assert report.outputs[0].worst_margin > 1e-3
+    assert not any("of the derived bound" in n for n in report.notes + nnspec.check(three).notes)
+
+
+def test_a_declared_tolerance_is_not_called_weak():
+    spec = wide_tanh(256, 4)
+    data = spec.model_dump(mode="json", exclude_none=True)
+    data["tolerance"] = {spec.layers[-1].name or "dense_3": {"atol": 1e-4}}
+    report = nnspec.check(nnspec.from_dict(data))
+    assert report.passed and not any("of the derived bound" in n for n in report.notes)
