@@ -9,8 +9,6 @@ import math
 import os
 import re
 import tempfile
-import zipfile
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -18,11 +16,11 @@ from typing import IO, Any
 import numpy as np
 import orjson
 
-from . import jsontext
+from . import jsontext, npy
 from .errors import InputDataError, OutputError
 from .feeds import check_arrays
 from .ir import TensorInfo
-from .limits import Limits, human_bytes, npz_member_problem
+from .limits import Limits, human_bytes
 
 
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None] | bytes) -> Path:
@@ -95,6 +93,8 @@ def load_arrays(
         else:
             raise InputDataError(f"expected a .npy, .npz, .csv or .json file, found {path.name!r}")
         return check_arrays(inputs, arrays)
+    except npy.NpyError as exc:
+        raise InputDataError(str(exc), source=str(path)) from None
     except InputDataError as exc:
         exc.source = str(path)
         raise
@@ -119,56 +119,33 @@ def _single_input(inputs: tuple[TensorInfo, ...], found: str) -> TensorInfo:
 
 def _read_npy(f: IO[bytes], what: str, limit: int, used: int = 0) -> np.ndarray:
     """One .npy stream: header checked (no objects, at most `limit - used` bytes) before any data is read."""
-    try:
-        version = np.lib.format.read_magic(f)
-        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, _fortran, dtype = read_header(f)
-    except (ValueError, EOFError) as exc:
-        raise InputDataError(f"expected a .npy array, found {what}, which is not one ({exc})") from None
-    if dtype.hasobject:
-        raise InputDataError(
-            f"expected real numbers (int or float), found Python objects in {what} (nnspec never unpickles; "
-            "save a numeric array)"
-        )
-    size = math.prod(shape) * dtype.itemsize
-    if used + size > limit:
-        found = f"{human_bytes(size)} in {what}" + (
-            f", {human_bytes(used + size)} with the arrays before it" if used else ""
+    header = npy.read_header(f, what)
+    if used + header.nbytes > limit:
+        found = f"{human_bytes(header.nbytes)} in {what}" + (
+            f", {human_bytes(used + header.nbytes)} with the arrays before it" if used else ""
         )
         raise InputDataError(
             f"expected at most {human_bytes(limit)} of input data (NNSPEC_MAX_BATCH_BYTES), found {found} "
-            f"(shape {list(shape)}, dtype {dtype})"
+            f"(shape {list(header.shape)}, dtype {header.dtype})"
         )
-    f.seek(0)
-    try:
-        return np.lib.format.read_array(f, allow_pickle=False)
-    except ValueError as exc:
-        raise InputDataError(f"expected a complete .npy array, found {what} damaged ({exc})") from None
+    return npy.read_data(f, what)
 
 
 def _read_npz(path: Path, limits: Limits) -> dict[str, np.ndarray]:
-    limit = limits.max_batch_bytes
-    try:
-        archive = zipfile.ZipFile(path)
-    except zipfile.BadZipFile:
-        raise InputDataError(f"expected a .npz (zip) file, found {path.name!r}, which is not one") from None
     arrays: dict[str, np.ndarray] = {}
     used = 0
-    with archive:
+    with npy.open_npz(path) as archive:
         for info in archive.infolist():
             if not info.filename.endswith(".npy"):
                 raise InputDataError(f"expected only .npy arrays in {path.name!r}, found {info.filename!r}")
             name = info.filename[:-4]
             what = f"{path.name}[{name!r}]"
-            if (refused := npz_member_problem(info, what, limits)) is not None:
+            if (refused := npy.member_problem(info, what, limits)) is not None:
                 raise InputDataError(refused)
-            try:
-                with archive.open(info) as member:
-                    # Only the header is inflated before the size check; read_array then reads exactly
-                    # the bytes the header declares, however large the member claims to be.
-                    arrays[name] = _read_npy(member, what, limit, used)
-            except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
-                raise InputDataError(f"expected an intact .npz file, found {what} damaged ({exc})") from None
+            # Only the header is inflated before the size check; read_data then reads exactly the bytes
+            # the header declares, however large the member claims to be.
+            with npy.damage_as_npy_error(what), archive.open(info) as member:
+                arrays[name] = _read_npy(member, what, limits.max_batch_bytes, used)
             used += arrays[name].nbytes
     return arrays
 

@@ -283,7 +283,7 @@ def _weak_bound_notes(outputs: Sequence[OutputResult], declared: Mapping[str, An
         notes.append(
             f"output {o.name!r} ({o.candidate}): the closest call used {o.worst_margin:.1e} of the derived bound, "
             f"which allowed {allowed:.2g} there: agreement is proven only to within the bound, and a fault that "
-            "moves this output by less would pass. Declare a tolerance for it in the spec (\"tolerance\") or pass "
+            'moves this output by less would pass. Declare a tolerance for it in the spec ("tolerance") or pass '
             "--rtol/--atol for a sharper check."
         )
     return notes

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
@@ -136,20 +135,6 @@ def human_bytes(n: int) -> str:
             return f"{size:.1f} {unit}" if size < 10_000 else f"{size:.3g} {unit}"
         size /= 1024
     return f"{n} B"
-
-
-def npz_member_problem(info: zipfile.ZipInfo, what: str, limits: Limits) -> str | None:
-    """Why an .npz member is refused from its declared decompressed size, before any of it is inflated.
-
-    The zip directory may understate the size; readers then still stop at what the .npy header declares.
-    """
-    if info.file_size <= limits.max_npz_member_bytes:
-        return None
-    return (
-        f"expected an .npz member of at most {human_bytes(limits.max_npz_member_bytes)} decompressed "
-        f"({env_var('max_npz_member_bytes')}), found {what}, which declares {human_bytes(info.file_size)} "
-        f"({human_bytes(info.compress_size)} compressed)"
-    )
 
 
 def show(name: str, value: int) -> str:

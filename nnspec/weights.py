@@ -8,24 +8,21 @@ from __future__ import annotations
 
 import hashlib
 import math
-import zipfile
-import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
 import numpy as np
 
+from . import npy
 from .errors import Loc, WeightError, unknown
 from .fields import FileRef, Init, Inline, WeightSource
 from .ir import Shape
-from .limits import Limits, npz_member_problem
+from .limits import Limits
 
 # A .npy header is at most a few hundred bytes; 64 KiB is the format's own upper bound (v2/v3 headers
 # may be longer, but numpy refuses headers over 10 000 bytes by default when not told otherwise).
 _NPY_HEADER_ALLOWANCE = 1 << 16
-# What reading a damaged zip member raises: bad CRC or header, bad deflate data, early end, odd compression.
-_ZIP_DAMAGE = (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError)
 
 
 def materialize(
@@ -109,6 +106,8 @@ def _load_file(ref: FileRef, shape: Shape, reason: str, base_dir: Path | None, l
             with path.open("rb") as f:
                 return _read_npy(f, shape, reason, loc, repr(ref.file))
         return _read_npz_member(path, ref, shape, reason, loc, limits)
+    except npy.NpyError as exc:
+        raise WeightError(str(exc), file_loc if exc.whole_file else loc) from None
     except OSError as exc:
         raise WeightError(f"expected a readable file, found {ref.file!r}: {exc.strerror or exc}", file_loc) from None
 
@@ -124,35 +123,16 @@ def file_sha256(path: Path) -> str:
 
 def _read_npy(f: IO[bytes], shape: Shape, reason: str, loc: Loc, what: str) -> np.ndarray:
     """Read one .npy stream, checking the header's dtype and shape before reading any data."""
-    try:
-        version = np.lib.format.read_magic(f)
-        header = np.lib.format.read_array_header_1_0(f) if version == (1, 0) else np.lib.format.read_array_header_2_0(f)
-    except ValueError as exc:
-        raise WeightError(f"expected a .npy array, found {what}, which is not one ({exc})", loc) from None
-    found_shape, _fortran, found_dtype = header
-    if found_dtype.hasobject:
-        raise WeightError(
-            f"expected real numbers (int or float), found Python objects in {what} "
-            "(nnspec never unpickles; save a numeric array)",
-            loc,
-        )
-    if found_dtype.kind not in "iuf":
-        raise WeightError(f"expected real numbers (int or float), found dtype {found_dtype} in {what}", loc)
-    _check_shape(found_shape, shape, reason, loc)
-    f.seek(0)
-    try:
-        return np.lib.format.read_array(f, allow_pickle=False)
-    except ValueError as exc:
-        raise WeightError(f"expected a complete .npy array, found {what} damaged ({exc})", loc) from None
+    header = npy.read_header(f, what)
+    if header.dtype.kind not in "iuf":
+        raise WeightError(f"expected real numbers (int or float), found dtype {header.dtype} in {what}", loc)
+    _check_shape(header.shape, shape, reason, loc)
+    return npy.read_data(f, what)
 
 
 def _read_npz_member(path: Path, ref: FileRef, shape: Shape, reason: str, loc: Loc, limits: Limits) -> np.ndarray:
     what = _describe(ref)
-    try:
-        archive = zipfile.ZipFile(path)
-    except zipfile.BadZipFile:
-        raise WeightError(f"expected a .npz (zip) file, found {ref.file!r}, which is not one", (*loc, "file")) from None
-    with archive:
+    with npy.open_npz(path) as archive:
         names = [n[:-4] for n in archive.namelist() if n.endswith(".npy")]
         if ref.key not in names:
             assert ref.key is not None
@@ -160,7 +140,7 @@ def _read_npz_member(path: Path, ref: FileRef, shape: Shape, reason: str, loc: L
                 raise WeightError(f"expected an array {ref.key!r}, found {ref.file!r} holds no arrays", (*loc, "key"))
             raise WeightError(unknown("array", ref.key, names, f" in {ref.file!r}"), (*loc, "key"))
         info = archive.getinfo(f"{ref.key}.npy")
-        if (refused := npz_member_problem(info, what, limits)) is not None:
+        if (refused := npy.member_problem(info, what, limits)) is not None:
             raise WeightError(refused, loc)
         expected_bytes = math.prod(shape) * 8 + _NPY_HEADER_ALLOWANCE  # at most 8 bytes per real number
         if info.file_size > expected_bytes:
@@ -169,11 +149,8 @@ def _read_npz_member(path: Path, ref: FileRef, shape: Shape, reason: str, loc: L
                 f"found {what} inflates to {info.file_size} bytes",
                 loc,
             )
-        try:
-            with archive.open(info) as member:
-                return _read_npy(member, shape, reason, loc, what)
-        except _ZIP_DAMAGE as exc:
-            raise WeightError(f"expected an intact .npz file, found {what} damaged ({exc})", loc) from None
+        with npy.damage_as_npy_error(what), archive.open(info) as member:
+            return _read_npy(member, shape, reason, loc, what)
 
 
 # --- initializers ------------------------------------------------------------------------------
