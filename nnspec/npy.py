@@ -5,6 +5,7 @@ and size are known. Used for weight files (nnspec.weights) and input files (nnsp
 from __future__ import annotations
 
 import math
+import struct
 import zipfile
 import zlib
 from collections.abc import Iterator
@@ -17,8 +18,9 @@ import numpy as np
 
 from .limits import Limits, env_var, human_bytes
 
-# What reading a damaged zip member raises: bad CRC or header, bad deflate data, early end, odd compression.
-ZIP_DAMAGE = (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError)
+# What zipfile raises on a damaged archive or member: bad CRC or header, bad deflate data, early end,
+# an unknown compression or version, fields that do not unpack or decode (found by tests/test_fuzz.py).
+ZIP_DAMAGE = (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, ValueError, struct.error, OverflowError)
 
 
 class NpyError(Exception):
@@ -48,8 +50,11 @@ def read_header(f: IO[bytes], what: str) -> Header:
         version = np.lib.format.read_magic(f)
         read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
         shape, _fortran, dtype = read(f)
-    except (ValueError, EOFError) as exc:
-        raise NpyError(f"expected a .npy array, found {what}, which is not one ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - numpy's header parser raises ValueError, TokenError, SyntaxError...
+        # NOTE: the header is at most a few KiB of Python-literal text, parsed without evaluation; any
+        # failure to parse it means the file is not an array, whatever numpy's parser raised.
+        detail = str(exc) or type(exc).__name__
+        raise NpyError(f"expected a .npy array, found {what}, which is not one ({detail})") from None
     if dtype.hasobject:
         raise NpyError(
             f"expected real numbers (int or float), found Python objects in {what} (nnspec never unpickles; "
@@ -72,7 +77,7 @@ def open_npz(path: Path) -> Iterator[zipfile.ZipFile]:
     """The zip archive at `path`; NpyError when it is not one."""
     try:
         archive = zipfile.ZipFile(path)
-    except zipfile.BadZipFile:
+    except ZIP_DAMAGE:
         raise NpyError(f"expected a .npz (zip) file, found {path.name!r}, which is not one", whole_file=True) from None
     with archive:
         yield archive

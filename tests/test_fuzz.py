@@ -128,3 +128,67 @@ def test_random_bytes_end_cleanly(cli, tmp_path_factory, data: bytes) -> None:
     path = tmp_path_factory.mktemp("fuzz") / "spec.json"
     path.write_bytes(data)
     _assert_clean(cli("validate", path))
+
+
+# --- files from other people: weight files and input files, damaged byte by byte ---------------------
+
+
+def _valid_file(kind: str, slot: str) -> bytes:
+    """A valid file of `kind` for the party neuron's weights ([1, 2]) or its input p ([N, 2])."""
+    import io
+
+    import numpy as np
+
+    array = np.array([[-4.0, 1.0]]) if slot == "weights" else np.array([[1.0, 3.0], [0.0, 0.0]])
+    buffer = io.BytesIO()
+    if kind == "npy":
+        np.save(buffer, array)
+    elif kind == "npz":
+        np.savez_compressed(buffer, **{"w" if slot == "weights" else "p": array})
+    elif kind == "csv":
+        return b"a,b\n1,3\n0,0\n"
+    else:
+        return b'{"p": [[1, 3], [0, 0]]}'
+    return buffer.getvalue()
+
+
+@st.composite
+def damaged(draw: st.DrawFn, original: bytes) -> bytes:
+    """`original` with a few bytes flipped, inserted, deleted, or the file cut short."""
+    data = bytearray(original)
+    for _ in range(draw(st.integers(1, 4))):
+        action = draw(st.sampled_from(["flip", "insert", "delete", "truncate"]))
+        at = draw(st.integers(0, max(0, len(data) - 1)))
+        if action == "flip" and data:
+            data[at] ^= 1 << draw(st.integers(0, 7))
+        elif action == "insert":
+            data[at:at] = draw(st.binary(min_size=1, max_size=8))
+        elif action == "delete":
+            del data[at : at + draw(st.integers(1, 8))]
+        else:
+            del data[at:]
+    return bytes(data)
+
+
+@settings(
+    max_examples=EXAMPLES // 2,
+    deadline=PER_EXAMPLE_SECONDS * 1000,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(data=st.data(), kind=st.sampled_from(["npy", "npz", "csv", "json"]), slot=st.sampled_from(["weights", "input"]))
+def test_damaged_weight_and_input_files_end_cleanly(cli, tmp_path_factory, data, kind: str, slot: str) -> None:
+    """A weight file (.npy/.npz) or an input file (all four formats) damaged at random: exit 0 or a clean 2."""
+    if slot == "weights" and kind in ("csv", "json"):
+        kind = "npy" if kind == "csv" else "npz"
+    folder = tmp_path_factory.mktemp("files")
+    blob = data.draw(damaged(_valid_file(kind, slot)))
+    spec = copy.deepcopy(PARTY)
+    if slot == "weights":
+        (folder / f"w.{kind}").write_bytes(blob)
+        spec["layers"][0]["weights"] = {"file": f"w.{kind}", **({"key": "w"} if kind == "npz" else {})}
+        (folder / "spec.json").write_text(json.dumps(spec))
+        _assert_clean(cli("validate", folder / "spec.json"))
+    else:
+        (folder / f"x.{kind}").write_bytes(blob)
+        (folder / "spec.json").write_text(json.dumps(spec))
+        _assert_clean(cli("run", folder / "spec.json", "--input", folder / f"x.{kind}"))
