@@ -21,6 +21,8 @@ def _limit(default: int, unit: Unit, what: str, why: str) -> Any:
 
 @dataclass(frozen=True)
 class Limits:
+    """The resource limits in force; `Limits()` holds the defaults, `Limits.from_env()` what is set."""
+
     max_weight_bytes: int = _limit(
         1 << 30,
         "bytes",
