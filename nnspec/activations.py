@@ -113,6 +113,16 @@ class Activation:
     def lower(self, g: OpBuilder, x: str, out: str | None = None) -> str:
         return self.type.onnx(g, x, out, **self.params)
 
+    @property
+    def label(self) -> str:
+        """`tanh`, or `leaky_relu[alpha=0.2]` with the parameters that differ from their defaults."""
+        changed = {k: v for k, v in self.params.items() if v != self.type.defaults().get(k)}
+        return self.name + (
+            f"[{', '.join(f'{k}={v:g}' if isinstance(v, float) else f'{k}={v}' for k, v in changed.items())}]"
+            if changed
+            else ""
+        )
+
     def to_json(self) -> str | dict[str, Any]:
         """The canonical spec form: a bare name when every parameter is at its default."""
         if dict(self.params) == self.type.defaults():

@@ -159,6 +159,57 @@ def validate(spec: SpecArg) -> None:
     )
 
 
+@app.command()
+@reports_errors
+def show(
+    spec: SpecArg,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Summarize a spec for review: what each layer computes (a = f(W p + b)), its output shape, and where
+    its numbers come from, with their range; then the totals and the network's sha256 fingerprint."""
+    from rich.table import Table
+
+    from .summary import summarize
+
+    s = api.load(spec)
+    info = summarize(s, api.graph(s))
+    if as_json:
+        sys.stdout.write(json.dumps(info, indent=2) + "\n")
+        return
+
+    def dims(shape: list[Any]) -> str:
+        return f"[{', '.join(map(str, shape))}]"
+
+    inputs = ", ".join(f"{i['name']} {dims(i['shape'])}" for i in info["inputs"])
+    out.print(f"[bold]{escape(info['model'])}[/bold] ({info['format']}, {info['dtype']}); inputs: {escape(inputs)}")
+    if info["description"]:
+        out.print(escape(info["description"]))
+    table = Table()
+    for column in ("#", "layer", "computes", "output", "params"):
+        table.add_column(column, no_wrap=column != "computes", justify="right" if column in ("#", "params") else "left")
+    table.add_column("numbers from (range)")
+    for layer in info["layers"]:
+        numbers = "\n".join(
+            f"{key} {dims(p['shape'])}: {p['source']}"
+            + (f" ({p['min']:.3g} .. {p['max']:.3g})" if p["min"] is not None else "")
+            for key, p in layer["params"].items()
+        )
+        table.add_row(
+            str(layer["index"]),
+            escape(layer["name"]),
+            escape(layer["computes"]),
+            dims(layer["shape"]),
+            f"{layer['parameters']:,}" if layer["parameters"] else "-",
+            escape(numbers) or "-",
+        )
+    out.print(table)
+    out.print(
+        f"{info['parameters']:,} parameters ({human_bytes(info['weight_bytes'])} as {info['dtype']}); "
+        f"outputs: {escape(', '.join(info['outputs']))}"
+    )
+    out.print(f"sha256 {info['sha256']} (written into compiled models as nnspec.spec_sha256)")
+
+
 @app.command("compile")
 @reports_errors
 def compile_(

@@ -10,6 +10,8 @@ import pytest
 from onnx import numpy_helper
 
 import nnspec
+from nnspec.activations import REGISTRY
+from nnspec.layers import LAYERS
 
 
 def test_version(cli):
@@ -305,3 +307,69 @@ def test_check_cuda_without_gpu_is_a_clear_error(cli, write_spec, party):
         pytest.skip("this machine has the CUDA provider; the error path cannot be exercised")
     result = cli("check", write_spec(party), "--provider", "cuda")
     assert result.exit_code == 2 and "onnxruntime-gpu" in result.stderr and "Traceback" not in result.output
+
+
+# --- nnspec show -----------------------------------------------------------------------------------
+
+
+def test_show_reads_like_the_seed(cli, write_spec, three_layer, tmp_path):
+    """Each layer as a = f(W p + b) over its own source, its numbers' origin, and the network's hash,
+    which is the hash a compiled model carries: a reviewer can tie a model file to the spec shown."""
+    result = cli("show", write_spec(three_layer))
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.stdout.split())
+    for fragment in ("three (nnspec/1, float32); inputs: p [N, 3]", "tanh(W p + b)", "[N, 5]"):
+        assert fragment in text, fragment
+    info = json.loads(cli("show", write_spec(three_layer), "--json").stdout)
+    assert [layer["computes"] for layer in info["layers"]] == ["tanh(W p + b)", "relu(W l1 + b)", "sigmoid(W l2)"]
+    sources = [p["source"] for layer in info["layers"] for p in layer["params"].values()]
+    assert sources == [
+        "glorot_uniform(seed=1)",
+        "normal(seed=2, mean=0, std=0.05)",
+        "he_normal(seed=3)",
+        "zeros",
+        "uniform(seed=4, low=-1, high=1)",
+    ]
+    assert info["parameters"] == sum(layer["parameters"] for layer in info["layers"]) == 51
+    assert "51 parameters (204 B as float32)" in text
+    assert cli("compile", write_spec(three_layer), "-o", tmp_path / "m.onnx").exit_code == 0
+    metadata = {p.key: p.value for p in onnx.load(tmp_path / "m.onnx").metadata_props}
+    assert metadata["nnspec.spec_sha256"] == info["sha256"] and info["sha256"] in text
+
+
+def test_show_names_files_parameters_and_ranges(cli, tmp_path, party):
+    np.save(tmp_path / "w.npy", np.array([[-4.0, 1.0]]))
+    spec = dict(party)
+    spec["layers"] = [
+        {**party["layers"][0], "weights": {"file": "w.npy"}, "activation": {"name": "leaky_relu", "alpha": 0.2}}
+    ]
+    (tmp_path / "m.json").write_text(json.dumps(spec))
+    info = json.loads(cli("show", tmp_path / "m.json", "--json").stdout)
+    (layer,) = info["layers"]
+    assert layer["computes"] == "leaky_relu[alpha=0.2](W p + b)"
+    assert layer["params"]["weights"] == {
+        "shape": [1, 2],
+        "source": "file w.npy",
+        "min": -4.0,
+        "max": 1.0,
+        "mean_abs": 2.5,
+    }
+    assert layer["params"]["bias"]["source"] == "inline"
+
+
+def test_show_refuses_a_bad_spec(cli, write_spec, party):
+    party["layers"][0]["weights"] = [[1.0, 2.0, 3.0]]
+    result = cli("show", write_spec(party))
+    assert result.exit_code == 2 and "layers[0].weights" in result.stderr
+
+
+@pytest.mark.parametrize("activation", sorted(REGISTRY))
+def test_every_activation_reads_in_a_formula(activation, party):
+    party["layers"][0]["activation"] = activation
+    party["layers"].append({"type": "activation", "name": "again", "activation": activation})
+    graph = nnspec.graph(nnspec.from_dict(party))
+    dense, alone = (LAYERS[n.op].formula(n) for n in graph.nodes)
+    if activation == "linear":
+        assert dense == "W p + b" and alone == "linear(decide)"
+    else:
+        assert dense == f"{activation}(W p + b)" and alone == f"{activation}(decide)"

@@ -39,4 +39,9 @@ def error_bound(node: Node, inputs: Sequence[Affine], precision: Precision) -> A
     return activate(inputs[0], node.activation, precision)
 
 
-register(LayerType("activation", ActivationLayer, numpy_kernel, onnx_lowering, error_bound, doc=__doc__ or ""))
+def formula(node: Node) -> str:
+    assert node.activation is not None
+    return f"{node.activation.label}({node.inputs[0]})"
+
+
+register(LayerType("activation", ActivationLayer, numpy_kernel, onnx_lowering, error_bound, formula, doc=__doc__ or ""))

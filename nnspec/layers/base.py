@@ -41,6 +41,8 @@ class LayerType:
     onnx: Callable[[Node, OpBuilder, Sequence[str], str], str]
     # (float64 node, its inputs as affine error forms, the arithmetic) -> its output's affine form
     bound: Callable[[Node, Sequence[Affine], Precision], Affine]
+    # what the layer computes, in the seed's notation, for people reviewing a spec: `tanh(W x + b)`
+    formula: Callable[[Node], str]
     doc: str = ""
 
 

@@ -80,4 +80,12 @@ def error_bound(node: Node, inputs: Sequence[Affine], precision: Precision) -> A
     return activate(n, node.activation, precision)
 
 
-register(LayerType("dense", Dense, numpy_kernel, onnx_lowering, error_bound, doc=__doc__ or ""))
+def formula(node: Node) -> str:
+    """`tanh(W x + b)`: the seed's a = f(W p + b), with the layer's own source for p."""
+    affine = f"W {node.inputs[0]}" + (" + b" if "bias" in node.params else "")
+    if node.activation is None or node.activation.name == "linear":
+        return affine
+    return f"{node.activation.label}({affine})"
+
+
+register(LayerType("dense", Dense, numpy_kernel, onnx_lowering, error_bound, formula, doc=__doc__ or ""))
