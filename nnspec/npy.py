@@ -50,6 +50,8 @@ def read_header(f: IO[bytes], what: str) -> Header:
         version = np.lib.format.read_magic(f)
         read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
         shape, _fortran, dtype = read(f)
+    except (zipfile.BadZipFile, zlib.error):
+        raise  # the zip stream under the header is damaged: the caller's damage_as_npy_error says so
     except Exception as exc:  # noqa: BLE001 - numpy's header parser raises ValueError, TokenError, SyntaxError...
         # NOTE: the header is at most a few KiB of Python-literal text, parsed without evaluation; any
         # failure to parse it means the file is not an array, whatever numpy's parser raised.
