@@ -17,7 +17,7 @@ from .harness import (
 )
 from .inputs import DEFAULT_BATCH_SIZES, given_cases, random_cases, random_origin
 from .ir import Graph
-from .limits import Limits
+from .limits import Limits, human_bytes
 from .runners import NumpyRunner, Runner, make_runner, onnxruntime_max_opset
 from .spec import Spec, read_spec
 from .spec import from_dict as _validate_dict
@@ -77,6 +77,10 @@ def to_onnx(spec: SpecLike, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
     return export(graph(spec), opset)
 
 
+# protobuf cannot parse a message of 2 GiB or more, so a larger .onnx file is refused unread.
+MAX_ONNX_BYTES = (2 << 30) - 1
+
+
 def _model_bytes(model: Any) -> tuple[bytes, str]:
     """Bytes and a label for an ONNX model given as a ModelProto, bytes, or a path."""
     if isinstance(model, bytes | bytearray):
@@ -84,6 +88,13 @@ def _model_bytes(model: Any) -> tuple[bytes, str]:
     if isinstance(model, str | Path):
         path = Path(model)
         try:
+            size = path.stat().st_size
+            if size > MAX_ONNX_BYTES:
+                raise ModelFileError(
+                    f"expected a self-contained ONNX model of at most 2 GiB (protobuf's limit for one message), "
+                    f"found a {human_bytes(size)} file",
+                    source=str(path),
+                )
             return path.read_bytes(), str(path)
         except FileNotFoundError:
             raise ModelFileError("no such file", source=str(path)) from None

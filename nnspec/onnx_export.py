@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -105,17 +105,46 @@ def to_bytes(model: onnx.ModelProto) -> bytes:
 
 
 def load_model(data: bytes, source: str) -> onnx.ModelProto:
-    """Parse ONNX bytes, with a clear error for anything that is not a valid model."""
+    """Parse ONNX bytes, with a clear error for anything that is not a valid, self-contained model.
+
+    A tensor stored as external data names a file to read; nnspec refuses it before anything reads
+    it, wherever it points (models nnspec compiles always hold their weights inside).
+    """
+    from .errors import ModelFileError
+
     try:
         model = onnx.load_from_string(data)
+    except Exception as exc:  # protobuf's decode errors have no common base class
+        raise ModelFileError(f"not a valid ONNX model: {_first_line(exc)}", source=source) from None
+    for tensor in _tensors(model.graph):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            where = next((e.value for e in tensor.external_data if e.key == "location"), "?")
+            raise ModelFileError(
+                f"expected a self-contained ONNX model, found tensor {tensor.name!r} stored in the external file "
+                f"{where!r} (nnspec reads no file a model names)",
+                source=source,
+            )
+    try:
         onnx.checker.check_model(model)
-    except Exception as exc:  # the protobuf and checker errors have no common base class
-        from .errors import ModelFileError
-
-        raise ModelFileError(
-            f"not a valid ONNX model: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", source=source
-        ) from None
+    except Exception as exc:  # the checker's errors have no common base class either
+        raise ModelFileError(f"not a valid ONNX model: {_first_line(exc)}", source=source) from None
     return model
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def _tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
+    """Every tensor a graph holds: initializers and tensor attributes, in subgraphs too."""
+    yield from graph.initializer
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+            for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
+                yield from _tensors(sub)
 
 
 def interface(model: onnx.ModelProto) -> dict[str, Any]:

@@ -672,3 +672,44 @@ def test_compile_into_a_missing_folder(cli, ws: Workspace) -> None:
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert "does not exist" in result.stderr
     assert ws.outputs() == []
+
+
+# --- ONNX models from elsewhere: `nnspec check --onnx` ----------------------------------------------
+
+
+def model_with_external_weights(folder: Path, location: str) -> Path:
+    """The party model with its weights moved to external data at `location` (as large models store them)."""
+    import onnx
+
+    import nnspec
+
+    model = nnspec.to_onnx(nnspec.from_dict(PARTY))
+    tensor = model.graph.initializer[0]
+    tensor.ClearField("raw_data")
+    tensor.data_location = onnx.TensorProto.EXTERNAL
+    for key, value in (("location", location), ("offset", "0"), ("length", "8")):
+        entry = tensor.external_data.add()
+        entry.key, entry.value = key, value
+    path = folder / "model.onnx"
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+@pytest.mark.parametrize("location", ["secret.bin", "../outside/secret.bin", "/etc/hostname"])
+def test_models_that_name_external_files_are_refused_unread(cli, tmp_path: Path, location: str) -> None:
+    """A model may point its weights at any file; nnspec refuses it before onnx's checker or onnxruntime,
+    which would resolve the path, see the model (their messages differ from this one)."""
+    (tmp_path / "secret.bin").write_bytes(np.zeros(2, np.float32).tobytes())
+    spec = tmp_path / "party.json"
+    spec.write_text(json.dumps(PARTY))
+    result = cli("check", spec, "--onnx", model_with_external_weights(tmp_path, location))
+    assert_refused(result, "expected a self-contained ONNX model", f"external file {location!r}")
+
+
+def test_onnx_file_over_protobuf_limit_is_refused_unread(cli, tmp_path: Path) -> None:
+    spec = tmp_path / "party.json"
+    spec.write_text(json.dumps(PARTY))
+    huge = tmp_path / "huge.onnx"
+    with huge.open("wb") as f:
+        f.truncate(3 << 30)  # a sparse file: 3 GiB declared, nothing written
+    assert_refused(cli("check", spec, "--onnx", huge), "at most 2 GiB", "found a 3.0 GiB file")
