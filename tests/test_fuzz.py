@@ -192,3 +192,27 @@ def test_damaged_weight_and_input_files_end_cleanly(cli, tmp_path_factory, data,
         (folder / f"x.{kind}").write_bytes(blob)
         (folder / "spec.json").write_text(json.dumps(spec))
         _assert_clean(cli("run", folder / "spec.json", "--input", folder / f"x.{kind}"))
+
+
+@settings(
+    max_examples=EXAMPLES // 4,
+    deadline=PER_EXAMPLE_SECONDS * 1000,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(data=st.data())
+def test_damaged_onnx_models_end_cleanly(cli, tmp_path_factory, data) -> None:
+    """`nnspec check --onnx` on a compiled model damaged at random: agreement (0), a disagreement (1)
+    reported as such, or a clean refusal (2); never a traceback."""
+    import nnspec
+    from nnspec.onnx_export import to_bytes
+
+    folder = tmp_path_factory.mktemp("models")
+    (folder / "spec.json").write_text(json.dumps(THREE_LAYER))
+    blob = data.draw(damaged(to_bytes(nnspec.to_onnx(nnspec.from_dict(THREE_LAYER)))))
+    (folder / "model.onnx").write_bytes(blob)
+    result = cli("check", folder / "spec.json", "--onnx", folder / "model.onnx")
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert result.exit_code in (0, 1, 2), (result.exit_code, result.output)
+    assert "Traceback" not in result.output
+    if result.exit_code == 2:
+        assert result.stderr.startswith("error: "), result.stderr
