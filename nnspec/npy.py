@@ -19,8 +19,18 @@ import numpy as np
 from .limits import Limits, env_var, human_bytes
 
 # What zipfile raises on a damaged archive or member: bad CRC or header, bad deflate data, early end,
-# an unknown compression or version, fields that do not unpack or decode (found by tests/test_fuzz.py).
-ZIP_DAMAGE = (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, ValueError, struct.error, OverflowError)
+# an unknown compression or version, fields that do not unpack or decode, a member flagged as encrypted
+# (RuntimeError: "password required"). The last three were found by tests/test_fuzz.py.
+ZIP_DAMAGE = (
+    zipfile.BadZipFile,
+    zlib.error,
+    EOFError,
+    NotImplementedError,
+    ValueError,
+    struct.error,
+    OverflowError,
+    RuntimeError,
+)
 
 
 class NpyError(Exception):
