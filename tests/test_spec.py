@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import copy
 import importlib
+import io
 import json
 import math
 import os
 import pickle
+import struct
 import tracemalloc
 import zipfile
 from collections.abc import Callable
@@ -762,6 +764,46 @@ def test_damaged_weight_file(spec_dir: Path, name: str, content: bytes) -> None:
     ref = {"file": name} if name.endswith("npy") else {"file": name, "key": "W"}
     exc = refused_weights(spec_dir, ref)
     assert isinstance(exc, WeightError) and exc.path.startswith("layers[0].weights")
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+def _npz_bytes(**arrays: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def _zip_fields(data: bytes, local: tuple[int, int], central: tuple[int, int]) -> bytes:
+    """`data` with one 2-byte field set in the first local header and the first central-directory entry."""
+    out = bytearray(data)
+    for signature, (offset, value) in ((b"PK\x03\x04", local), (b"PK\x01\x02", central)):
+        struct.pack_into("<H", out, data.index(signature) + offset, value)
+    return bytes(out)
+
+
+# Files that once raised something other than a clean error (found by tests/test_fuzz.py).
+FUZZ_FOUND = [
+    pytest.param(
+        "w.npy", _npy_bytes(np.ones((1, 2))).replace(b"(1, 2)", b")1, 2)"), "which is not one", id="npy-header-tokens"
+    ),
+    pytest.param(
+        "w.npz", _zip_fields(_npz_bytes(W=np.ones((1, 2))), (4, 109), (6, 109)), "which is not one", id="zip-version"
+    ),
+    pytest.param("w.npz", _zip_fields(_npz_bytes(W=np.ones((1, 2))), (6, 1), (8, 1)), "encrypted", id="zip-encrypted"),
+]
+
+
+@pytest.mark.parametrize(("name", "content", "fragment"), FUZZ_FOUND)
+def test_weight_files_the_fuzzer_found(spec_dir: Path, name: str, content: bytes, fragment: str) -> None:
+    (spec_dir / name).write_bytes(content)
+    ref = {"file": name} if name.endswith("npy") else {"file": name, "key": "W"}
+    exc = refused_weights(spec_dir, ref)
+    assert isinstance(exc, WeightError) and exc.path.startswith("layers[0].weights") and fragment in str(exc), exc
 
 
 def corrupt_member(path: Path, member: str) -> None:
