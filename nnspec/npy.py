@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import struct
+import warnings
 import zipfile
 import zlib
 from collections.abc import Iterator
@@ -59,7 +60,9 @@ def read_header(f: IO[bytes], what: str) -> Header:
     try:
         version = np.lib.format.read_magic(f)
         read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, _fortran, dtype = read(f)
+        with warnings.catch_warnings():  # a damaged header's text may draw Python's escape-sequence warnings
+            warnings.simplefilter("ignore")
+            shape, _fortran, dtype = read(f)
     except (zipfile.BadZipFile, zlib.error):
         raise  # the zip stream under the header is damaged: the caller's damage_as_npy_error says so
     except Exception as exc:  # noqa: BLE001 - numpy's header parser raises ValueError, TokenError, SyntaxError...
