@@ -133,6 +133,9 @@ def check(
     g = graph(spec)
     notes: list[str] = []
     problems: list[str] = []
+    # Layer outputs are tensors named after the layers in models nnspec compiles; in other models a
+    # tensor of that name may hold something else, so only nnspec's models are checked layer by layer.
+    stepwise = True
     if onnx_model is None:
         check_opset(opset)
         data, label = to_bytes(export(g, opset)), f"fresh export (opset {opset})"
@@ -146,7 +149,8 @@ def check(
                 "the model's recorded spec hash differs from this spec's: it was compiled from another version"
             )
         elif not recorded:
-            notes.append("the model carries no nnspec spec hash (not compiled by nnspec)")
+            notes.append("the model carries no nnspec spec hash (not compiled by nnspec): checked end to end only")
+        stepwise = "nnspec.version" in iface["metadata"]
     if inputs is not None:
         cases, origin = given_cases(g, inputs), "given"
     else:
@@ -165,7 +169,9 @@ def check(
         kind = next(name for name, made in kinds.items() if made is runner)
         return make_runner(kind, with_outputs(data, [n.name for n in g.nodes]), provider, label)
 
-    report = cross_check(g, reference, candidates, cases, tol, traced=traced, notes=notes, inputs=origin)
+    report = cross_check(
+        g, reference, candidates, cases, tol, traced=traced, stepwise=stepwise, notes=notes, inputs=origin
+    )
     report.notes.insert(0, f"candidate: {label}")
     if repro is not None and report.divergence is not None:
         from .repro import write_repro

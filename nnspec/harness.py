@@ -10,9 +10,11 @@ from typing import Any
 import numpy as np
 
 from .activations import Precision
+from .affine import exact
 from .bounds import Trace, propagate
 from .inputs import Case, repeat_differs
 from .ir import Graph
+from .layers import LAYERS
 from .runners import Runner
 
 
@@ -98,6 +100,9 @@ class Report:
     oracle: list[OutputResult] = field(default_factory=list)  # each side against the float64 oracle
     ambiguous: dict[str, int] = field(default_factory=dict)  # step layer -> outputs either side may take
     divergence: dict[str, Any] | None = None  # the first layer whose disagreement exceeds its bound
+    # Each layer of each candidate against its own step: the layer recomputed (float64) from the values
+    # the candidate fed it, within that one layer's rounding bound (see `step_results`).
+    steps: list[OutputResult] = field(default_factory=list)
     nondeterministic: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -105,12 +110,17 @@ class Report:
 
     @property
     def passed(self) -> bool:
-        return not self.problems and bool(self.outputs) and all(o.passed for o in self.outputs)
+        return (
+            not self.problems
+            and bool(self.outputs)
+            and all(o.passed for o in self.outputs)
+            and all(s.passed for s in self.steps)
+        )
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["passed"] = self.passed
-        for group in ("outputs", "oracle"):
+        for group in ("outputs", "oracle", "steps"):
             for out, result in zip(data[group], getattr(self, group), strict=True):
                 out["passed"] = result.passed
         return data
@@ -175,6 +185,7 @@ def cross_check(
     tol: Tolerance,
     *,
     traced: Callable[[Runner], Runner | None] | None = None,
+    stepwise: bool = False,
     problems: Sequence[str] = (),
     notes: Sequence[str] = (),
     inputs: str = "",
@@ -183,8 +194,9 @@ def cross_check(
 
     With the derived tolerance, each element may differ by the sum of both sides' error bounds.
     The float64 oracle is compared with every side too (for float32 networks), so that a failure
-    says which side is wrong. On failure, `traced(candidate)` gives a runner that also returns every
-    layer's output, and the first layer whose disagreement exceeds its bound is named.
+    says which side is wrong. `traced(candidate)` gives a runner that also returns every layer's
+    output: with `stepwise` (and the derived tolerance), every layer of every candidate is also checked
+    against its own step (see `step_results`); on failure, the first layer that diverges is named.
     """
     runners = [candidates] if not isinstance(candidates, Sequence) else list(candidates)
     report = Report(
@@ -248,6 +260,13 @@ def cross_check(
             names = ("float64 oracle", side.name)
             report.oracle += [compare(n, shapes[n], oracle_pairs[side.name][n], graph.dtype, names) for n in outputs]
     report.nondeterministic = sorted(unsteady)
+    tracers: dict[str, Runner] = {}
+    if stepwise and traced is not None and tol.mode == "derived" and len(graph.nodes) > 1:
+        for runner in runners:
+            tracer = traced(runner)
+            if tracer is not None:
+                tracers[runner.name] = tracer
+                report.steps += step_results(graph, tracer, runner.name, cases)
     if tol.mode == "derived":
         report.notes += _weak_bound_notes(report.outputs, graph.tolerances)
     if loose:
@@ -259,11 +278,60 @@ def cross_check(
         )
     if report.nondeterministic:
         report.notes.append(f"different results on the same inputs: {', '.join(report.nondeterministic)}")
-    if not report.passed and traced is not None:
+    failed_step = next((s for s in report.steps if not s.passed), None)
+    if failed_step is not None:
+        node = graph.node(failed_step.name)
+        report.divergence = {
+            "layer": node.name,
+            "index": node.index,
+            "path": f"layers[{node.index}]",
+            "type": node.op,
+            "runner": failed_step.candidate,
+            "case": (failed_step.worst_at or {}).get("case"),
+            "mismatches": failed_step.mismatches,
+            "elements": failed_step.elements,
+            "worst_margin": failed_step.worst_margin,
+            "worst_at": failed_step.worst_at,
+            "from_own_inputs": True,
+        }
+    elif not report.passed and traced is not None:
         failing = next((r for r in runners if any(not o.passed for o in report.outputs if o.candidate == r.name)), None)
         if failing is not None:
-            report.divergence = localize(graph, reference, lambda: traced(failing), traces, tol)
+            tracer = tracers.get(failing.name)
+            report.divergence = localize(graph, reference, lambda: tracer or traced(failing), traces, tol)
     return report
+
+
+def step_results(graph: Graph, tracer: Runner, name: str, cases: Sequence[Case]) -> list[OutputResult]:
+    """Every layer of one candidate against its own step, over every case.
+
+    Each layer is recomputed in float64 from the very values the candidate fed it (its traced inputs,
+    exact in float64), and the candidate's output must lie within that one layer's rounding bound plus
+    the float64 recomputation's own. Errors from earlier layers do not compound here, so a fault deep in
+    a wide network stands out against a bound that is orders of magnitude tighter than the end-to-end
+    one. Layers whose inputs the candidate does not expose are skipped.
+    """
+    precision, wide_precision = Precision.of(graph.dtype), Precision.of(np.float64)
+    wide = graph.widened()
+    pairs: dict[str, list[Pair]] = {n.name: [] for n in graph.nodes}
+    for case in cases:
+        got = tracer.run(case.feeds)
+        values = {**case.feeds, **got}
+        batch = next(iter(case.feeds.values())).shape[0]
+        for node, wide_node in zip(graph.nodes, wide.nodes, strict=True):
+            if node.name not in got or any(i not in values for i in node.inputs):
+                continue
+            with np.errstate(all="ignore"):
+                inputs = [
+                    exact(np.asarray(values[i], dtype=np.float64).reshape(-1, values[i].shape[-1])) for i in node.inputs
+                ]
+                step = LAYERS[node.op].bound(wide_node, inputs, precision)
+                own = LAYERS[node.op].bound(wide_node, inputs, wide_precision).bound()
+            shape = (batch, *node.shape)
+            allowed = (step.bound() + own).reshape(shape)
+            pairs[node.name].append((case.label, step.value.reshape(shape), got[node.name], allowed))
+    names = ("float64 step", name)
+    return [compare(n.name, n.shape, pairs[n.name], graph.dtype, names) for n in graph.nodes if pairs[n.name]]
 
 
 # A passing output whose closest call used less than this share of its derived bound is reported as

@@ -14,6 +14,7 @@ import nnspec
 from nnspec.harness import Tolerance, compare
 from nnspec.layers import LAYERS
 from nnspec.onnx_export import to_bytes
+from nnspec.onnx_export import to_onnx as export_graph
 
 
 def _tamper(model: onnx.ModelProto, name: str, change) -> bytes:
@@ -426,3 +427,59 @@ def test_a_declared_tolerance_is_not_called_weak():
     data["tolerance"] = {spec.layers[-1].name or "dense_3": {"atol": 1e-4}}
     report = nnspec.check(nnspec.from_dict(data))
     assert report.passed and not any("of the derived bound" in n for n in report.notes)
+
+
+# --- layer by layer ----------------------------------------------------------------------------------
+
+
+def relu_stack(width: int, depth: int) -> nnspec.Spec:
+    layer = {"type": "dense", "units": width, "activation": "relu"}
+    return nnspec.from_dict(
+        {
+            "format": "nnspec/1",
+            "name": f"relu{width}x{depth}",
+            "inputs": [{"name": "x", "shape": [width]}],
+            "layers": [
+                {**layer, "weights": {"init": "he_normal", "seed": i}, "bias": {"init": "normal", "seed": 9 + i}}
+                for i in range(depth)
+            ],
+        }
+    )
+
+
+def with_weight_scaled(graph, layer: int, factor: float):
+    """The graph with the largest weight of one layer multiplied by `factor` (a small, real fault)."""
+    node = graph.nodes[layer]
+    w = node.params["weights"].copy()
+    w.flat[np.argmax(np.abs(w))] *= factor
+    changed = dataclasses.replace(node, params={**node.params, "weights": w})
+    return dataclasses.replace(graph, nodes=tuple(changed if n is node else n for n in graph.nodes))
+
+
+def test_every_layer_is_checked_against_its_own_step(three):
+    report = nnspec.check(three)
+    assert [s.name for s in report.steps] == [n.name for n in nnspec.graph(three).nodes]
+    assert all(s.passed and s.candidate == "onnxruntime" for s in report.steps)
+    assert report.to_dict()["steps"][0]["passed"] is True
+
+
+def test_a_small_fault_deep_in_a_wide_network_is_caught_and_located():
+    """A 5% change of one weight in layer 4 of a 256-wide, 5-deep stack moves the outputs by far less than
+    the end-to-end bound allows (it passes there), but its own step is tight enough to see it."""
+    spec = relu_stack(256, 5)
+    faulty = to_bytes(export_graph(with_weight_scaled(nnspec.graph(spec), 3, 1.05)))
+    report = nnspec.check(spec, onnx_model=faulty)
+    assert all(o.passed for o in report.outputs)  # end to end, within the bound
+    assert not report.passed
+    failing = [s.name for s in report.steps if not s.passed]
+    assert failing[0] == "dense_3" and report.divergence["layer"] == "dense_3"
+    assert report.divergence["from_own_inputs"] is True
+    assert nnspec.check(spec, onnx_model=to_bytes(nnspec.to_onnx(spec))).passed  # the same model, unchanged
+
+
+def test_models_not_compiled_by_nnspec_are_checked_end_to_end_only(three):
+    model = nnspec.to_onnx(three)
+    del model.metadata_props[:]
+    report = nnspec.check(three, onnx_model=to_bytes(model))
+    assert report.passed and report.steps == []
+    assert any("checked end to end only" in note for note in report.notes)
