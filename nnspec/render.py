@@ -81,10 +81,25 @@ def verdict_lines(report: Report) -> list[str]:
             lines.append(f"against the float64 oracle, outside its bound: {', '.join(blamed)}")
         else:
             lines.append("against the float64 oracle, both sides are within their bounds")
+    failed_steps = [s for s in report.steps if not s.passed]
+    for s in failed_steps:
+        lines.append(
+            f"layer {s.name!r} ({s.candidate}) does not compute its own step: {s.mismatches} of {s.elements} "
+            f"elements differ from the layer recomputed on the inputs {s.candidate} fed it, beyond that layer's "
+            f"bound; worst at {where(s.worst_at)}: {s.candidate_at_worst!r} vs {s.reference_at_worst!r} "
+            f"(allowed {fmt(s.allowed_at_worst)}, {fmt(s.worst_margin)}x)"
+        )
+    if report.steps and not failed_steps:
+        worst = max(report.steps, key=lambda s: s.worst_margin)
+        lines.append(
+            f"layer by layer (each recomputed from the inputs the model fed it): {len(report.steps)} steps within "
+            f"their bounds, the closest {worst.name!r} at {fmt(worst.worst_margin)}x"
+        )
     if report.divergence:
         d = report.divergence
+        how = " (from its own inputs)" if d.get("from_own_inputs") else ""
         lines.append(
-            f"first divergence: layer {d['layer']!r} ({d['path']}, {d['type']}), {d['mismatches']} of "
+            f"first divergence: layer {d['layer']!r} ({d['path']}, {d['type']}){how}, {d['mismatches']} of "
             f"{d['elements']} elements on {d['case']}, worst {fmt(d['worst_margin'])}x its bound"
         )
     for layer, count in report.ambiguous.items():
