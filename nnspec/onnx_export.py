@@ -182,14 +182,19 @@ def probe_model(opset: int) -> bytes:
 
 
 def with_outputs(data: bytes, names: Sequence[str]) -> bytes:
-    """The model with every named intermediate value also exposed as a graph output (for tracing)."""
+    """The model with every named intermediate value also exposed as a graph output (for tracing).
+
+    Each exposed output takes its type and shape from shape inference, so the model stays valid.
+    """
     model = onnx.load_from_string(data)
-    produced = {out: node for node in model.graph.node for out in node.output}
+    inferred = {v.name: v for v in onnx.shape_inference.infer_shapes(model).graph.value_info}
+    produced = {out for node in model.graph.node for out in node.output}
     existing = {o.name for o in model.graph.output}
     elem = model.graph.input[0].type.tensor_type.elem_type
     for name in names:
         if name in produced and name not in existing:
-            model.graph.output.append(helper.make_tensor_value_info(name, elem, None))
+            info = inferred.get(name) or helper.make_tensor_value_info(name, elem, None)
+            model.graph.output.append(info)
     return model.SerializeToString()
 
 

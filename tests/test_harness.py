@@ -236,6 +236,7 @@ def test_spec_declares_a_tolerance_per_output(three_layer):
     declared = nnspec.from_dict({**three_layer, "tolerance": {"l3": {"rtol": 0.05, "atol": 0.01}}})
     assert nnspec.check(declared, onnx_model=tampered).passed
     assert nnspec.check(declared, onnx_model=tampered, rtol=0, atol=0).passed is False  # the CLI flags win
+    assert any("not checked one by one" in note for note in nnspec.check(declared, onnx_model=tampered).notes)
 
 
 def test_spec_tolerance_must_name_an_output(three_layer):
@@ -412,7 +413,11 @@ def test_a_weak_bound_is_reported_with_what_it_allows():
     (note,) = [n for n in report.notes if "of the derived bound" in n]
     out = report.outputs[0]
     assert out.worst_margin < 1e-3
-    assert f"used {out.worst_margin:.1e} of the derived bound" in note and "--rtol/--atol" in note
+    assert f"used {out.worst_margin:.1e} of the derived bound" in note and "own step" in note
+    model = nnspec.to_onnx(wide_tanh(256, 4))
+    del model.metadata_props[:]  # not compiled by nnspec: checked end to end only, and told how to sharpen it
+    (note,) = [n for n in nnspec.check(wide_tanh(256, 4), onnx_model=model).notes if "of the derived bound" in n]
+    assert "--rtol/--atol" in note
 
 
 def test_a_close_bound_is_not_called_weak(three):
