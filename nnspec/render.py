@@ -171,8 +171,8 @@ def junit(report: Report) -> str:
 
 
 def junit_suites(items: list[tuple[str, dict[str, Any] | str | None]]) -> str:
-    """JUnit XML, a test suite per spec: a test case per output and candidate runner, a failing case
-    for interface problems, and an error case for a spec that could not be checked (its message)."""
+    """JUnit XML, a test suite per spec: a test case per output and candidate runner and per layer step,
+    a failing case for interface problems, and an error case for a spec that could not be checked."""
     from xml.etree import ElementTree as ET
 
     root = ET.Element("testsuites")
@@ -188,10 +188,11 @@ def junit_suites(items: list[tuple[str, dict[str, Any] | str | None]]) -> str:
                 case = ET.SubElement(suite, "testcase", classname=name, name="model interface")
                 ET.SubElement(case, "failure", message=data["problems"][0]).text = "\n".join(data["problems"])
                 cases, failures = 1, 1
-            for o in data["outputs"]:
-                case = ET.SubElement(
-                    suite, "testcase", classname=name, name=f"{o['name']} [{o['candidate']} vs {o['reference']}]"
-                )
+            for o in [*data["outputs"], *data.get("steps", [])]:
+                label = f"{o['name']} [{o['candidate']} vs {o['reference']}]"
+                if o["reference"] == "float64 step":
+                    label = f"layer {o['name']} step [{o['candidate']}]"
+                case = ET.SubElement(suite, "testcase", classname=name, name=label)
                 cases += 1
                 margin = o["worst_margin"]
                 summary = (

@@ -298,13 +298,15 @@ def test_junit_has_one_case_per_output_and_runner(three_layer):
     spec = nnspec.from_dict(three_layer)
     suite = ET.fromstring(junit(nnspec.check(spec, runners=["onnxruntime", "onnx-reference"])))[0]
     names = [case.get("name") for case in suite.iter("testcase")]
-    assert names == [f"{o} [{r} vs numpy]" for r in ("onnxruntime", "onnx-reference") for o in ("l1", "l3")]
-    assert suite.get("tests") == "4" and suite.get("failures") == "0"
+    runners = ("onnxruntime", "onnx-reference")
+    outputs = [f"{o} [{r} vs numpy]" for r in runners for o in ("l1", "l3")]
+    steps = [f"layer {layer} step [{r}]" for r in runners for layer in ("l1", "l2", "l3")]
+    assert names == outputs + steps
+    assert suite.get("tests") == "10" and suite.get("failures") == "0"
     model = nnspec.to_onnx(spec)
     failing = ET.fromstring(junit(nnspec.check(spec, onnx_model=_tamper(model, "l3.weights", lambda w: -w))))[0]
-    assert failing.get("failures") == "1"
-    (failure,) = failing.iter("failure")
-    assert "beyond the allowed error" in failure.get("message")
+    assert failing.get("failures") == "2"  # the output l3 and the layer l3's own step
+    assert all("beyond the allowed error" in f.get("message") for f in failing.iter("failure"))
 
 
 def test_html_report_is_self_contained_with_a_histogram_per_output(three):
