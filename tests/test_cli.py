@@ -255,7 +255,7 @@ def test_check_writes_junit_and_html(cli, write_spec, three_layer, tmp_path):
     )
     assert result.exit_code == 0, result.output
     suite = ET.parse(junit).getroot()[0]
-    assert suite.get("tests") == "2" and suite.get("failures") == "0"
+    assert suite.get("tests") == "8" and suite.get("failures") == "0"  # 1 output and 3 layer steps, per runner
     assert "<svg" in page.read_text() and "onnx-reference" in page.read_text()
 
 
