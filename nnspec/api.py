@@ -17,7 +17,7 @@ from .harness import (
 )
 from .inputs import DEFAULT_BATCH_SIZES, given_cases, random_cases, random_origin
 from .ir import Graph
-from .limits import Limits, human_bytes
+from .limits import PROTOBUF_MAX_BYTES, Limits, human_bytes
 from .runners import NumpyRunner, Runner, make_runner, onnxruntime_max_opset
 from .spec import Spec, read_spec
 from .spec import from_dict as _validate_dict
@@ -77,10 +77,6 @@ def to_onnx(spec: SpecLike, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
     return export(graph(spec), opset)
 
 
-# protobuf cannot parse a message of 2 GiB or more, so a larger .onnx file is refused unread.
-MAX_ONNX_BYTES = (2 << 30) - 1
-
-
 def _model_bytes(model: Any) -> tuple[bytes, str]:
     """Bytes and a label for an ONNX model given as a ModelProto, bytes, or a path."""
     if isinstance(model, bytes | bytearray):
@@ -89,7 +85,7 @@ def _model_bytes(model: Any) -> tuple[bytes, str]:
         path = Path(model)
         try:
             size = path.stat().st_size
-            if size > MAX_ONNX_BYTES:
+            if size > PROTOBUF_MAX_BYTES:  # protobuf could not parse it: refused unread
                 raise ModelFileError(
                     f"expected a self-contained ONNX model of at most 2 GiB (protobuf's limit for one message), "
                     f"found a {human_bytes(size)} file",

@@ -83,7 +83,7 @@ _set_on_command_line: set[str] = set()
 
 
 def _apply_limits(ctx: typer.Context, items: list[str]) -> None:
-    """`--limit max-weight-bytes=2GiB`: set for this command (and the worker processes it starts) via the
+    """`--limit max-spec-bytes=512MiB`: set for this command (and the worker processes it starts) via the
     environment variable each limit is read from; restored when the command ends."""
     from .errors import unknown
     from .limits import Limits, env_var, parse_value
@@ -95,7 +95,7 @@ def _apply_limits(ctx: typer.Context, items: list[str]) -> None:
         name = key.strip().lower().replace("-", "_")
         if not sep or name not in names:
             if not sep:
-                raise NNSpecError(f"--limit: expected NAME=VALUE such as max-weight-bytes=2GiB, found {item!r}")
+                raise NNSpecError(f"--limit: expected NAME=VALUE such as max-spec-bytes=512MiB, found {item!r}")
             raise NNSpecError(f"--limit: {unknown('limit', key.strip(), [n.replace('_', '-') for n in names])}")
         value = parse_value(name, raw, f"--limit {item}")
         saved.setdefault(name, os.environ.get(env_var(name)))
@@ -124,7 +124,7 @@ def main_options(
         typer.Option(
             "--limit",
             metavar="NAME=VALUE",
-            help="Set a resource limit for this command, e.g. --limit max-weight-bytes=2GiB (repeatable; "
+            help="Set a resource limit for this command, e.g. --limit max-spec-bytes=512MiB (repeatable; "
             "`nnspec limits` lists them).",
         ),
     ] = None,
@@ -554,7 +554,7 @@ def limits_(
             f"{escape(row['what'])}\n[dim]{escape(row['why'])}[/dim]",
         )
     out.print(table)
-    out.print("Set one with NNSPEC_<NAME> (e.g. NNSPEC_MAX_WEIGHT_BYTES=2GiB) or nnspec --limit max-weight-bytes=2GiB.")
+    out.print("Set one with NNSPEC_<NAME> (e.g. NNSPEC_MAX_SPEC_BYTES=512MiB) or nnspec --limit max-spec-bytes=512MiB.")
 
 
 @app.command()

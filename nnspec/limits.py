@@ -1,7 +1,7 @@
 """Resource limits, checked from declared sizes before anything is allocated.
 
 Every limit has a default with its reason, an environment variable (`NNSPEC_MAX_WEIGHT_BYTES`, ...)
-and a command-line form (`nnspec --limit max-weight-bytes=2GiB ...`). `nnspec limits` prints them.
+and a command-line form (`nnspec --limit max-spec-bytes=512MiB ...`). `nnspec limits` prints them.
 """
 
 from __future__ import annotations
@@ -86,6 +86,10 @@ class Limits:
     @classmethod
     def names(cls) -> list[str]:
         return [f.name for f in fields(cls)]
+
+
+# protobuf cannot serialize or parse one message of 2 GiB or more: a fixed limit of the ONNX format.
+PROTOBUF_MAX_BYTES = (2 << 30) - 1
 
 
 def env_var(name: str) -> str:

@@ -101,6 +101,17 @@ def to_onnx(graph: Graph, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
 
 
 def to_bytes(model: onnx.ModelProto) -> bytes:
+    """The model's bytes, the same for the same model every time; refused above protobuf's 2 GiB."""
+    from . import limits
+
+    size = model.ByteSize()
+    if size > limits.PROTOBUF_MAX_BYTES:
+        from .errors import LimitError
+
+        raise LimitError(
+            f"expected an ONNX model of at most 2 GiB (protobuf's limit for one message), found "
+            f"{limits.human_bytes(size)} of it: lower NNSPEC_MAX_WEIGHT_BYTES so that such specs are refused when loaded"
+        )
     return model.SerializeToString(deterministic=True)
 
 

@@ -421,3 +421,11 @@ def test_running_out_of_memory_is_a_clean_exit(cli: Callable[..., Any], tmp_path
     monkeypatch.setattr(importlib.import_module("nnspec.graph"), "materialize", exhausted)
     message = cli("validate", write(tmp_path, PARTY)).stderr
     assert message.startswith("error: out of memory") and "nnspec limits" in message
+
+
+def test_a_model_over_protobufs_limit_is_a_clean_error(cli, tmp_path: Path, monkeypatch: Any) -> None:
+    """Weights allowed by a raised max-weight-bytes may still make a model protobuf cannot write."""
+    monkeypatch.setattr("nnspec.limits.PROTOBUF_MAX_BYTES", 100)  # the party model is ~400 bytes
+    result = cli("compile", write(tmp_path, PARTY), "-o", tmp_path / "m.onnx")
+    assert_refused(result, "at most 2 GiB", "NNSPEC_MAX_WEIGHT_BYTES")
+    assert not (tmp_path / "m.onnx").exists()
