@@ -52,7 +52,7 @@ def problem(data: bytes, limits: Limits) -> Problem | None:
     if values > value_limit:
         return Problem(too_many(f"the text has {values - 1:,} commas"))
     depth_limit = limits.max_json_depth
-    open_: list[dict[str, int] | None] = []  # per open container: its keys and where each was, or None (array)
+    open_: list[dict[bytes, int] | None] = []  # per open container: its keys and where each was, or None (array)
     step = _STEP.match
     pos = 0
     while (m := step(data, pos)) is not None:
@@ -74,16 +74,17 @@ def problem(data: bytes, limits: Limits) -> Problem | None:
                 open_.pop()
         elif open_ and (keys := open_[-1]) is not None:
             raw = m[3]
-            # "\u0061" and "a" are the same key; a malformed escape is left for the parser to explain
-            key = _key(raw[1:-1]) if b"\\" in raw else raw[1:-1].decode("utf-8", "replace")
-            if key in keys:
-                line, column = _line_column(data, keys[key])
+            # "\u0061" and "a" are the same key: escaped keys are compared decoded, as UTF-8 like the rest
+            key = _unescaped(raw) if b"\\" in raw else raw
+            at = m.start(3)
+            first = keys.setdefault(key, at)
+            if first != at:
+                line, column = _line_column(data, first)
                 return Problem(
-                    f"expected each key once in an object, found {key!r} again (first at line {line}, column "
-                    f"{column}); JSON readers disagree on which one counts",
-                    *_line_column(data, m.start(3)),
+                    f"expected each key once in an object, found {key[1:-1].decode('utf-8', 'replace')!r} again "
+                    f"(first at line {line}, column {column}); JSON readers disagree on which one counts",
+                    *_line_column(data, at),
                 )
-            keys[key] = m.start(3)
     return None
 
 
@@ -98,11 +99,12 @@ def loads(data: bytes) -> Any:
             gc.enable()
 
 
-def _key(escaped: bytes) -> str:
+def _unescaped(raw: bytes) -> bytes:
+    """A quoted key with its escapes decoded, quoted again; a malformed escape is left for the parser."""
     try:
-        return str(orjson.loads(b'"' + escaped + b'"'))
+        return b'"' + str(orjson.loads(raw)).encode() + b'"'
     except orjson.JSONDecodeError:
-        return escaped.decode("utf-8", "replace")
+        return raw
 
 
 def _line_column(data: bytes, pos: int) -> tuple[int, int]:
