@@ -43,6 +43,9 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None] | bytes) -
             else:
                 write(f)
             f.flush()
+            # mkstemp creates the file readable by its owner only; give it the permissions a plain
+            # open() would (or the replaced file's), so a compiled model can be shipped as it is.
+            os.fchmod(f.fileno(), _mode_for(path))
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as exc:
@@ -54,6 +57,16 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None] | bytes) -
             raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
         raise
     return path
+
+
+def _mode_for(path: Path) -> int:
+    """The replaced file's permission bits, or those of a new file under the process's umask."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def load_arrays(

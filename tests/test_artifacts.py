@@ -84,3 +84,19 @@ def test_compiles_in_separate_processes_are_byte_identical(tmp_path: Path) -> No
         )
         written.append((folder / "m.onnx").read_bytes())
     assert written[0] == written[1]
+
+
+def test_written_files_get_the_permissions_of_a_plain_open(tmp_path: Path) -> None:
+    """A compiled model is shipped as written: readable per the umask like any new file (mkstemp alone
+    would leave it owner-only), and a replaced file keeps its own permissions."""
+    from nnspec.files import atomic_write
+
+    old = os.umask(0o022)
+    try:
+        fresh = atomic_write(tmp_path / "m.onnx", b"model")
+        assert fresh.stat().st_mode & 0o777 == 0o644
+        fresh.chmod(0o640)
+        atomic_write(fresh, b"model, again")
+        assert fresh.stat().st_mode & 0o777 == 0o640 and fresh.read_bytes() == b"model, again"
+    finally:
+        os.umask(old)
