@@ -91,9 +91,10 @@ def verdict_lines(report: Report) -> list[str]:
         )
     if report.steps and not failed_steps:
         worst = max(report.steps, key=lambda s: s.worst_margin)
+        closest = f"the closest {worst.name!r} at {fmt(worst.worst_margin)}x" if worst.worst_margin else "all exact"
         lines.append(
             f"layer by layer (each recomputed from the inputs the model fed it): {len(report.steps)} steps within "
-            f"their bounds, the closest {worst.name!r} at {fmt(worst.worst_margin)}x"
+            f"their bounds, {closest}"
         )
     if report.divergence:
         d = report.divergence
