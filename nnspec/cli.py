@@ -565,5 +565,24 @@ def schema() -> None:
     sys.stdout.write(json.dumps(Spec.model_json_schema(), indent=2) + "\n")
 
 
+def hoist_limits(argv: list[str]) -> list[str]:
+    """`nnspec check x.json --limit a=b` -> `nnspec --limit a=b check x.json`: `--limit` is an option of
+    nnspec itself, but users write it after the command too."""
+    hoisted, rest = [], []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--limit" and i + 1 < len(argv):
+            hoisted += argv[i : i + 2]
+            i += 2
+            continue
+        if arg.startswith("--limit="):
+            hoisted.append(arg)
+        else:
+            rest.append(arg)
+        i += 1
+    return hoisted + rest
+
+
 def main() -> None:
-    app()
+    app(args=hoist_limits(sys.argv[1:]), prog_name="nnspec")

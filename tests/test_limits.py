@@ -429,3 +429,25 @@ def test_a_model_over_protobufs_limit_is_a_clean_error(cli, tmp_path: Path, monk
     result = cli("compile", write(tmp_path, PARTY), "-o", tmp_path / "m.onnx")
     assert_refused(result, "at most 2 GiB", "NNSPEC_MAX_WEIGHT_BYTES")
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_limit_may_follow_the_command(tmp_path: Path) -> None:
+    """`nnspec validate x.json --limit max-layers=2` works as `nnspec --limit max-layers=2 validate x.json`."""
+    from nnspec.cli import hoist_limits
+
+    assert hoist_limits(["check", "x.json", "--limit", "a=1", "--limit=b=2", "--json", "r.json"]) == [
+        "--limit",
+        "a=1",
+        "--limit=b=2",
+        "check",
+        "x.json",
+        "--json",
+        "r.json",
+    ]
+    spec = write(tmp_path, THREE_LAYER)
+    done = subprocess.run(
+        [sys.executable, "-m", "nnspec", "validate", str(spec), "--limit", "max-layers=2"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2 and "at most 2 layers (NNSPEC_MAX_LAYERS)" in done.stderr, done.stderr
