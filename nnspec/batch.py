@@ -43,10 +43,11 @@ class FolderResult:
 
     @property
     def worst_margin(self) -> float | None:
-        """The largest error / allowed error over every output (above 1 fails); None when nothing ran."""
+        """The largest error / allowed error over every output and layer step (above 1 fails); None when
+        nothing ran."""
         if self.report is None:
             return None
-        ratios = [o.get("worst_margin") for o in self.report.get("outputs", [])]
+        ratios = [o.get("worst_margin") for o in [*self.report.get("outputs", []), *self.report.get("steps", [])]]
         return max((r for r in ratios if r is not None), default=None)
 
     @property
@@ -55,7 +56,14 @@ class FolderResult:
         if self.report is None:
             return self.error or ""
         failing = ", ".join(dict.fromkeys(o["name"] for o in self.report["outputs"] if not o["passed"]))
-        return "; ".join([*self.report["problems"], *([f"outputs differ: {failing}"] if failing else [])])
+        steps = ", ".join(dict.fromkeys(s["name"] for s in self.report.get("steps", []) if not s["passed"]))
+        return "; ".join(
+            [
+                *self.report["problems"],
+                *([f"outputs differ: {failing}"] if failing else []),
+                *([f"layers differ from their own steps: {steps}"] if steps else []),
+            ]
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready; an unbounded error ratio (inf, NaN) becomes null, as in the single-spec JSON report."""

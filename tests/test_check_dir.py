@@ -177,3 +177,11 @@ def test_check_folder_api(folder):
     assert [r.path.relative_to(folder).as_posix() for r in results] == ["nested/three.json", "party.json"]
     assert all(r.passed and r.report["passed"] and 0 <= r.worst_margin < 1 for r in results)
     assert "seed 3" in results[0].report["inputs"]
+
+
+def test_a_failing_layer_step_shows_in_the_summary_and_the_worst_margin():
+    step = {"name": "hidden", "passed": False, "worst_margin": 7.0}
+    report = {"problems": [], "outputs": [{"name": "out", "passed": True, "worst_margin": 0.01}], "steps": [step]}
+    result = FolderResult(path=Path("net.json"), exit_code=1, report=report)
+    assert result.summary == "layers differ from their own steps: hidden"
+    assert result.worst_margin == 7.0
