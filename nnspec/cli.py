@@ -165,8 +165,12 @@ def show(
     spec: SpecArg,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
-    """Summarize a spec for review: what each layer computes (a = f(W p + b)), its output shape, and where
-    its numbers come from, with their range; then the totals and the network's sha256 fingerprint."""
+    """Summarize a spec for review: each layer as a = f(W p + b), and where its numbers come from.
+
+    Per layer: what it computes over its own source, its output shape, and each parameter's origin
+    (inline, file, initializer and seed) with its range; then the totals and the network's sha256,
+    which compiled models carry as nnspec.spec_sha256.
+    """
     from rich.table import Table
 
     from .summary import summarize
