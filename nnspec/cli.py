@@ -167,9 +167,9 @@ def show(
 ) -> None:
     """Summarize a spec for review: each layer as a = f(W p + b), and where its numbers come from.
 
-    Per layer: what it computes over its own source, its output shape, and each parameter's origin
-    (inline, file, initializer and seed) with its range; then the totals and the network's sha256,
-    which compiled models carry as nnspec.spec_sha256.
+    Per layer: what it computes, its output shape, each parameter's origin (inline, file, initializer) and range.
+
+    Then the totals, and the network's sha256, which compiled models carry as nnspec.spec_sha256.
     """
     from rich.table import Table
 
