@@ -112,7 +112,8 @@ def _check_limits(spec: Spec, plans: list[LayerPlan], itemsize: int, limits: Lim
     total = count = 0
     for i, plan in enumerate(plans):
         for name, param in plan.params.items():
-            size = math.prod(param.shape) * itemsize
+            numbers = math.prod(param.shape)
+            size = numbers * itemsize
             total += size
             if total > limits.max_weight_bytes:
                 raise LimitError(
@@ -121,11 +122,11 @@ def _check_limits(spec: Spec, plans: list[LayerPlan], itemsize: int, limits: Lim
                     f"{human_bytes(size)} of it for this one of shape {list(param.shape)} ({param.reason})",
                     ("layers", i, name),
                 )
-            count += math.prod(param.shape)
+            count += numbers
             if count > limits.max_parameters:
                 raise LimitError(
                     f"expected at most {limits.max_parameters:,} parameters in all (NNSPEC_MAX_PARAMETERS), found "
-                    f"{count:,} declared up to here, {math.prod(param.shape):,} of them for this one of shape "
+                    f"{count:,} declared up to here, {numbers:,} of them for this one of shape "
                     f"{list(param.shape)} ({param.reason})",
                     ("layers", i, name),
                 )

@@ -13,7 +13,7 @@ from .activations import Precision
 from .affine import exact
 from .bounds import Trace, propagate
 from .inputs import Case, repeat_differs
-from .ir import Graph
+from .ir import Graph, Node
 from .layers import LAYERS
 from .runners import Runner
 
@@ -261,17 +261,17 @@ def cross_check(
             report.oracle += [compare(n, shapes[n], oracle_pairs[side.name][n], graph.dtype, names) for n in outputs]
     report.nondeterministic = sorted(unsteady)
     tracers: dict[str, Runner] = {}
-    if stepwise and graph.tolerances and tol.mode == "derived":
-        report.notes.append(
-            "layers were not checked one by one: the spec declares tolerances for its outputs, which a layer's "
-            "own step could not honour"
-        )
-    elif stepwise and traced is not None and tol.mode == "derived" and len(graph.nodes) > 1:
-        for runner in runners:
-            tracer = traced(runner)
-            if tracer is not None:
-                tracers[runner.name] = tracer
-                report.steps += step_results(graph, tracer, runner.name, cases)
+    if stepwise and tol.mode == "derived":
+        if graph.tolerances:
+            report.notes.append(
+                "layers were not checked one by one: the spec declares tolerances for its outputs, which a "
+                "layer's own step could not honour"
+            )
+        elif traced is not None and len(graph.nodes) > 1:
+            for runner in runners:
+                if (tracer := traced(runner)) is not None:
+                    tracers[runner.name] = tracer
+                    report.steps += step_results(graph, tracer, runner.name, cases)
     if tol.mode == "derived":
         report.notes += _weak_bound_notes(report.outputs, graph.tolerances, stepped=bool(report.steps))
     if loose:
@@ -285,18 +285,9 @@ def cross_check(
         report.notes.append(f"different results on the same inputs: {', '.join(report.nondeterministic)}")
     failed_step = next((s for s in report.steps if not s.passed), None)
     if failed_step is not None:
-        node = graph.node(failed_step.name)
+        case = (failed_step.worst_at or {}).get("case")
         report.divergence = {
-            "layer": node.name,
-            "index": node.index,
-            "path": f"layers[{node.index}]",
-            "type": node.op,
-            "runner": failed_step.candidate,
-            "case": (failed_step.worst_at or {}).get("case"),
-            "mismatches": failed_step.mismatches,
-            "elements": failed_step.elements,
-            "worst_margin": failed_step.worst_margin,
-            "worst_at": failed_step.worst_at,
+            **_divergence(graph.node(failed_step.name), failed_step, failed_step.candidate, case),
             "from_own_inputs": True,
         }
     elif not report.passed and traced is not None:
@@ -305,6 +296,10 @@ def cross_check(
             tracer = tracers.get(failing.name)
             report.divergence = localize(graph, reference, lambda: tracer or traced(failing), traces, tol)
     return report
+
+
+# The reference named in a step's result: the layer recomputed in float64 from the candidate's inputs.
+STEP_REFERENCE = "float64 step"
 
 
 def step_results(graph: Graph, tracer: Runner, name: str, cases: Sequence[Case]) -> list[OutputResult]:
@@ -331,11 +326,13 @@ def step_results(graph: Graph, tracer: Runner, name: str, cases: Sequence[Case])
                     exact(np.asarray(values[i], dtype=np.float64).reshape(-1, values[i].shape[-1])) for i in node.inputs
                 ]
                 step = LAYERS[node.op].bound(wide_node, inputs, precision)
-                own = LAYERS[node.op].bound(wide_node, inputs, wide_precision).bound()
+                # the float64 recomputation's own error: the same bound again, unless it is the same arithmetic
+                same = precision == wide_precision
+                own = step.bound() if same else LAYERS[node.op].bound(wide_node, inputs, wide_precision).bound()
             shape = (batch, *node.shape)
             allowed = (step.bound() + own).reshape(shape)
             pairs[node.name].append((case.label, step.value.reshape(shape), got[node.name], allowed))
-    names = ("float64 step", name)
+    names = (STEP_REFERENCE, name)
     return [compare(n.name, n.shape, pairs[n.name], graph.dtype, names) for n in graph.nodes if pairs[n.name]]
 
 
@@ -386,19 +383,24 @@ def localize(
             pair = (case.label, expected[node.name], got[node.name], allowed)
             result = compare(node.name, node.shape, [pair], graph.dtype)
             if not result.passed:
-                return {
-                    "layer": node.name,
-                    "index": node.index,
-                    "path": f"layers[{node.index}]",
-                    "type": node.op,
-                    "runner": runner.name,
-                    "case": case.label,
-                    "mismatches": result.mismatches,
-                    "elements": result.elements,
-                    "worst_margin": result.worst_margin,
-                    "worst_at": result.worst_at,
-                }
+                return _divergence(node, result, runner.name, case.label)
     return None
+
+
+def _divergence(node: Node, result: OutputResult, runner: str, case: str | None) -> dict[str, Any]:
+    """The report's `divergence`: which layer, where in the spec, on which case, and by how much."""
+    return {
+        "layer": node.name,
+        "index": node.index,
+        "path": f"layers[{node.index}]",
+        "type": node.op,
+        "runner": runner,
+        "case": case,
+        "mismatches": result.mismatches,
+        "elements": result.elements,
+        "worst_margin": result.worst_margin,
+        "worst_at": result.worst_at,
+    }
 
 
 def interface_problems(graph: Graph, iface: Mapping[str, Any], elem_type: int) -> list[str]:

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .errors import NNSpecError
-from .harness import OutputResult, Report
+from .harness import STEP_REFERENCE, OutputResult, Report
 
 
 def fmt(x: float | None) -> str:
@@ -191,7 +191,7 @@ def junit_suites(items: list[tuple[str, dict[str, Any] | str | None]]) -> str:
                 cases, failures = 1, 1
             for o in [*data["outputs"], *data.get("steps", [])]:
                 label = f"{o['name']} [{o['candidate']} vs {o['reference']}]"
-                if o["reference"] == "float64 step":
+                if o["reference"] == STEP_REFERENCE:
                     label = f"layer {o['name']} step [{o['candidate']}]"
                 case = ET.SubElement(suite, "testcase", classname=name, name=label)
                 cases += 1
