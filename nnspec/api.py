@@ -15,7 +15,7 @@ from .harness import (
     cross_check,
     interface_problems,
 )
-from .inputs import DEFAULT_BATCH_SIZES, given_cases, random_cases, random_origin
+from .inputs import DEFAULT_BATCH_SIZES, given_cases, non_finite_notes, random_cases, random_origin
 from .ir import Graph
 from .limits import PROTOBUF_MAX_BYTES, Limits, human_bytes
 from .runners import NumpyRunner, Runner, make_runner, onnxruntime_max_opset
@@ -105,7 +105,7 @@ def check(
     spec: SpecLike,
     *,
     onnx_model: Any = None,
-    inputs: Mapping[str, Any] | None = None,
+    inputs: Mapping[str, Any] | Any | None = None,
     rtol: float | None = None,
     atol: float | None = None,
     seed: int = 0,
@@ -115,15 +115,34 @@ def check(
     repro: str | Path | None = None,
     runners: Sequence[str] = ("onnxruntime",),
 ) -> Report:
-    """Run the NumPy evaluator and onnxruntime on the same inputs and compare every output.
+    """Prove that the ONNX form computes what the spec says: run both on the same inputs, compare every output.
 
-    `onnx_model` (a ModelProto, bytes or a path) checks an existing model against the spec instead
-    of a fresh export; `inputs` (arrays by input name) replaces the seeded random batches; `repro`
-    names a folder for a minimal reproduction when a layer is found to diverge (see nnspec.repro).
+    Args:
+        spec: a loaded `Spec`, or the path of a spec file.
+        onnx_model: an existing model to check (a `onnx.ModelProto`, its bytes, or a path) instead of a
+            fresh export of the spec.
+        inputs: arrays keyed by input name, each `[N, *shape]` (one array will do for a single-input
+            model), instead of the seeded random batches.
+        rtol, atol: a flat tolerance, `|candidate - reference| <= atol + rtol * |reference|`, instead of
+            the derived bound; each a finite number >= 0 (a missing one is 0).
+        seed, batch_sizes: the seeded random batches (used when `inputs` is None).
+        provider: onnxruntime's execution provider, "cpu" or "cuda".
+        opset: the ONNX opset of the fresh export.
+        repro: a folder to write a minimal reproduction to when a layer is found to diverge.
+        runners: candidate runners, "onnxruntime" and/or "onnx-reference".
+
+    Returns:
+        A `Report`: `.passed`, per output `.outputs` (with `.worst_margin`, the largest error divided by
+        the error allowed there; above 1 fails), `.steps` (each layer against its own step), `.notes`;
+        `str(report)` renders it as text, `nnspec.render` as JSON, Markdown, JUnit or HTML.
+
+    Raises:
+        NNSpecError: invalid spec, inputs, tolerance or model file (`InputDataError`, `SpecError`, ...).
     """
     from .onnx_export import elem_type_of, interface, load_model, to_bytes
     from .onnx_export import to_onnx as export
 
+    tol = Tolerance() if rtol is None and atol is None else Tolerance.given(rtol, atol)
     if not isinstance(spec, Spec):
         spec = load(spec)
     g = graph(spec)
@@ -141,18 +160,22 @@ def check(
         problems = interface_problems(g, iface, elem_type_of(g.dtype))
         recorded = iface["metadata"].get("nnspec.spec_sha256")
         if recorded and recorded != g.fingerprint:
+            compiled_from = iface["graph_name"]
             notes.append(
-                "the model's recorded spec hash differs from this spec's: it was compiled from another version"
+                f"the model was compiled from another spec (model {compiled_from!r}): its recorded spec hash differs"
+                if compiled_from != g.name
+                else f"the model was compiled from a different network named {g.name!r} (another version of this "
+                "spec?): its recorded spec hash differs from this spec's"
             )
         elif not recorded:
             notes.append("the model carries no nnspec spec hash (not compiled by nnspec): checked end to end only")
         stepwise = "nnspec.version" in iface["metadata"]
     if inputs is not None:
         cases, origin = given_cases(g, inputs), "given"
+        notes += non_finite_notes(cases[0].feeds)
     else:
         cases = random_cases(g, seed, batch_sizes)
         origin = random_origin(seed)
-    tol = Tolerance() if rtol is None and atol is None else Tolerance.given(rtol, atol)
     reference = NumpyRunner(g)
     if problems:
         return cross_check(g, reference, reference, cases, tol, problems=problems, notes=notes, inputs=origin)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
+import fnmatch
 import functools
-import io
 import json
 import multiprocessing
 import os
@@ -15,16 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from rich.console import Console
-
 from .api import check, load
 from .errors import NNSpecError
+from .limits import Limits
 from .render import json_safe
+from .spec import parse_json
 
 T = TypeVar("T")
 R = TypeVar("R")
-
-REPORT_WIDTH = 120  # columns of the plain-text report: wide enough that its table never wraps
 
 
 @dataclass(frozen=True)
@@ -90,17 +89,66 @@ def exit_code(results: Iterable[FolderResult]) -> int:
     return 1 if 1 in codes else max(codes, default=0)
 
 
-def find_specs(folder: str | Path) -> list[Path]:
-    """Every `*.json` file under `folder`, recursively, in sorted order; each is taken to be a spec."""
+# Top-level keys that make a JSON file a spec; a key this close to one (difflib's ratio) is taken for a typo
+# of it, so that a spec with a misspelt "format" and "layers" is reported as invalid, never skipped.
+SPEC_KEYS = ("format", "layers")
+TYPO_RATIO = 0.7  # "fromat" and "layer" are 0.83 and 0.91 from their keys; input names like "features" 0.46
+
+
+@dataclass(frozen=True)
+class SpecFiles:
+    """The `*.json` files under a folder, sorted: the specs, and those left out with the reason."""
+
+    specs: list[Path]
+    skipped: list[Path]  # plainly not specs: input files and other JSON (see looks_like_spec)
+    excluded: list[Path]  # matched an --exclude pattern
+
+
+def looks_like_spec(path: Path) -> bool:
+    """False only for JSON that is plainly not a spec: an array, or an object with no "format" or "layers" key
+    (nor a key close to either). Anything unreadable, malformed or over the limits may be a broken spec: True."""
+    try:
+        if path.stat().st_size > Limits.from_env().max_spec_bytes:
+            return True
+        raw = path.read_bytes()
+        if any(f'"{key}"'.encode() in raw for key in SPEC_KEYS):
+            return True
+        data = parse_json(raw, str(path))
+    except (OSError, NNSpecError):
+        return True
+    if not isinstance(data, dict):
+        return False
+    return any(
+        difflib.SequenceMatcher(None, key.lower(), spec_key).ratio() >= TYPO_RATIO
+        for key in data
+        for spec_key in SPEC_KEYS
+    )
+
+
+def find_specs(folder: str | Path, exclude: Sequence[str] = ()) -> SpecFiles:
+    """Every `*.json` file under `folder`, recursively and sorted, that is a spec (see looks_like_spec) and
+    matches no `exclude` glob. A glob matches the path relative to the folder (`*` also matches `/`) or the
+    file's name: `inputs/*`, `*.inputs.json`."""
     folder = Path(folder)
     if not folder.is_dir():
         raise NNSpecError(
             f"expected a folder of specs, found {'a file' if folder.exists() else 'nothing'}", source=str(folder)
         )
-    specs = sorted(p for p in folder.rglob("*.json") if p.is_file())
-    if not specs:
-        raise NNSpecError("expected *.json specs in this folder or below it, found none", source=str(folder))
-    return specs
+    found = SpecFiles([], [], [])
+    for path in sorted(p for p in folder.rglob("*.json") if p.is_file()):
+        relative = path.relative_to(folder).as_posix()
+        if any(fnmatch.fnmatchcase(relative, g) or fnmatch.fnmatchcase(path.name, g) for g in exclude):
+            found.excluded.append(path)
+        elif looks_like_spec(path):
+            found.specs.append(path)
+        else:
+            found.skipped.append(path)
+    if not found.specs:
+        left = ""
+        if found.skipped or found.excluded:
+            left = f" ({len(found.skipped)} JSON file(s) that are not specs, {len(found.excluded)} excluded)"
+        raise NNSpecError(f"expected *.json specs in this folder or below it, found none{left}", source=str(folder))
+    return found
 
 
 def check_spec(path: str | Path, **check_kwargs: Any) -> FolderResult:
@@ -108,16 +156,14 @@ def check_spec(path: str | Path, **check_kwargs: Any) -> FolderResult:
 
     `check_kwargs` go to `nnspec.check` (rtol, atol, seed, provider, opset, ...). Bugs still raise.
     """
-    from .render import print_report
+    from .render import text
 
     path = Path(path)
     try:
         report = check(load(path), **check_kwargs)
     except NNSpecError as exc:
         return FolderResult(path, exc.exit_code, error=str(exc), text=f"error: {exc}\n")
-    buffer = io.StringIO()
-    print_report(report, Console(file=buffer, width=REPORT_WIDTH, force_terminal=False, soft_wrap=True))
-    return FolderResult(path, 0 if report.passed else 1, report=report.to_dict(), text=buffer.getvalue())
+    return FolderResult(path, 0 if report.passed else 1, report=report.to_dict(), text=text(report))
 
 
 def _check_guarded(path: Path, **check_kwargs: Any) -> FolderResult:
@@ -138,14 +184,20 @@ def _worker_died(path: Path) -> FolderResult:
     return FolderResult(path, 1, error=message, text=f"error: {message}\n")
 
 
-def check_folder(folder: str | Path, *, jobs: int | None = None, **check_kwargs: Any) -> list[FolderResult]:
-    """Cross-check every `*.json` under `folder` (see find_specs), each as `nnspec check` would, in path order.
+def check_folder(
+    folder: str | Path, *, jobs: int | None = None, exclude: Sequence[str] = (), **check_kwargs: Any
+) -> list[FolderResult]:
+    """Cross-check every spec under `folder` (see find_specs), each as `nnspec check` would, in path order."""
+    return check_paths(find_specs(folder, exclude).specs, jobs=jobs, **check_kwargs)
+
+
+def check_paths(paths: Sequence[Path], *, jobs: int | None = None, **check_kwargs: Any) -> list[FolderResult]:
+    """Cross-check each spec file, as `nnspec check` would, in the given order.
 
     Specs are checked in `jobs` processes (default: one per CPU; 1 checks them in this process).
     `check_kwargs` go to `nnspec.check`. An invalid spec, a bug, or a dying process affects only its own
     spec's result.
     """
-    paths = find_specs(folder)
     return _map_isolated(functools.partial(_check_guarded, **check_kwargs), paths, jobs, _worker_died)
 
 

@@ -6,45 +6,108 @@ import functools
 import json
 import os
 import sys
-from collections.abc import Callable
-from enum import Enum
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import numpy as np
 import typer
-from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperCommand
 
 from . import api
 from ._version import __version__
-from .errors import NNSpecError
-from .files import atomic_write, load_arrays, save_arrays
+from .errors import NNSpecError, suggest
+from .files import atomic_write, json_text, load_arrays, save_arrays
+from .harness import tolerance_value
 from .limits import human_bytes
+from .render import MARGIN, OutputConsole
+from .runners import PROVIDERS, RUNNERS
 
 if TYPE_CHECKING:
     from .batch import FolderResult
 
+
+class Command(TyperCommand):
+    """Help that reads like other command-line tools': `nnspec check [OPTIONS] SPEC`, arguments by their
+    metavar, and the global `--limit` (which may follow the command) listed with each command's options."""
+
+    def collect_usage_pieces(self, ctx: typer.Context) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        return pieces + [p.metavar or p.name.upper() for p in self.get_params(ctx) if p.param_type_name == "argument"]  # type: ignore[union-attr]
+
+    def format_options(self, ctx: typer.Context, formatter: Any) -> None:
+        params = self.get_params(ctx)
+        arguments = [(p.metavar or p.name.upper(), p.help or "") for p in params if p.param_type_name == "argument"]  # type: ignore[union-attr, attr-defined]
+        options = [r for p in params if p.param_type_name == "option" and (r := p.get_help_record(ctx))]
+        options.insert(len(options) - 1, (LIMIT_FLAG, LIMIT_HELP))  # before --help
+        if arguments:
+            with formatter.section("Arguments"):
+                formatter.write_dl(arguments)
+        with formatter.section("Options"):
+            formatter.write_dl(options)
+
+
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
+    rich_markup_mode=None,  # plain help text, as other command-line tools print it
     pretty_exceptions_show_locals=False,
     help="Write a network down once as data, compile it to ONNX, and prove both forms compute the same thing.",
+    epilog="Exit codes: 0 ok, 1 the model disagrees with its spec, 2 invalid input. Output to a pipe or a file "
+    "(a CI log) is not wrapped; set COLUMNS to wrap it at that width.",
 )
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+command = functools.partial(app.command, cls=Command)
+out = OutputConsole(highlight=False)
+err = OutputConsole(stderr=True, highlight=False)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+LIMIT_FLAG = "--limit NAME=VALUE"
+LIMIT_HELP = "Set a resource limit for this command, e.g. --limit max-spec-bytes=512MiB (repeatable; `nnspec limits` lists them)."
+BACKENDS = ("numpy", "onnxruntime")
 
-class Backend(str, Enum):
-    numpy = "numpy"
-    onnxruntime = "onnxruntime"
+
+def choice(option: str, choices: Sequence[str]) -> Callable[[str], str]:
+    """A parser for an option that takes one of `choices`: a plain message naming them otherwise."""
+
+    def parse(value: str) -> str:
+        if value not in choices:
+            raise typer.BadParameter(f"expected one of {', '.join(choices)}; found {value!r}{suggest(value, choices)}")
+        return value
+
+    return parse
 
 
-class Provider(str, Enum):
-    cpu = "cpu"
-    cuda = "cuda"
+def integer(minimum: int | None = None) -> Callable[[str], int]:
+    """A parser for an integer option, at least `minimum` when given."""
+
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise typer.BadParameter(f"expected an integer, found {value!r}") from None
+        if minimum is not None and number < minimum:
+            raise typer.BadParameter(f"expected an integer >= {minimum}, found {number}")
+        return number
+
+    return parse
+
+
+def tolerance(name: str) -> Callable[[str], float]:
+    """A parser for --rtol/--atol: a finite number >= 0, as every way into a tolerance requires."""
+
+    def parse(value: str) -> float:
+        try:
+            number = float(value)
+        except ValueError:
+            raise typer.BadParameter(f"expected a finite number >= 0, found {value!r}") from None
+        try:
+            return tolerance_value(number, name)
+        except NNSpecError as exc:
+            raise typer.BadParameter(exc.message.removeprefix(f"{name}: ")) from None
+
+    return parse
 
 
 def reports_errors(command: F) -> F:
@@ -117,34 +180,33 @@ def _apply_limits(ctx: typer.Context, items: list[str]) -> None:
 def main_options(
     ctx: typer.Context,
     version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+        bool,
+        typer.Option("-V", "--version", callback=_version, is_eager=True, help="Print the version and exit."),
     ] = False,
-    limit: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--limit",
-            metavar="NAME=VALUE",
-            help="Set a resource limit for this command, e.g. --limit max-spec-bytes=512MiB (repeatable; "
-            "`nnspec limits` lists them).",
-        ),
-    ] = None,
+    limit: Annotated[list[str] | None, typer.Option("--limit", metavar="NAME=VALUE", help=LIMIT_HELP)] = None,
 ) -> None:
     """Write a network down once as data, compile it to ONNX, and prove both forms compute the same thing."""
     if limit:
         reports_errors(_apply_limits)(ctx, limit)
 
 
-SpecArg = Annotated[Path, typer.Argument(help="The spec file (JSON, format nnspec/1).", show_default=False)]
-OpsetOpt = Annotated[int, typer.Option("--opset", help="ONNX opset to target.")]
+SpecArg = Annotated[
+    Path, typer.Argument(metavar="SPEC", help="The spec file (JSON, format nnspec/1).", show_default=False)
+]
+OpsetOpt = Annotated[int, typer.Option("--opset", metavar="N", parser=integer(), help="ONNX opset to target.")]
+ProviderOpt = Annotated[
+    str,
+    typer.Option(
+        "--provider",
+        metavar="[cpu|cuda]",
+        parser=choice("--provider", PROVIDERS),
+        help="onnxruntime's execution provider (cuda needs onnxruntime-gpu and a GPU).",
+    ),
+]
+STDOUT = "-"  # a report option's file name that means standard output
 
 
-def _tolerance(value: float | None, name: str) -> float | None:
-    if value is not None and not (value >= 0 and np.isfinite(value)):
-        raise NNSpecError(f"{name} must be a finite number >= 0, found {value}")
-    return value
-
-
-@app.command()
+@command(short_help="Check a spec completely, writing nothing.")
 @reports_errors
 def validate(spec: SpecArg) -> None:
     """Check a spec completely (structure, names, shapes, weights) without writing anything.
@@ -159,7 +221,7 @@ def validate(spec: SpecArg) -> None:
     )
 
 
-@app.command()
+@command(short_help="Summarize a spec for review, layer by layer.")
 @reports_errors
 def show(
     spec: SpecArg,
@@ -214,12 +276,13 @@ def show(
     out.print(f"sha256 {info['sha256']} (written into compiled models as nnspec.spec_sha256)")
 
 
-@app.command("compile")
+@command("compile", short_help="Cross-check a spec, then write its ONNX model.")
 @reports_errors
 def compile_(
     spec: SpecArg,
     output: Annotated[
-        Path | None, typer.Option("-o", "--output", help="Where to write the model (default: <name>.onnx).")
+        Path | None,
+        typer.Option("-o", "--output", metavar="PATH", help="Where to write the model (default: <name>.onnx)."),
     ] = None,
     opset: OpsetOpt = api.DEFAULT_OPSET,
     no_check: Annotated[bool, typer.Option("--no-check", help="Skip the cross-check before writing.")] = False,
@@ -257,102 +320,165 @@ def compile_(
     out.print(f"wrote {target} (opset {opset}, {g.parameter_count} parameters, {human_bytes(len(data))}){summary}")
 
 
-@app.command()
+@command(short_help="Run a spec's model on arrays from a file.")
 @reports_errors
 def run(
     spec: SpecArg,
     input: Annotated[
         Path,
         typer.Option(
-            "--input", "-i", help=".npy (single-input models) or .npz keyed by input name.", show_default=False
+            "--input",
+            "-i",
+            metavar="PATH",
+            help=".npy or .csv (a single-input model), .npz or .json keyed by input name.",
+            show_default=False,
         ),
     ],
     output: Annotated[
         Path | None,
-        typer.Option("--output", "-o", help=".npy (single output) or .npz keyed by output name; default: print."),
+        typer.Option(
+            "--output",
+            "-o",
+            metavar="PATH",
+            help=".npy (one output), .npz or .json keyed by output name, or .csv (a row per sample); "
+            "default: print.",
+        ),
     ] = None,
-    backend: Annotated[Backend, typer.Option("--backend", help="Which form of the model to run.")] = Backend.numpy,
-    provider: Annotated[Provider, typer.Option("--provider", help="onnxruntime execution provider.")] = Provider.cpu,
+    backend: Annotated[
+        str,
+        typer.Option(
+            "--backend", metavar="[numpy|onnxruntime]", parser=choice("--backend", BACKENDS), help="Which form to run."
+        ),
+    ] = "numpy",
+    provider: Annotated[
+        str | None,
+        typer.Option(
+            "--provider",
+            metavar="[cpu|cuda]",
+            parser=choice("--provider", PROVIDERS),
+            help="onnxruntime's execution provider, with --backend onnxruntime (default: cpu).",
+            show_default=False,
+        ),
+    ] = None,
     opset: OpsetOpt = api.DEFAULT_OPSET,
 ) -> None:
     """Run a spec's model on arrays from a file and print or save its outputs."""
     from .feeds import check_feeds
+    from .files import OUTPUT_SUFFIXES
 
+    if provider is not None and backend != "onnxruntime":
+        raise NNSpecError(f"--provider {provider} applies to --backend onnxruntime; the {backend} backend runs on the CPU")
     s = api.load(spec)
     g = api.graph(s)
-    if output is not None and output.suffix.lower() not in (".npy", ".npz"):
-        raise NNSpecError(f"expected an output file ending in .npy or .npz, found {output.name!r}")
+    if output is not None and output.suffix.lower() not in OUTPUT_SUFFIXES:
+        raise NNSpecError(f"expected an output file ending in {', '.join(OUTPUT_SUFFIXES)}, found {output.name!r}")
     feeds = check_feeds(g, load_arrays(input, g.inputs))
-    if backend is Backend.numpy:
+    if backend == "numpy":
         results = api.to_numpy(s).run(feeds)
     else:
         from .onnx_export import to_bytes
         from .runners import OnnxRuntimeRunner
 
         api.check_opset(opset)
-        results = OnnxRuntimeRunner(to_bytes(api.to_onnx(s, opset)), provider.value).run(feeds)
+        results = OnnxRuntimeRunner(to_bytes(api.to_onnx(s, opset)), provider or "cpu").run(feeds)
     if output is not None:
         save_arrays(output, results)
-        out.print(f"wrote {output} ({', '.join(f'{k} {list(v.shape)}' for k, v in results.items())})")
+        out.print(f"wrote {output} ({', '.join(f'{k} {list(v.shape)}' for k, v in results.items())})", markup=False)
         return
-    for name, value in results.items():
-        out.print(f"{name} = {np.array2string(value, threshold=1000)}", markup=False)
+    for name, value in results.items():  # every number: a run's output is data, not a preview
+        out.print(f"{name} = {np.array2string(value, threshold=value.size + 1)}", markup=False)
 
 
 SpecOrFolderArg = Annotated[
     Path,
-    typer.Argument(help="The spec file, or a folder: every *.json in it and below it.", show_default=False),
+    typer.Argument(
+        metavar="SPEC",
+        help="The spec file, or a folder: every spec (*.json) in it and below it.",
+        show_default=False,
+    ),
 ]
 
 
-@app.command()
+def _report_option(flag: str, what: str) -> Any:
+    return typer.Option(flag, metavar="PATH", help=f"Also write the report as {what} ('-': to stdout, no table).")
+
+
+@command(short_help="Prove that the ONNX form computes the spec.")
 @reports_errors
 def check(
     spec: SpecOrFolderArg,
     onnx: Annotated[
-        Path | None, typer.Option("--onnx", help="Check this existing ONNX file instead of a fresh export.")
+        Path | None,
+        typer.Option("--onnx", metavar="PATH", help="Check this existing ONNX file instead of a fresh export."),
     ] = None,
     inputs: Annotated[
         Path | None,
-        typer.Option("--inputs", help="Inputs to use (.npy, .npz, .csv or .json) instead of seeded random batches."),
+        typer.Option(
+            "--inputs",
+            metavar="PATH",
+            help="Inputs to use (.npy, .npz, .csv or .json) instead of seeded random batches.",
+        ),
     ] = None,
     rtol: Annotated[
-        float | None, typer.Option("--rtol", help="Relative tolerance, replacing the derived bound (default: derived).")
+        float | None,
+        typer.Option(
+            "--rtol",
+            metavar="R",
+            parser=tolerance("--rtol"),
+            help="Relative tolerance, replacing the derived bound: |a - b| <= atol + rtol |b|.",
+        ),
     ] = None,
     atol: Annotated[
-        float | None, typer.Option("--atol", help="Absolute tolerance, replacing the derived bound (default: derived).")
+        float | None,
+        typer.Option("--atol", metavar="A", parser=tolerance("--atol"), help="Absolute tolerance (see --rtol)."),
     ] = None,
-    json_path: Annotated[
-        Path | None,
-        typer.Option("--json", help="Also write the report as JSON ('-' for stdout, instead of the table)."),
-    ] = None,
-    markdown: Annotated[
-        Path | None, typer.Option("--markdown", help="Also write the report as Markdown (for CI summaries).")
-    ] = None,
+    json_path: Annotated[Path | None, _report_option("--json", "JSON")] = None,
+    markdown: Annotated[Path | None, _report_option("--markdown", "Markdown (for CI job summaries)")] = None,
     junit: Annotated[
-        Path | None, typer.Option("--junit", help="Also write JUnit XML: a test case per output and runner.")
+        Path | None, _report_option("--junit", "JUnit XML (a test case per output, runner and layer step)")
     ] = None,
-    html: Annotated[
-        Path | None, typer.Option("--html", help="Also write a self-contained HTML report with error histograms.")
-    ] = None,
+    html: Annotated[Path | None, _report_option("--html", "a self-contained HTML page with error histograms")] = None,
     repro: Annotated[
         Path | None,
-        typer.Option("--repro", help="On failure, write a minimal reproduction of the first diverging layer here."),
+        typer.Option(
+            "--repro",
+            metavar="DIR",
+            help="On failure, write a minimal reproduction of the first diverging layer here.",
+        ),
     ] = None,
     runner: Annotated[
         list[str] | None,
-        typer.Option("--runner", help="Candidate runner: onnxruntime (default) or onnx-reference; repeatable."),
+        typer.Option(
+            "--runner",
+            metavar="[onnxruntime|onnx-reference]",
+            parser=choice("--runner", RUNNERS),
+            help="Candidate runner (default: onnxruntime); repeatable.",
+            show_default=False,
+        ),
     ] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the random input batches.")] = 0,
-    provider: Annotated[Provider, typer.Option("--provider", help="onnxruntime execution provider.")] = Provider.cpu,
+    seed: Annotated[
+        int, typer.Option("--seed", metavar="N", parser=integer(), help="Seed of the random input batches.")
+    ] = 0,
+    provider: ProviderOpt = "cpu",
     opset: OpsetOpt = api.DEFAULT_OPSET,
     jobs: Annotated[
         int | None,
         typer.Option(
             "--jobs",
             "-j",
-            min=1,
+            metavar="N",
+            parser=integer(minimum=1),
             help="A folder's specs are checked in this many processes (default: one per CPU).",
+            show_default=False,
+        ),
+    ] = None,
+    exclude: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--exclude",
+            metavar="GLOB",
+            help="In a folder, leave out files whose path (relative to it) or name matches, e.g. 'inputs/*'; "
+            "repeatable.",
             show_default=False,
         ),
     ] = None,
@@ -361,20 +487,18 @@ def check(
 
     Exit 0 when they agree, 1 when they do not, 2 on invalid input.
 
-    A folder: check every *.json in it and below it; exit 1 if any disagrees, else 2 if any is invalid, else 0.
+    A folder: check every spec in it and below it (JSON without a "format" or "layers" key, such as input
+    files, is skipped and listed); exit 1 if any disagrees, else 2 if any is invalid, else 0.
     """
     from . import render
 
-    _tolerance(rtol, "--rtol")
-    _tolerance(atol, "--atol")
+    reports = {"--json": json_path, "--markdown": markdown, "--junit": junit, "--html": html}
+    to_stdout = [flag for flag, path in reports.items() if path is not None and str(path) == STDOUT]
+    if len(to_stdout) > 1:
+        raise NNSpecError(f"only one report can go to stdout ('-'), found {' and '.join(to_stdout)}")
+    runners = tuple(runner or ("onnxruntime",))
     if spec.is_dir():
-        one_spec = (
-            ("--onnx", onnx),
-            ("--inputs", inputs),
-            ("--markdown", markdown),
-            ("--html", html),
-            ("--repro", repro),
-        )
+        one_spec = (("--onnx", onnx), ("--inputs", inputs), ("--markdown", markdown), ("--html", html), ("--repro", repro))
         for flag, value in one_spec:
             if value is not None:
                 raise NNSpecError(f"{flag} applies to one spec, but {spec} is a folder; check that spec alone")
@@ -384,14 +508,17 @@ def check(
             jobs,
             json_path,
             junit,
+            exclude or [],
             rtol=rtol,
             atol=atol,
             seed=seed,
-            provider=provider.value,
+            provider=provider,
             opset=opset,
-            runners=tuple(runner or ("onnxruntime",)),
+            runners=runners,
         )
         raise typer.Exit(code)
+    if exclude:
+        raise NNSpecError(f"--exclude applies to a folder, but {spec} is a file")
     s = api.load(spec)
     g = api.graph(s)
     feeds = load_arrays(inputs, g.inputs) if inputs is not None else None
@@ -402,45 +529,66 @@ def check(
         rtol=rtol,
         atol=atol,
         seed=seed,
-        provider=provider.value,
+        provider=provider,
         opset=opset,
         repro=repro,
-        runners=tuple(runner or ("onnxruntime",)),
+        runners=runners,
     )
-    if json_path is not None and str(json_path) == "-":
-        sys.stdout.write(render.to_json(report))
-    else:
+    writers: dict[str, Callable[[], str]] = {
+        "--json": lambda: render.to_json(report),
+        "--markdown": lambda: render.markdown(report),
+        "--junit": lambda: render.junit_suites([(str(spec), report.to_dict())]),
+        "--html": lambda: render.html(report),
+    }
+    if not to_stdout:
         render.print_report(report, out)
-        if json_path is not None:
-            atomic_write(json_path, render.to_json(report).encode())
-    if markdown is not None:
-        atomic_write(markdown, render.markdown(report).encode())
-    if junit is not None:
-        atomic_write(junit, render.junit_suites([(str(spec), report.to_dict())]).encode())
-    if html is not None:
-        atomic_write(html, render.html(report).encode())
+    for flag, path in reports.items():
+        if path is not None:
+            _write_report(path, writers[flag])
     raise typer.Exit(0 if report.passed else 1)
 
 
+def _write_report(path: Path, render: Callable[[], str]) -> None:
+    """A report to its file (atomically), or to stdout for '-'."""
+    if str(path) == STDOUT:
+        sys.stdout.write(render())
+        sys.stdout.flush()
+    else:
+        atomic_write(path, render().encode())
+
+
 def _check_folder(
-    folder: Path, jobs: int | None, json_path: Path | None, junit: Path | None, **check_kwargs: Any
+    folder: Path,
+    jobs: int | None,
+    json_path: Path | None,
+    junit: Path | None,
+    exclude: list[str],
+    **check_kwargs: Any,
 ) -> int:
-    """`nnspec check DIR`: check every spec, print one summary table (or JSON), return the folder's exit code."""
-    from .batch import check_folder, exit_code, to_json
+    """`nnspec check DIR`: check every spec, print one summary table (or a report to stdout), return the exit code."""
+    from .batch import check_paths, exit_code, find_specs, to_json
     from .render import junit_suites
 
-    results = check_folder(folder, jobs=jobs, **check_kwargs)
+    found = find_specs(folder, exclude)
+    results = check_paths(found.specs, jobs=jobs, **check_kwargs)
+    on_stdout = any(p is not None and str(p) == STDOUT for p in (json_path, junit))
+    if not on_stdout:
+        _print_folder(folder, results)
+    left_out = (
+        (found.skipped, 'JSON file(s) that are not specs (no "format" or "layers" key)'),
+        (found.excluded, "file(s) matching --exclude"),
+    )
+    for paths, why in left_out:
+        if paths:
+            names = ", ".join(p.relative_to(folder).as_posix() for p in paths)
+            (err if on_stdout else out).print(f"skipped {len(paths)} {why}: {names}", markup=False, highlight=False)
     if junit is not None:
         suites = [
             (r.path.relative_to(folder).as_posix(), r.report if r.report is not None else r.error) for r in results
         ]
-        atomic_write(junit, junit_suites(suites).encode())
-    if json_path is not None and str(json_path) == "-":
-        sys.stdout.write(to_json(results))
-    else:
-        _print_folder(folder, results)
-        if json_path is not None:
-            atomic_write(json_path, to_json(results).encode())
+        _write_report(junit, lambda: junit_suites(suites))
+    if json_path is not None:
+        _write_report(json_path, lambda: to_json(results))
     return exit_code(results)
 
 
@@ -462,7 +610,7 @@ def _print_folder(folder: Path, results: list[FolderResult]) -> None:
     table = Table(title=f"nnspec check: {folder} ({len(results)} specs)")
     table.add_column("spec")
     table.add_column("result", no_wrap=True)
-    table.add_column("worst err/bound", justify="right", no_wrap=True)
+    table.add_column(f"worst {MARGIN}", justify="right", no_wrap=True)
     table.add_column("failing outputs, or the error")
     for r in results:
         verdict = _folder_verdict(r)
@@ -473,7 +621,7 @@ def _print_folder(folder: Path, results: list[FolderResult]) -> None:
     out.print(table)
     for r in results:
         if r.exit_code == 1:
-            out.rule(escape(r.path.as_posix()))
+            out.heading(r.path.as_posix())
             out.out(r.text, highlight=False, end="")
     counts = Counter(_folder_verdict(r) for r in results)
     if counts["pass"] == len(results):
@@ -484,7 +632,7 @@ def _print_folder(folder: Path, results: list[FolderResult]) -> None:
         out.print(f"[bold red]FAIL[/bold red]: {tally} ({len(results)} specs)", highlight=False)
 
 
-@app.command()
+@command(short_help="Upgrade a spec to the current format version.")
 @reports_errors
 def migrate(
     spec: SpecArg,
@@ -502,7 +650,7 @@ def migrate(
         raise NNSpecError(f"cannot read: {exc.strerror or exc}", source=str(spec)) from None
     data, steps = upgrade(parse_json(raw, str(spec)), str(spec))
     api.from_dict(data, spec.parent)  # the result must be a valid spec of the current format
-    text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    text = json_text(data)
     if output is None:
         sys.stdout.write(text)
     else:
@@ -511,7 +659,7 @@ def migrate(
     err.print(f"{spec}: {what}", highlight=False, markup=False)
 
 
-@app.command("limits")
+@command("limits", short_help="Show the resource limits and their reasons.")
 @reports_errors
 def limits_(
     as_json: Annotated[bool, typer.Option("--json", help="Print the limits as JSON.")] = False,
@@ -534,7 +682,8 @@ def limits_(
             origin = "default"
         rows.append(
             {
-                "name": name,
+                "name": name.replace("_", "-"),  # as --limit and the table spell it
+                "field": name,  # as nnspec.Limits spells it
                 "value": value,
                 "default": getattr(defaults, name),
                 "set_by": origin,
@@ -552,8 +701,8 @@ def limits_(
     table.add_column("bounds [dim](why the default)[/dim]")
     for row in rows:
         table.add_row(
-            row["name"].replace("_", "-"),
-            show(row["name"], row["value"]),
+            row["name"],
+            show(row["field"], row["value"]),
             row["set_by"],
             f"{escape(row['what'])}\n[dim]{escape(row['why'])}[/dim]",
         )
@@ -561,7 +710,7 @@ def limits_(
     out.print("Set one with NNSPEC_<NAME> (e.g. NNSPEC_MAX_SPEC_BYTES=512MiB) or nnspec --limit max-spec-bytes=512MiB.")
 
 
-@app.command()
+@command(short_help="Print the JSON Schema of the spec format.")
 def schema() -> None:
     """Print the JSON Schema of the spec format."""
     from .spec import Spec

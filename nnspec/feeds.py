@@ -11,8 +11,29 @@ from .ir import Graph, TensorInfo
 from .limits import Limits, human_bytes
 
 
-def check_arrays(infos: tuple[TensorInfo, ...], feeds: Mapping[str, object]) -> dict[str, np.ndarray]:
-    """The arrays keyed by input name, each `[N, *shape]` with one N and real numbers; not yet cast."""
+def as_feeds(infos: tuple[TensorInfo, ...], given: object) -> Mapping[str, object]:
+    """Arrays keyed by input name, from a mapping, or from one array for a single-input model."""
+    if isinstance(given, Mapping):
+        return given
+    names = ", ".join(i.name for i in infos)
+    if isinstance(given, np.ndarray | list | tuple) or np.isscalar(given):
+        if len(infos) == 1:
+            return {infos[0].name: given}
+        raise InputDataError(
+            f"expected arrays keyed by input name (this model has {len(infos)} inputs: {names}), "
+            f"found one {type(given).__name__}"
+        )
+    raise InputDataError(
+        f"expected arrays keyed by input name ({names})"
+        + (" or one array" if len(infos) == 1 else "")
+        + f", found {type(given).__name__}"
+    )
+
+
+def check_arrays(infos: tuple[TensorInfo, ...], given: Mapping[str, object] | object) -> dict[str, np.ndarray]:
+    """The arrays keyed by input name (or one array, for a single-input model), each `[N, *shape]` with
+    one N and real numbers; not yet cast."""
+    feeds = as_feeds(infos, given)
     expected = [i.name for i in infos]
     for info in infos:
         if info.name not in feeds:
@@ -51,7 +72,7 @@ def check_arrays(infos: tuple[TensorInfo, ...], feeds: Mapping[str, object]) -> 
 
 
 def check_feeds(
-    graph: Graph | tuple[TensorInfo, ...], feeds: Mapping[str, object], dtype: np.dtype | None = None
+    graph: Graph | tuple[TensorInfo, ...], feeds: Mapping[str, object] | object, dtype: np.dtype | None = None
 ) -> dict[str, np.ndarray]:
     """Arrays keyed by input name, each `[N, *shape]` with one N, cast to the network's dtype.
 

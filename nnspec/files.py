@@ -5,6 +5,7 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import json
 import math
 import os
 import re
@@ -316,14 +317,26 @@ def _describe_shape(shape: tuple[int, ...]) -> str:
     return "a number" if not shape else f"a list of shape {list(shape)}"
 
 
+OUTPUT_SUFFIXES = (".npy", ".npz", ".json", ".csv")
+
+# Significant digits that read back as the same number: 9 for float32, 17 for float64 (IEEE 754, 5.12.2).
+ROUND_TRIP_DIGITS = {np.dtype(np.float32): 9, np.dtype(np.float64): 17}
+
+
 def save_arrays(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
-    """`.npy` for a single array, `.npz` keyed by name for any number."""
+    """Arrays by name, written atomically in the format the suffix names:
+
+    - `.npy`: a single array; `.npz`: keyed by name;
+    - `.json`: an object keyed by name, each a nested list (NaN and infinity, which JSON cannot hold, as null);
+    - `.csv`: a row per sample, every array's values side by side in row-major order, under a header that
+      names each column (`probs[0]`, `probs[1]`, ...); numbers with enough digits to read back exactly.
+    """
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".npy":
         if len(arrays) != 1:
             raise InputDataError(
-                f"the model has {len(arrays)} outputs ({', '.join(arrays)}); write them to a .npz file",
+                f"the model has {len(arrays)} outputs ({', '.join(arrays)}); write them to a .npz, .json or .csv file",
                 source=str(path),
             )
         (array,) = arrays.values()
@@ -332,4 +345,54 @@ def save_arrays(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
         buffer = io.BytesIO()
         np.savez(buffer, **arrays)
         return atomic_write(path, buffer.getvalue())
-    raise InputDataError(f"expected an output file ending in .npy or .npz, found {path.name!r}", source=str(path))
+    if suffix == ".json":
+        return atomic_write(path, json_text({name: _nested_list(a) for name, a in arrays.items()}).encode())
+    if suffix == ".csv":
+        return atomic_write(path, _csv_text(arrays).encode())
+    raise InputDataError(
+        f"expected an output file ending in {', '.join(OUTPUT_SUFFIXES)}, found {path.name!r}", source=str(path)
+    )
+
+
+def _nested_list(array: np.ndarray) -> Any:
+    """Nested lists of numbers that read back as exactly the array's values (in its dtype); NaN and infinity,
+    which JSON cannot hold, as None."""
+    if array.dtype.kind == "f" and array.dtype.itemsize < 8:
+        # The shortest decimal that reads back as the same float32 (56.831913, not 56.831912994384766).
+        values = [float(str(v)) for v in array.ravel()]
+    else:
+        values = array.ravel().tolist()
+    flat: list[Any] = [v if not isinstance(v, float) or math.isfinite(v) else None for v in values]
+    for size in reversed(array.shape[1:]):
+        flat = [flat[i : i + size] for i in range(0, len(flat), size)]
+    return flat
+
+
+def json_text(data: Any, indent: str = "  ") -> str:
+    """JSON as people write specs: an object's keys one per line, a list of numbers on one line (so a matrix
+    reads row by row), other lists one item per line."""
+
+    def dump(value: Any, depth: int) -> str:
+        pad, inner = indent * depth, indent * (depth + 1)
+        if isinstance(value, dict) and value:
+            items = [f"{inner}{json.dumps(str(k), ensure_ascii=False)}: {dump(v, depth + 1)}" for k, v in value.items()]
+            return "{\n" + ",\n".join(items) + f"\n{pad}}}"
+        if isinstance(value, list | tuple) and any(isinstance(v, dict | list | tuple) for v in value):
+            return "[\n" + ",\n".join(f"{inner}{dump(v, depth + 1)}" for v in value) + f"\n{pad}]"
+        return json.dumps(value, ensure_ascii=False, allow_nan=False)
+
+    return dump(data, 0) + "\n"
+
+
+def _csv_text(arrays: dict[str, np.ndarray]) -> str:
+    """A row per sample, the arrays' values side by side; a header names each column."""
+    header, columns = [], []
+    for name, array in arrays.items():
+        per_sample = array.shape[1:]
+        header += [f"{name}[{','.join(map(str, index))}]" for index in np.ndindex(*per_sample)]
+        columns.append(array.reshape(array.shape[0], -1))
+    table = np.concatenate(columns, axis=1) if columns else np.zeros((0, 0))
+    digits = ROUND_TRIP_DIGITS.get(table.dtype, 17)
+    buffer = io.StringIO()
+    np.savetxt(buffer, table, fmt=f"%.{digits}g", delimiter=",", header=",".join(header), comments="")
+    return buffer.getvalue()

@@ -12,6 +12,7 @@ import numpy as np
 from .activations import Precision
 from .affine import exact
 from .bounds import Trace, propagate
+from .errors import InputDataError, NNSpecError
 from .inputs import Case, repeat_differs
 from .ir import Graph, Node
 from .layers import LAYERS
@@ -32,14 +33,35 @@ class Tolerance:
     atol: float = 0.0
     reason: str = "derived from the network: the sum of both sides' rounding-error bounds"
 
+    def __post_init__(self) -> None:
+        # NOTE: a NaN or negative tolerance would make every comparison pass (or none), silently: a check
+        # that cannot fail. Every way a tolerance enters (API, CLI, spec) ends here or in the same rule.
+        if self.mode not in ("derived", "given"):
+            raise NNSpecError(f"expected a tolerance mode 'derived' or 'given', found {self.mode!r}")
+        object.__setattr__(self, "rtol", tolerance_value(self.rtol, "rtol"))
+        object.__setattr__(self, "atol", tolerance_value(self.atol, "atol"))
+
     @classmethod
     def given(cls, rtol: float | None, atol: float | None, reason: str = "given") -> Tolerance:
-        return cls("given", rtol or 0.0, atol or 0.0, reason)
+        """|candidate - reference| <= atol + rtol |reference|; a missing one is 0."""
+        return cls("given", 0.0 if rtol is None else rtol, 0.0 if atol is None else atol, reason)
 
     def allowed(self, reference: np.ndarray, bound: np.ndarray) -> np.ndarray:
         if self.mode == "derived":
             return bound
         return self.atol + self.rtol * np.where(np.isfinite(reference), np.abs(reference), 0.0)
+
+
+def tolerance_value(value: object, name: str) -> float:
+    """A tolerance (rtol, atol) as a float: a finite number >= 0, or an InputDataError naming it."""
+    number = value
+    if isinstance(value, np.generic) and np.ndim(value) == 0:
+        number = value.item()
+    if isinstance(number, bool) or not isinstance(number, int | float):
+        raise InputDataError(f"{name}: expected a finite number >= 0, found {type(value).__name__} {value!r}")
+    if not (math.isfinite(number) and number >= 0):
+        raise InputDataError(f"{name}: expected a finite number >= 0, found {value!r}")
+    return float(number)
 
 
 # Decades of error / allowed for the report's histograms: from far below the bound to above it.
@@ -71,7 +93,7 @@ class OutputResult:
     mismatches: int = 0
     max_abs_error: float = 0.0
     max_abs_at: dict[str, Any] | None = None
-    max_rel_error: float = 0.0
+    max_rel_error: float = 0.0  # like max_ulps, measured against max(|reference|, SCALE_FLOOR x the output's scale)
     max_ulps: float = 0.0
     worst_margin: float = 0.0  # largest error / allowed; above 1 fails
     worst_at: dict[str, Any] | None = None
@@ -117,7 +139,14 @@ class Report:
             and all(s.passed for s in self.steps)
         )
 
+    def __str__(self) -> str:
+        """The report as `nnspec check` prints it, in plain text (see `nnspec.render` for the other formats)."""
+        from .render import text
+
+        return text(self)
+
     def to_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready data: every field, and `passed` here and on each result."""
         data = asdict(self)
         data["passed"] = self.passed
         for group in ("outputs", "oracle", "steps"):
@@ -129,6 +158,13 @@ class Report:
 def _index(flat: int, shape: tuple[int, ...]) -> list[int]:
     return [int(i) for i in np.unravel_index(flat, shape)]
 
+
+# ulps and relative errors are measured at the larger of |reference| and this share of the output's largest
+# |reference| in the batch: a value near zero (a softmax tail, a sum that cancels) has ulps far finer than the
+# arithmetic that produced it, so its own ulps would make a correct result look wrong (1e15 ulps). A thousandth
+# keeps every value within three decades of the output's scale measured in its own ulps. Display only: the
+# verdict comes from the allowed error.
+SCALE_FLOOR = 1e-3
 
 Pair = tuple[str, np.ndarray, np.ndarray, np.ndarray]  # case label, reference, candidate, allowed difference
 
@@ -152,6 +188,7 @@ def compare(
             diff = np.where(same_special, 0.0, np.where(np.isnan(diff), np.inf, diff))
             margin = np.where(diff == 0, 0.0, diff / allowed)  # a NaN or inf on one side only: margin inf
             magnitude = np.where(np.isfinite(r), np.abs(r), 0.0)
+            magnitude = np.maximum(magnitude, SCALE_FLOOR * magnitude.max(initial=0.0))
             rel = np.where(diff == 0, 0.0, np.where(magnitude > 0, diff / magnitude, np.inf))
             ulp = np.spacing(magnitude.astype(dtype)).astype(np.float64)
             ulps = np.where(diff == 0, 0.0, diff / ulp)

@@ -114,6 +114,21 @@ def given_cases(graph: Graph, feeds: Mapping[str, object], label: str = "given i
     return [Case(label, check_feeds(graph, feeds))]
 
 
+def non_finite_notes(feeds: Mapping[str, np.ndarray]) -> list[str]:
+    """A note per input that holds NaN or infinity: outputs they reach compare as NaN == NaN, checking nothing."""
+    notes = []
+    for name, array in feeds.items():
+        bad = ~np.isfinite(array)
+        if bad.any():
+            first = [int(i) for i in np.argwhere(bad)[0]]
+            notes.append(
+                f"input {name!r} holds {int(bad.sum())} non-finite value(s) (NaN or infinity; the first, "
+                f"{array[tuple(first)]}, at {first}): outputs they reach are NaN or infinite on both sides, where "
+                "agreement checks nothing"
+            )
+    return notes
+
+
 RunFn = Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]]
 
 

@@ -174,6 +174,7 @@ def interface(model: onnx.ModelProto) -> dict[str, Any]:
         "inputs": describe([i for i in model.graph.input if i.name not in initializers]),
         "outputs": describe(model.graph.output),
         "metadata": {p.key: p.value for p in model.metadata_props},
+        "graph_name": model.graph.name,
         "opset": next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None),
     }
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from .batch import FolderResult, check_spec
+from .batch import FolderResult, check_spec, looks_like_spec
 
 ROOTS = pytest.StashKey[list[Path]]()
 ITEM_NAME = "nnspec"  # items read `specs/party.json::nnspec`, as pytest-mypy's read `x.py::mypy`
@@ -52,7 +52,10 @@ def _resolve(given: str, config: pytest.Config) -> Path:
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> SpecFile | None:
     for root in parent.config.stash.get(ROOTS, []):
-        if file_path == root or (file_path.suffix == ".json" and root in file_path.parents):
+        if file_path == root:
+            return SpecFile.from_parent(parent, path=file_path)
+        # Under a folder, as `nnspec check DIR` does: JSON that is plainly not a spec (input files) is left out.
+        if file_path.suffix == ".json" and root in file_path.parents and looks_like_spec(file_path):
             return SpecFile.from_parent(parent, path=file_path)
     return None
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
 import jinja2
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
+from rich.markup import escape
 from rich.table import Table
 
 from .errors import NNSpecError
@@ -32,29 +35,69 @@ def where(at: dict[str, Any] | None) -> str:
     return f"{at['case']} [{','.join(map(str, at['index']))}]"
 
 
-def _table(title: str, results: list[OutputResult]) -> Table:
+# The one name of the check's central quantity, in every rendering: the largest error divided by the error
+# allowed there (the derived bound, or the flat tolerance); above 1 fails. JSON and Python call it worst_margin.
+MARGIN = "err/allowed"
+
+# Width of output that is not a terminal (a CI log, a pipe, a report text): wide enough that nothing wraps, so
+# that a message stays on one line for grep and a table keeps its natural width (tables never stretch to it).
+UNWRAPPED_WIDTH = 100_000
+
+
+class OutputConsole(Console):
+    """rich's Console, except that output to a pipe or file is not wrapped (unless COLUMNS says a width).
+
+    On a terminal, text and tables fit the terminal's width, as rich does; COLUMNS overrides it.
+    """
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        if self.is_terminal or self._width is not None or os.environ.get("COLUMNS", "").isdigit():
+            return super().size
+        return ConsoleDimensions(UNWRAPPED_WIDTH, super().size.height)
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        Console.size.fset(self, new_size)  # type: ignore[attr-defined]
+
+    def heading(self, text: str) -> None:
+        """A rule with `text` on a terminal; a plain line elsewhere (a rule would be UNWRAPPED_WIDTH long)."""
+        if self.size.width == UNWRAPPED_WIDTH:
+            self.print(f"--- {text} ---", markup=False, highlight=False)
+        else:
+            self.rule(escape(text))
+
+
+def _table(title: str, results: list[OutputResult], runners: bool = False) -> Table:
     t = Table(title=title)
     t.add_column("output", min_width=8)
-    for column in ("abs err", "ulps", "err/bound", "failing"):
+    if runners:
+        t.add_column("runner", no_wrap=True)
+    for column in ("abs err", "ulps", MARGIN, "failing"):
         t.add_column(column, justify="right", no_wrap=True)
     t.add_column("result", no_wrap=True)
     t.add_column("worst at", min_width=12)
     for o in results:
         t.add_row(
-            o.name,
+            escape(o.name),
+            *([o.candidate] if runners else []),
             fmt(o.max_abs_error),
             fmt(o.max_ulps),
             fmt(o.worst_margin),
             f"{o.mismatches}/{o.elements}",
             "[green]pass[/green]" if o.passed else "[bold red]FAIL[/bold red]",
-            where(o.worst_at),
+            escape(where(o.worst_at)),
         )
     return t
 
 
 def table(report: Report) -> Table:
+    """The terminal table: a row per output (and per candidate runner, with a runner column when several)."""
+    several = len({o.candidate for o in report.outputs}) > 1
     return _table(
-        f"nnspec check: {report.model} ({report.candidate} vs {report.reference}, {report.dtype})", report.outputs
+        f"nnspec check: {report.model} ({report.candidate} vs {report.reference}, {report.dtype})",
+        report.outputs,
+        runners=several,
     )
 
 
@@ -110,21 +153,32 @@ def verdict_lines(report: Report) -> list[str]:
 
 
 def print_report(report: Report, console: Console | None = None) -> None:
-    console = console or Console()
+    """The report for people: problems, the table, what failed and where, the verdict, notes."""
+    console = console or OutputConsole()
     for problem in report.problems:
-        console.print(f"[bold red]problem:[/bold red] {problem}", highlight=False)
+        console.print(f"[bold red]problem:[/bold red] {escape(problem)}", highlight=False)
     if report.outputs:
         console.print(table(report))
     for line in verdict_lines(report):
         console.print(line, highlight=False, markup=False)
     verdict = "[green]PASS[/green]" if report.passed else "[bold red]FAIL[/bold red]"
+    outputs = len(dict.fromkeys(o.name for o in report.outputs))
+    runners = len(dict.fromkeys(o.candidate for o in report.outputs))
+    by = f" by {runners} runners" if runners > 1 else ""
     console.print(
-        f"{verdict}: {len(report.outputs)} output(s) over {len(report.cases)} input batch(es) ({report.inputs}); "
-        f"{tolerance_line(report)}",
+        f"{verdict}: {outputs} output(s){by} over {len(report.cases)} input batch(es) ({escape(report.inputs)}); "
+        f"{escape(tolerance_line(report))}",
         highlight=False,
     )
     for note in report.notes:
         console.print(f"note: {note}", highlight=False, markup=False)
+
+
+def text(report: Report) -> str:
+    """The report as `print_report` shows it, as plain text (no colour, no wrapping)."""
+    buffer = io.StringIO()
+    print_report(report, OutputConsole(file=buffer, force_terminal=False, highlight=False))
+    return buffer.getvalue()
 
 
 def json_safe(value: Any) -> Any:
@@ -158,7 +212,7 @@ def environment() -> jinja2.Environment:
         autoescape=False,
         keep_trailing_newline=True,
     )
-    env.globals.update(fmt=fmt, where=where, tolerance_line=tolerance_line, verdict_lines=verdict_lines)
+    env.globals.update(margin_name=MARGIN, fmt=fmt, where=where, tolerance_line=tolerance_line, verdict_lines=verdict_lines)
     return env
 
 
@@ -198,7 +252,7 @@ def junit_suites(items: list[tuple[str, dict[str, Any] | str | None]]) -> str:
                 margin = o["worst_margin"]
                 summary = (
                     f"max abs error {fmt(o['max_abs_error'])}, max ulps {fmt(o['max_ulps'])}, "
-                    f"worst error/allowed {fmt(margin)} at {where(o['worst_at'])}"
+                    f"worst {MARGIN} {fmt(margin)} at {where(o['worst_at'])}"
                 )
                 if not o["passed"]:
                     failures += 1
