@@ -340,8 +340,7 @@ def run(
             "--output",
             "-o",
             metavar="PATH",
-            help=".npy (one output), .npz or .json keyed by output name, or .csv (a row per sample); "
-            "default: print.",
+            help=".npy (one output), .npz or .json keyed by output name, or .csv (a row per sample); default: print.",
         ),
     ] = None,
     backend: Annotated[
@@ -367,7 +366,9 @@ def run(
     from .files import OUTPUT_SUFFIXES
 
     if provider is not None and backend != "onnxruntime":
-        raise NNSpecError(f"--provider {provider} applies to --backend onnxruntime; the {backend} backend runs on the CPU")
+        raise NNSpecError(
+            f"--provider {provider} applies to --backend onnxruntime; the {backend} backend runs on the CPU"
+        )
     s = api.load(spec)
     g = api.graph(s)
     if output is not None and output.suffix.lower() not in OUTPUT_SUFFIXES:
@@ -498,7 +499,13 @@ def check(
         raise NNSpecError(f"only one report can go to stdout ('-'), found {' and '.join(to_stdout)}")
     runners = tuple(runner or ("onnxruntime",))
     if spec.is_dir():
-        one_spec = (("--onnx", onnx), ("--inputs", inputs), ("--markdown", markdown), ("--html", html), ("--repro", repro))
+        one_spec = (
+            ("--onnx", onnx),
+            ("--inputs", inputs),
+            ("--markdown", markdown),
+            ("--html", html),
+            ("--repro", repro),
+        )
         for flag, value in one_spec:
             if value is not None:
                 raise NNSpecError(f"{flag} applies to one spec, but {spec} is a folder; check that spec alone")
@@ -637,7 +644,8 @@ def _print_folder(folder: Path, results: list[FolderResult]) -> None:
 def migrate(
     spec: SpecArg,
     output: Annotated[
-        Path | None, typer.Option("-o", "--output", help="Write the upgraded spec here (default: print it).")
+        Path | None,
+        typer.Option("-o", "--output", metavar="PATH", help="Write the upgraded spec here (default: print it)."),
     ] = None,
 ) -> None:
     """Upgrade a spec written for an older version of the format to the current one, and validate it."""

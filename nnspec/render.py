@@ -212,7 +212,9 @@ def environment() -> jinja2.Environment:
         autoescape=False,
         keep_trailing_newline=True,
     )
-    env.globals.update(margin_name=MARGIN, fmt=fmt, where=where, tolerance_line=tolerance_line, verdict_lines=verdict_lines)
+    env.globals.update(
+        margin_name=MARGIN, fmt=fmt, where=where, tolerance_line=tolerance_line, verdict_lines=verdict_lines
+    )
     return env
 
 
