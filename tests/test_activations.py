@@ -340,6 +340,7 @@ def test_composed_log1p_keeps_small_results() -> None:
 
 def test_erf_coefficients_come_from_the_documented_fit() -> None:
     small, large = activations.fit_erf_coefficients()
+
     # The fit reruns to the same function: erf from the refit constants is within one ulp of erf from the
     # stored ones everywhere. (Not coefficient by coefficient: the power basis is ill-conditioned, so
     # another NumPy or LAPACK moves the high-order coefficients by up to 5e-4 relative while the function

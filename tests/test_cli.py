@@ -290,7 +290,7 @@ def test_check_repro_flag_writes_a_folder_on_failure(cli, write_spec, three_laye
 
 def test_check_unknown_runner_exits_2(cli, write_spec, party):
     result = cli("check", write_spec(party), "--runner", "tensorrt")
-    assert result.exit_code == 2 and "expected a runner" in result.stderr
+    assert result.exit_code == 2 and "expected one of onnxruntime, onnx-reference; found 'tensorrt'" in result.stderr
 
 
 @pytest.mark.parametrize("flag", ["--html", "--repro"])
@@ -373,3 +373,25 @@ def test_every_activation_reads_in_a_formula(activation, party):
         assert dense == "W p + b" and alone == "linear(decide)"
     else:
         assert dense == f"{activation}(W p + b)" and alone == f"{activation}(decide)"
+
+
+def test_check_junit_has_a_failure_per_failing_output_and_step(cli, write_spec, three_layer, tmp_path):
+    from xml.etree import ElementTree as ET
+
+    from test_harness import failed_cases, junit_failures
+
+    spec = write_spec(three_layer)
+    model_path = tmp_path / "m.onnx"
+    assert cli("compile", spec, "-o", model_path).exit_code == 0
+    model = onnx.load(model_path)
+    for init in model.graph.initializer:
+        if init.name == "l3.weights":
+            init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) * np.float32(1.01), init.name))
+    onnx.save(model, model_path)
+    junit, report = tmp_path / "out.xml", tmp_path / "r.json"
+    result = cli("check", spec, "--onnx", model_path, "--junit", junit, "--json", report)
+    assert result.exit_code == 1, result.output
+    suite = ET.parse(junit).getroot()[0]
+    assert suite.get("tests") == "4" and suite.get("failures") == "2"  # the output l3 and layer l3's own step
+    assert failed_cases(suite) == junit_failures(json.loads(report.read_text()))
+    assert failed_cases(suite) == ["l3 [onnxruntime vs numpy]", "layer l3 step [onnxruntime]"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from typing import Any
 
 import numpy as np
 import onnx
@@ -289,6 +290,17 @@ def test_unknown_runner_is_a_clear_error(three):
         nnspec.check(three, runners=["onnxrt"])
 
 
+def failed_cases(suite) -> list[str]:
+    """The names of a JUnit suite's test cases that hold a <failure>, each once per <failure> it holds."""
+    return [case.get("name") for case in suite.iter("testcase") for _ in case.iter("failure")]
+
+
+def junit_failures(report: dict[str, Any]) -> list[str]:
+    """The JUnit case names of a report's (`Report.to_dict()`) failing outputs and layer steps, in its order."""
+    outputs = [f"{o['name']} [{o['candidate']} vs {o['reference']}]" for o in report["outputs"] if not o["passed"]]
+    return outputs + [f"layer {s['name']} step [{s['candidate']}]" for s in report["steps"] if not s["passed"]]
+
+
 def test_junit_has_one_case_per_output_and_runner(three_layer):
     from xml.etree import ElementTree as ET
 
@@ -302,10 +314,13 @@ def test_junit_has_one_case_per_output_and_runner(three_layer):
     outputs = [f"{o} [{r} vs numpy]" for r in runners for o in ("l1", "l3")]
     steps = [f"layer {layer} step [{r}]" for r in runners for layer in ("l1", "l2", "l3")]
     assert names == outputs + steps
-    assert suite.get("tests") == "10" and suite.get("failures") == "0"
-    model = nnspec.to_onnx(spec)
-    failing = ET.fromstring(junit(nnspec.check(spec, onnx_model=_tamper(model, "l3.weights", lambda w: -w))))[0]
-    assert failing.get("failures") == "2"  # the output l3 and the layer l3's own step
+    assert suite.get("tests") == "10" and suite.get("failures") == "0" and failed_cases(suite) == []
+    report = nnspec.check(spec, onnx_model=_tamper(nnspec.to_onnx(spec), "l3.weights", lambda w: -w))
+    failing = ET.fromstring(junit(report))[0]
+    assert failing.get("tests") == "5" and failing.get("failures") == "2"  # the output l3 and the layer l3's step
+    # each failing result has its own <failure>, and no passing one has any
+    expected = ["l3 [onnxruntime vs numpy]", "layer l3 step [onnxruntime]"]
+    assert failed_cases(failing) == junit_failures(report.to_dict()) == expected
     assert all("beyond the allowed error" in f.get("message") for f in failing.iter("failure"))
 
 

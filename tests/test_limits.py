@@ -97,6 +97,75 @@ def test_each_limit_refuses_what_is_over_it(
     assert cli(*args).exit_code == 0
 
 
+# --- at the value: `>` and not `>=` -----------------------------------------------------------------
+
+
+def json_values(value: Any) -> int:
+    """Values in a parsed JSON text: numbers, strings, arrays and objects (an object's keys are not values)."""
+    if isinstance(value, dict | list):
+        return 1 + sum(json_values(v) for v in (value.values() if isinstance(value, dict) else value))
+    return 1
+
+
+def json_depth(value: Any) -> int:
+    """How deep arrays and objects nest in a parsed JSON text."""
+    if isinstance(value, dict | list):
+        return 1 + max((json_depth(v) for v in (value.values() if isinstance(value, dict) else value)), default=0)
+    return 0
+
+
+def member_size(path: Path, member: str) -> int:
+    with zipfile.ZipFile(path) as zf:
+        return zf.getinfo(member).file_size
+
+
+def validate(folder: Path, spec: dict[str, Any] = PARTY) -> list[str]:
+    return ["validate", str(write(folder, spec))]
+
+
+def spec_bytes(folder: Path) -> tuple[list[str], int]:
+    args = validate(folder)
+    return args, Path(args[1]).stat().st_size
+
+
+def one_sample(folder: Path) -> tuple[list[str], int]:
+    """`run` on one float32 sample [2] through a 2-unit layer: 8 bytes at every place the batch limit is checked
+    (the .npy file's data, one sample of the input and of the layer's output, the batch's widest value)."""
+    spec = {**PARTY, "layers": [{"type": "dense", "units": 2, "weights": [[1, 0], [0, 1]]}]}
+    np.save(folder / "x.npy", np.zeros((1, 2), np.float32))
+    return ["run", str(write(folder, spec)), "--input", str(folder / "x.npy"), "-o", str(folder / "y.npy")], 2 * 4
+
+
+PARTY_NUMBERS = 3  # W [1, 2] and b [1]
+
+# Per limit: a command, and how much of what that limit counts the command needs, counted here rather than by
+# nnspec. With the limit at that value the command succeeds; at one less it is refused.
+AT_THE_LIMIT: dict[str, Callable[[Path], tuple[list[str], int]]] = {
+    "max_weight_bytes": lambda d: (validate(d), PARTY_NUMBERS * 4),  # float32
+    "max_parameters": lambda d: (validate(d), PARTY_NUMBERS),
+    "max_npz_member_bytes": lambda d: (["validate", str(party_npz(d))], member_size(d / "w.npz", "w.npy")),
+    "max_spec_bytes": spec_bytes,
+    "max_json_values": lambda d: (validate(d), json_values(PARTY)),
+    "max_json_depth": lambda d: (validate(d), json_depth(PARTY)),
+    "max_layers": lambda d: (validate(d, THREE_LAYER), len(THREE_LAYER["layers"])),
+    "max_batch_bytes": one_sample,
+}
+
+
+def test_every_limit_has_a_case_at_its_value() -> None:
+    assert set(AT_THE_LIMIT) == set(Limits.names())
+
+
+@pytest.mark.parametrize("name", Limits.names(), ids=lambda n: n.replace("_", "-"))
+def test_each_limit_allows_its_value_and_refuses_one_more(name: str, tmp_path: Path, cli: Callable[..., Any]) -> None:
+    """A limit of N allows N (bytes, numbers, values, levels, layers) and refuses N + 1."""
+    args, needed = AT_THE_LIMIT[name](tmp_path)
+    option = name.replace("_", "-")
+    assert_refused(cli("--limit", f"{option}={needed - 1}", *args), env_var(name))
+    result = cli("--limit", f"{option}={needed}", *args)
+    assert result.exit_code == 0, result.output
+
+
 def test_limit_option_lasts_one_command(cli: Callable[..., Any], tmp_path: Path) -> None:
     spec = write(tmp_path, THREE_LAYER)
     assert cli("--limit", "max-layers=1", "validate", spec).exit_code == 2
@@ -144,8 +213,10 @@ def test_values_read_as_people_write_them(name: str, raw: str, value: int) -> No
 
 def test_limits_command_shows_values_origins_and_reasons(cli: Callable[..., Any], monkeypatch: Any) -> None:
     monkeypatch.setenv("NNSPEC_MAX_LAYERS", "5")
-    rows = {r["name"]: r for r in json.loads(cli("--limit", "max-json-depth=9", "limits", "--json").stdout)}
+    rows = {r["field"]: r for r in json.loads(cli("--limit", "max-json-depth=9", "limits", "--json").stdout)}
     assert set(rows) == set(Limits.names())
+    # One spelling per audience: the name as --limit and the table write it, the field as nnspec.Limits does.
+    assert all(row["name"] == field.replace("_", "-") for field, row in rows.items())
     assert (rows["max_layers"]["value"], rows["max_layers"]["set_by"]) == (5, "environment")
     assert (rows["max_json_depth"]["value"], rows["max_json_depth"]["set_by"]) == (9, "--limit")
     assert rows["max_weight_bytes"]["set_by"] == "default"

@@ -149,6 +149,58 @@ def test_a_layer_reads_an_earlier_layer_by_name() -> None:
     np.testing.assert_allclose(before["risk"], _two_inputs_by_hand(features, context)["risk"], rtol=1e-14)
 
 
+SHARED: dict[str, Any] = {
+    "format": "nnspec/1",
+    "name": "shared",
+    "dtype": "float64",
+    "inputs": [{"name": "p", "shape": [3]}],
+    "layers": [
+        {"type": "dense", "name": "h", "units": 2, "activation": "tanh",
+         "weights": [[0.5, -1, 2], [1, 0.25, -0.5]], "bias": [0.1, -0.2]},
+        {"type": "dense", "name": "a", "units": 2, "activation": "relu",
+         "weights": [[1, -2], [-0.5, 3]], "bias": [0.3, 0]},
+        {"type": "dense", "name": "m", "units": 1, "weights": [[2, -1]]},
+        # h again, two layers after its first reader: it must still be held after a and m.
+        {"type": "dense", "name": "c", "inputs": ["h"], "units": 1, "activation": "logsig",
+         "weights": [[3, -2]], "bias": [0.25]},
+    ],
+    "outputs": ["m", "c"],
+}  # fmt: skip
+
+
+def _shared_by_hand(p: np.ndarray) -> dict[str, np.ndarray]:
+    layers = {layer_["name"]: layer_ for layer_ in SHARED["layers"]}
+
+    def forward(name: str, x: np.ndarray, f: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+        return per_sample(x, lambda q: layer(layers[name]["weights"], q, layers[name].get("bias", [0]), f))
+
+    h = forward("h", p, np.tanh)
+    a = forward("a", h, lambda n: np.maximum(n, 0))
+    return {"m": forward("m", a, lambda n: n), "c": forward("c", h, logsig)}
+
+
+def test_a_layer_read_by_two_later_layers_is_kept_for_both() -> None:
+    """h is no output, and is read by a and, after m, by c: the evaluator frees it only after c."""
+    import onnxruntime
+
+    from nnspec.onnx_export import to_bytes
+
+    spec = nnspec.from_dict(SHARED)
+    p = np.concatenate([[[1.0, -2.0, 0.5], [0.0, 0.0, 0.0]], batch(6, 3, seed=5)])
+    expected = _shared_by_hand(p)
+    out = nnspec.to_numpy(spec)(p)
+    assert list(out) == ["m", "c"]
+    # float64: hand and evaluator differ in summation order and in how logsig is written, a few ulps (1e-15 seen)
+    for name in out:
+        np.testing.assert_allclose(out[name], expected[name], rtol=1e-14, atol=1e-15, err_msg=name)
+    session = onnxruntime.InferenceSession(to_bytes(nnspec.to_onnx(spec)), providers=["CPUExecutionProvider"])
+    got = dict(zip([o.name for o in session.get_outputs()], session.run(None, {"p": p}), strict=True))
+    # float64 on both sides: a dozen roundings of 1.1e-16 on the way, from onnxruntime's own tanh and exp too,
+    # through weight sums of at most 5 (2e-15 seen); a wrong wiring would move the outputs by far more.
+    for name in out:
+        np.testing.assert_allclose(got[name], expected[name], rtol=1e-13, atol=1e-15, err_msg=name)
+
+
 # --- the seed's three-layer network ------------------------------------------------------------
 
 
