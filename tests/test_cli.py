@@ -273,15 +273,19 @@ def test_check_folder_writes_one_junit_suite_per_spec(cli, write_spec, party, th
     assert suites[2].get("errors") == "1" and "malformed JSON" in suites[2][0][0].get("message")
 
 
-def test_check_repro_flag_writes_a_folder_on_failure(cli, write_spec, three_layer, tmp_path):
-    spec = write_spec(three_layer)
-    model_path = tmp_path / "m.onnx"
+def compiled_and_changed(cli, spec, model_path, initializer, change):
+    """`nnspec compile SPEC -o MODEL`, then one initializer of the written model replaced by change(it)."""
     assert cli("compile", spec, "-o", model_path).exit_code == 0
     model = onnx.load(model_path)
-    for init in model.graph.initializer:
-        if init.name == "l1.bias":
-            init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) + np.float32(0.5), init.name))
+    init = next(i for i in model.graph.initializer if i.name == initializer)
+    init.CopyFrom(numpy_helper.from_array(change(numpy_helper.to_array(init)), init.name))
     onnx.save(model, model_path)
+    return model_path
+
+
+def test_check_repro_flag_writes_a_folder_on_failure(cli, write_spec, three_layer, tmp_path):
+    spec = write_spec(three_layer)
+    model_path = compiled_and_changed(cli, spec, tmp_path / "m.onnx", "l1.bias", lambda b: b + np.float32(0.5))
     result = cli("check", spec, "--onnx", model_path, "--repro", tmp_path / "repro")
     assert result.exit_code == 1
     assert "first divergence: layer 'l1' (layers[0], dense)" in result.stdout
@@ -381,13 +385,7 @@ def test_check_junit_has_a_failure_per_failing_output_and_step(cli, write_spec, 
     from test_harness import failed_cases, junit_failures
 
     spec = write_spec(three_layer)
-    model_path = tmp_path / "m.onnx"
-    assert cli("compile", spec, "-o", model_path).exit_code == 0
-    model = onnx.load(model_path)
-    for init in model.graph.initializer:
-        if init.name == "l3.weights":
-            init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) * np.float32(1.01), init.name))
-    onnx.save(model, model_path)
+    model_path = compiled_and_changed(cli, spec, tmp_path / "m.onnx", "l3.weights", lambda w: w * np.float32(1.01))
     junit, report = tmp_path / "out.xml", tmp_path / "r.json"
     result = cli("check", spec, "--onnx", model_path, "--junit", junit, "--json", report)
     assert result.exit_code == 1, result.output
