@@ -376,7 +376,7 @@ def step_results(graph: Graph, tracer: Runner, name: str, cases: Sequence[Case])
 # A passing output whose closest call used less than this share of its derived bound is reported as
 # weakly checked. Over the first 2000 random networks of tests/test_faults.py (widths up to 64) the
 # median share is 0.036 and 99% are above 1.3e-3; wide networks fall far below (specs/digits_mlp.json: 9e-5),
-# because the bound is worst-case per dot product (see README, "The derived bound").
+# because the bound is worst-case per dot product (see docs/cross-check.md, "The derived bound").
 WEAK_BOUND_SHARE = 1e-3
 
 
