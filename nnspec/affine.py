@@ -21,6 +21,7 @@ times the bound squared elsewhere.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -112,6 +113,10 @@ class Affine:
     value: np.ndarray
     sources: list[Source] = field(default_factory=list)
     ambiguous: np.ndarray | None = None  # step outputs where either side is correct
+    # For the output of a sum of products (dense, conv): the magnitude of its terms, sum |w| (|x| + e) + |b|.
+    # A layer that a runtime may fold into that sum (batch norm into the conv before it) needs it: folding
+    # rounds the products' weights, an error relative to the terms, not to the (cancelling) sum.
+    terms: np.ndarray | None = None
 
     @property
     def loose(self) -> bool:
@@ -135,7 +140,7 @@ class Affine:
             oldest = sources.pop(0)
             folded += oldest.contribution()
             lossy |= oldest.loose or oldest.J is not None
-        return Affine(self.value, [Source(folded, loose=lossy), *sources], self.ambiguous)
+        return Affine(self.value, [Source(folded, loose=lossy), *sources], self.ambiguous, self.terms)
 
 
 def exact(value: np.ndarray) -> Affine:
@@ -160,7 +165,7 @@ def linear(x: Affine, w: np.ndarray, b: np.ndarray | None, p: Precision) -> Affi
         magnitude += np.abs(b)
         n += b
     own = gamma * magnitude + k * p.tiny * (magnitude > 0)
-    return Affine(n, [*(s.matmul(w) for s in x.sources), Source(own)]).condensed()
+    return Affine(n, [*(s.matmul(w) for s in x.sources), Source(own)], terms=magnitude).condensed()
 
 
 def _stored_parameters(act: Activation, n: np.ndarray, a: np.ndarray, p: Precision) -> np.ndarray | float:
@@ -219,3 +224,50 @@ def activate(n: Affine, act: Activation, p: Precision) -> Affine:
             own = model.ulps * p.u * (np.abs(a) + np.abs(n.value).max(axis=-1, keepdims=True) + k)
         carried = [src.row_jacobian(jac) for src in n.sources]
     return Affine(a, [*carried, Source(own + remainder)]).condensed()
+
+
+# --- layers whose maps mix more than the last axis (convolutions, pools, norms, reshapes) -------------
+#
+# Forms are [rows, last axis] everywhere, which suits dense layers (their map acts on the last axis). A map
+# over other axes would need Jacobians over the whole per-sample value (a convolution over a [16, 32, 32]
+# value: 2^28 entries per row), so such layers fold their input's sources into one elementwise bound and
+# start their output from one elementwise source: always sound, without cancellation across the layer.
+# The layer-by-layer check keeps them sharp: each is checked from the exact values the model fed it.
+
+
+def unfold(x: Affine, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """x's value and error bound as [N, *shape] arrays (its Jacobians folded: sound, without cancellation)."""
+    return x.value.reshape((-1, *shape)), x.bound().reshape((-1, *shape))
+
+
+def elementwise(value: np.ndarray, error: np.ndarray, terms: np.ndarray | None = None) -> Affine:
+    """An affine form of [N, *shape] arrays: the value, and its error bound as one elementwise source."""
+    last = value.shape[-1] if value.ndim > 1 else 1
+    flat = (lambda a: a.reshape(-1, last)) if value.ndim > 1 else (lambda a: a.reshape(-1, 1))
+    return Affine(flat(value), [Source(flat(error))], terms=None if terms is None else flat(terms))
+
+
+def sum_of_products(
+    x: np.ndarray,
+    e: np.ndarray,
+    apply: Callable[[np.ndarray, bool], np.ndarray],
+    k: int,
+    bias: np.ndarray | None,
+    p: Precision,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """y = A(x) + b, each output a sum of k rounded terms (k counts the bias), for a linear map A.
+
+    `apply(a, absolute)` applies A to a, or |A| (the map with its weights' magnitudes) when `absolute`.
+    Returns the value, its error bound and the terms' magnitude: the input's error through |A|, plus
+    gamma_k times the terms' magnitude |A|(|x| + e) + |b| (Higham 3.1, any summation order, with or
+    without fused multiply-adds), plus k smallest subnormals where anything is summed (underflow).
+    """
+    gamma = k * p.u / (1 - k * p.u)
+    value = apply(x, False)
+    carried = apply(e, True)
+    magnitude = apply(np.abs(x) + e, True)
+    if bias is not None:
+        value = value + bias
+        magnitude = magnitude + np.abs(bias)
+    own = gamma * magnitude + k * p.tiny * (magnitude > 0)
+    return value, carried + own, magnitude

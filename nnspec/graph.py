@@ -52,9 +52,11 @@ def _check_unique(spec: Spec) -> None:
 def _sources(spec: Spec, i: int, names: list[str], env: dict[str, Source]) -> list[Source]:
     layer = spec.layers[i]
     wanted = layer.inputs if layer.inputs is not None else [names[i - 1] if i else spec.inputs[0].name]
-    if len(wanted) != layer.arity:
+    fewest, most = layer.arity
+    if len(wanted) < fewest or (most is not None and len(wanted) > most):
+        count = str(fewest) if fewest == most else f"{fewest} or more" if most is None else f"{fewest} to {most}"
         raise SpecError(
-            f"expected {layer.arity} source(s) for a {layer.type} layer, found {len(wanted)}: {wanted}",
+            f"expected {count} source(s) for a {layer.type} layer, found {len(wanted)}: {wanted}",
             ("layers", i, "inputs"),
         )
     sources = []
@@ -74,7 +76,15 @@ def _sources(spec: Spec, i: int, names: list[str], env: dict[str, Source]) -> li
                     f"found unknown {ref!r}{suggest(ref, env)}"
                 )
             raise SpecError(why, ("layers", i, "inputs", j))
-        sources.append(env[ref])
+        source = env[ref]
+        if source.integer != layer.integer_inputs:
+            takes = "integer ids" if layer.integer_inputs else "numbers of the network's dtype"
+            raise SpecError(
+                f"expected a source of {takes} for a {layer.type} layer, found {source.describe()}, which holds "
+                f"{source.dtype or 'floats'}" + ("" if layer.integer_inputs else " (only embedding layers read ids)"),
+                ("layers", i, "inputs", j) if layer.inputs is not None else ("layers", i),
+            )
+        sources.append(source)
     return sources
 
 
@@ -96,6 +106,20 @@ def _outputs(spec: Spec, names: list[str], shapes: dict[str, tuple[int, ...]]) -
                 )
             raise SpecError(unknown("layer", ref, names), ("outputs", j))
     return tuple(TensorInfo(ref, shapes[ref]) for ref in spec.outputs)
+
+
+def _input_dtype(spec: Spec, k: int) -> str | None:
+    """An input's dtype: an integer type by name, or None for the network's own float dtype."""
+    dtype = spec.inputs[k].dtype
+    if dtype is None or dtype == spec.dtype:
+        return None
+    if dtype.startswith("float"):
+        raise SpecError(
+            f"expected the network's dtype {spec.dtype!r} or an integer type (int64, int32), found {dtype!r} "
+            "(a network computes in one float dtype)",
+            ("inputs", k, "dtype"),
+        )
+    return dtype
 
 
 def _check_limits(spec: Spec, plans: list[LayerPlan], itemsize: int, limits: Limits) -> None:
@@ -163,7 +187,9 @@ def build_graph(spec: Spec, limits: Limits | None = None) -> Graph:
             )
         _check_unique(spec)
         names = layer_names(spec)
-        env = {i.name: Source(i.name, tuple(i.shape), "input") for i in spec.inputs}
+        env = {
+            i.name: Source(i.name, tuple(i.shape), "input", _input_dtype(spec, k)) for k, i in enumerate(spec.inputs)
+        }
         plans: list[LayerPlan] = []
         wiring: list[list[Source]] = []
         for i, layer in enumerate(spec.layers):
@@ -209,7 +235,7 @@ def build_graph(spec: Spec, limits: Limits | None = None) -> Graph:
     return Graph(
         name=spec.name,
         dtype=dtype,
-        inputs=tuple(TensorInfo(i.name, tuple(i.shape)) for i in spec.inputs),
+        inputs=tuple(TensorInfo(i.name, tuple(i.shape), env[i.name].dtype) for i in spec.inputs),
         nodes=tuple(nodes),
         outputs=outputs,
         description=spec.description,

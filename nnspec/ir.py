@@ -23,9 +23,14 @@ class Source:
     name: str
     shape: Shape
     kind: str  # "input" or "layer"
+    dtype: str | None = None  # "int64"/"int32" for an integer input; None: the network's float dtype
 
     def describe(self) -> str:
         return f"{self.kind} {self.name!r}"
+
+    @property
+    def integer(self) -> bool:
+        return self.dtype is not None and self.dtype.startswith("int")
 
 
 @dataclass(frozen=True)
@@ -64,8 +69,11 @@ class Node:
 
 @dataclass(frozen=True)
 class TensorInfo:
+    """A network input or output: its name, per-sample shape, and dtype (None: the network's)."""
+
     name: str
     shape: Shape
+    dtype: str | None = None
 
 
 @dataclass(frozen=True, eq=False)

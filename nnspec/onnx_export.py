@@ -76,9 +76,16 @@ def to_onnx(graph: Graph, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
     g = Builder(opset, graph.dtype)
     for tensor in (*graph.inputs, *graph.nodes):
         g.reserve(tensor.name)
+    # A lowering returns the name of the tensor that holds the layer's output: its own name, or, for a layer
+    # that emits no node (dropout, an identity at inference), the tensor it passes on.
+    holds: dict[str, str] = {}
     for node in graph.nodes:
         g.scope = node.name
-        LAYERS[node.op].onnx(node, g, list(node.inputs), node.name)
+        holds[node.name] = LAYERS[node.op].onnx(node, g, [holds.get(i, i) for i in node.inputs], node.name)
+    for output in graph.outputs:
+        if holds.get(output.name, output.name) != output.name:  # an output that is another tensor, named as such
+            g.scope = output.name
+            g.op("Identity", [holds[output.name]], output.name)
     inputs = [helper.make_tensor_value_info(i.name, elem, [BATCH_DIM, *i.shape]) for i in graph.inputs]
     outputs = [helper.make_tensor_value_info(o.name, elem, [BATCH_DIM, *o.shape]) for o in graph.outputs]
     body = helper.make_graph(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Union
+from typing import Annotated, Any, Literal, Union
 
 import orjson
 from pydantic import Field, PrivateAttr, ValidationError, field_validator
@@ -36,6 +36,9 @@ class InputSpec(StrictModel):
 
     name: Name
     shape: list[Annotated[int, Field(ge=1)]] = Field(min_length=1, description="per-sample shape, e.g. [2]")
+    dtype: Literal["int64", "int32", "float32", "float64"] | None = Field(
+        None, description="int64 or int32 for integer inputs such as token ids; default: the network's dtype"
+    )
 
 
 class Spec(StrictModel):

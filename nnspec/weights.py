@@ -172,8 +172,11 @@ def _normal(seed: int, count: int) -> np.ndarray:
 
 
 def _fans(shape: Shape) -> tuple[int, int]:
+    """(fan_in, fan_out): [units, in_features] gives (in_features, units); a convolution's
+    [filters, in_channels, *kernel] follows the receptive field, (in_channels, filters) x prod(kernel)."""
     if len(shape) >= 2:
-        return shape[-1], shape[0]  # [units, in_features]: fan_in = in_features, fan_out = units
+        field = math.prod(shape[2:])
+        return shape[1] * field, shape[0] * field
     return shape[0], shape[0]
 
 

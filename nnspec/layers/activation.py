@@ -44,4 +44,27 @@ def formula(node: Node) -> str:
     return f"{node.activation.label}({node.inputs[0]})"
 
 
-register(LayerType("activation", ActivationLayer, numpy_kernel, onnx_lowering, error_bound, formula, doc=__doc__ or ""))
+EXAMPLES = (
+    {
+        "format": "nnspec/1",
+        "name": "activation_example",
+        "inputs": [{"name": "p", "shape": [4]}],
+        "layers": [
+            {"type": "dense", "name": "scores", "units": 3, "weights": {"init": "glorot_uniform", "seed": 1}},
+            {"type": "activation", "name": "probs", "activation": "softmax"},
+        ],
+    },
+)
+
+register(
+    LayerType(
+        "activation",
+        ActivationLayer,
+        numpy_kernel,
+        onnx_lowering,
+        error_bound,
+        formula,
+        doc=__doc__ or "",
+        examples=EXAMPLES,
+    )
+)

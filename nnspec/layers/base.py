@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -24,7 +24,9 @@ class LayerSpec(StrictModel):
     name: Name | None = None
     inputs: list[Name] | None = None
 
-    arity: ClassVar[int] = 1  # how many sources the layer reads
+    # How many sources the layer reads: (fewest, most), None for no upper limit (merges take two or more).
+    arity: ClassVar[tuple[int, int | None]] = (1, 1)
+    integer_inputs: ClassVar[bool] = False  # reads integer sources (ids), and only those
 
     def plan(self, sources: Sequence[Source]) -> LayerPlan:
         """The output shape and the parameters this layer needs, given its sources' shapes."""
@@ -33,17 +35,27 @@ class LayerSpec(StrictModel):
 
 @dataclass(frozen=True)
 class LayerType:
-    """One layer type: its spec model, a NumPy kernel factory and an ONNX lowering."""
+    """One layer type: every part the rest of nnspec asks of it, in one place.
+
+    Registry-wide tests (tests/test_layers.py) run every part on every `examples` spec: it validates,
+    both forms agree within the derived bound (end to end and layer by layer), the ONNX model passes
+    `check_model(full_check=True)`, and changing one of the layer's parameters in the ONNX model fails
+    the check.
+    """
 
     name: str
     spec: type[LayerSpec]
     numpy: Callable[[Node], Kernel]  # built once per node; the kernel is then called per batch
+    # (node, builder, input tensor names, output name) -> the tensor holding the output; parameters become
+    # initializers named `<layer>.<parameter>` (e.g. `c1.weights`), so that reports and tools can find them
     onnx: Callable[[Node, OpBuilder, Sequence[str], str], str]
     # (float64 node, its inputs as affine error forms, the arithmetic) -> its output's affine form
     bound: Callable[[Node, Sequence[Affine], Precision], Affine]
     # what the layer computes, in the seed's notation, for people reviewing a spec: `tanh(W x + b)`
     formula: Callable[[Node], str]
     doc: str = ""
+    # Small whole specs (JSON objects) that use this type, for the registry-wide tests and the docs.
+    examples: tuple[dict[str, Any], ...] = ()
 
 
 LAYERS: dict[str, LayerType] = {}

@@ -55,14 +55,15 @@ def onnx_lowering(node: Node, g: OpBuilder, inputs: Sequence[str], out: str) -> 
     (x,) = inputs
     linear = node.activation is None or node.activation.name == "linear"
     pre = out if linear else f"{node.name}/n"
-    w = g.const(node.params["weights"], f"{node.name}.weights")
+    gemm = len(node.input_shapes[0]) == 1
+    # Gemm is 2-D only; for [N, ..., in] inputs the layer is MatMul with W transposed (`<layer>.weights_t`).
+    weights = node.params["weights"]
+    w = g.const(weights, f"{node.name}.weights") if gemm else g.const(weights.T.copy(), f"{node.name}.weights_t")
     b = g.const(node.params["bias"], f"{node.name}.bias") if "bias" in node.params else None
-    if len(node.input_shapes[0]) == 1:
+    if gemm:
         g.op("Gemm", [x, w] + ([b] if b else []), pre, transB=1)
     else:
-        # Gemm is 2-D only; for [N, ..., in] inputs the layer is MatMul with W transposed, then Add.
-        wt = g.const(np.ascontiguousarray(node.params["weights"].T), f"{node.name}.weights_t")
-        product = g.op("MatMul", [x, wt], pre if b is None else None)
+        product = g.op("MatMul", [x, w], pre if b is None else None)
         if b is not None:
             g.op("Add", [product, b], pre)
     if linear:
@@ -88,4 +89,40 @@ def formula(node: Node) -> str:
     return f"{node.activation.label}({affine})"
 
 
-register(LayerType("dense", Dense, numpy_kernel, onnx_lowering, error_bound, formula, doc=__doc__ or ""))
+EXAMPLES = (
+    {
+        "format": "nnspec/1",
+        "name": "dense_example",
+        "inputs": [{"name": "p", "shape": [3]}],
+        "layers": [
+            {
+                "type": "dense",
+                "name": "hidden",
+                "units": 4,
+                "activation": "tanh",
+                "weights": {"init": "glorot_uniform", "seed": 1},
+                "bias": {"init": "normal", "seed": 2},
+            },
+            {"type": "dense", "name": "out", "units": 2, "weights": {"init": "glorot_uniform", "seed": 3}},
+        ],
+    },
+    {
+        "format": "nnspec/1",
+        "name": "dense_rows",
+        "inputs": [{"name": "p", "shape": [5, 3]}],
+        "layers": [
+            {
+                "type": "dense",
+                "name": "rows",
+                "units": 2,
+                "activation": "relu",
+                "weights": {"init": "he_normal", "seed": 4},
+                "bias": [0.5, -0.5],
+            }
+        ],
+    },
+)
+
+register(
+    LayerType("dense", Dense, numpy_kernel, onnx_lowering, error_bound, formula, doc=__doc__ or "", examples=EXAMPLES)
+)
