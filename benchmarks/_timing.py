@@ -2,10 +2,30 @@
 
 from __future__ import annotations
 
+import os
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+
+
+def apply_threads_early() -> int:
+    """Honour --threads N before NumPy loads OpenBLAS, which reads its thread count once, at import.
+
+    Call it before importing NumPy (this module imports none); returns N, or 0 for the default.
+    """
+    for i, arg in enumerate(sys.argv):
+        if arg == "--threads" and i + 1 < len(sys.argv):
+            value = sys.argv[i + 1]
+        elif arg.startswith("--threads="):
+            value = arg.split("=", 1)[1]
+        else:
+            continue
+        for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[var] = value
+        return int(value)
+    return 0
 
 
 @dataclass(frozen=True)

@@ -20,27 +20,12 @@ import argparse
 import datetime
 import os
 import platform
-import sys
 import tempfile
 from pathlib import Path
 
+from _timing import apply_threads_early  # noqa: E402  (imports no NumPy)
 
-def _apply_threads_early() -> int:
-    """Honour --threads N before NumPy loads OpenBLAS, which reads its thread count once, at import."""
-    for i, arg in enumerate(sys.argv):
-        if arg == "--threads" and i + 1 < len(sys.argv):
-            value = sys.argv[i + 1]
-        elif arg.startswith("--threads="):
-            value = arg.split("=", 1)[1]
-        else:
-            continue
-        for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-            os.environ[var] = value
-        return int(value)
-    return 0
-
-
-THREADS = _apply_threads_early()
+THREADS = apply_threads_early()
 
 import numpy as np  # noqa: E402
 import onnxruntime as ort  # noqa: E402

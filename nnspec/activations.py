@@ -185,6 +185,10 @@ def _log_softmax(x: np.ndarray) -> np.ndarray:
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
+def _hard_swish(x: np.ndarray) -> np.ndarray:
+    return x * (np.clip(x + 3, 0, 6) / 6)  # the clip divided first: x * 6 would overflow near the largest float
+
+
 def _step(x: np.ndarray, low: float) -> np.ndarray:
     return np.where(x >= 0, 1, low).astype(x.dtype)
 
@@ -397,6 +401,14 @@ def _mish_onnx(g: OpBuilder, x: str, out: str | None) -> str:
     return g.op("Mul", [x, g.op("Tanh", [softplus])], out)
 
 
+def _hard_swish_onnx(g: OpBuilder, x: str, out: str | None) -> str:
+    # NOTE: HardSwish is opset 14, and onnxruntime runs it through HardSigmoid, which has no float64 kernel.
+    if g.opset >= 14 and not _wide(g):
+        return g.op("HardSwish", [x], out)
+    relu6 = _clip(g, g.op("Add", [x, g.const(3.0)]), 0.0, 6.0)
+    return g.op("Mul", [x, g.op("Div", [relu6, g.const(6.0)])], out)
+
+
 def _step_onnx(low: float) -> Lowering:
     def lower(g: OpBuilder, x: str, out: str | None) -> str:
         at_or_above = g.op("GreaterOrEqual", [x, g.const(0.0)])
@@ -564,6 +576,26 @@ for _entry in [
         _clip_onnx(-1.0, 1.0),
         doc="a = clip(n, -1, 1)",
         error=_clip_model(-1.0, 1.0),
+    ),
+    ActivationType(
+        "relu6", lambda x: np.clip(x, 0, 6), _clip_onnx(0.0, 6.0), doc="a = clip(n, 0, 6)", error=_clip_model(0.0, 6.0)
+    ),
+    ActivationType(
+        "hard_swish",
+        _hard_swish,
+        _hard_swish_onnx,
+        doc="a = n * relu6(n + 3) / 6",
+        # Composed (n + 3, clip, / 6, * n): n + 3 is off by u |n + 3| inside the clip, which costs
+        # u |n| |n + 3| / 6 = u |a|; with the division and the product, 3 u |a|. ONNX's HardSwish is
+        # n * clip(alpha n + 1/2, 0, 1) with alpha = 1/6 in float32: its error within (-3, 3) is
+        # u (n^2 / 3 + 2 |a|) <= u (|n| + 2 |a|), which 2 u (|a| + |n|) covers, as it does 3 u |a|.
+        error=ErrorModel(
+            derivative=lambda n: np.where(n < -3, 0.0, np.where(n > 3, 1.0, (2 * n + 3) / 6)),
+            kinks=lambda: [(-3.0, 0.5), (3.0, 0.5)],
+            curvature=_const(1 / 3),
+            ulps=2.0,
+            per_n=1.0,
+        ),
     ),
 ]:
     register(_entry)

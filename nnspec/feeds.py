@@ -1,8 +1,9 @@
-"""Checking user arrays against a graph's inputs: names, shapes and dtypes, with clear errors."""
+"""Checking user arrays against a graph's inputs: names, shapes, dtypes and ids, with clear errors."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -74,15 +75,24 @@ def check_arrays(infos: tuple[TensorInfo, ...], given: Mapping[str, object] | ob
 def check_feeds(
     graph: Graph | tuple[TensorInfo, ...], feeds: Mapping[str, object] | object, dtype: np.dtype | None = None
 ) -> dict[str, np.ndarray]:
-    """Arrays keyed by input name, each `[N, *shape]` with one N, cast to the network's dtype.
+    """Arrays keyed by input name, each `[N, *shape]` with one N, each cast to its input's dtype.
 
-    Integers and floats of any width are accepted and cast; anything else (objects, strings,
-    booleans, complex numbers) is refused.
+    Float inputs: integers and floats of any width are accepted and cast to the network's dtype.
+    Integer inputs (ids): integers of any width, and floats that are whole numbers (JSON and CSV files
+    hold floats), are cast to the input's int64 or int32; a fraction, NaN or infinity is refused, and so
+    is an id outside [0, input_dim) of a layer that reads it (with the graph known). Anything else
+    (objects, strings, booleans, complex numbers) is refused.
     """
     infos = graph.inputs if isinstance(graph, Graph) else graph
     dtype = graph.dtype if isinstance(graph, Graph) else np.dtype(dtype)
+    ranges = id_ranges(graph) if isinstance(graph, Graph) else {}
+    kinds = {info.name: info for info in infos}
     out: dict[str, np.ndarray] = {}
     for name, array in check_arrays(infos, feeds).items():
+        info = kinds[name]
+        if info.dtype is not None and info.dtype.startswith("int"):
+            out[name] = _as_ids(info, array, ranges.get(name))
+            continue
         with np.errstate(over="ignore"):  # an overflow becomes inf, reported below
             cast = np.ascontiguousarray(array, dtype=dtype)
         if not np.isfinite(cast).all() and (too_large := np.isinf(cast) & np.isfinite(array)).any():
@@ -94,6 +104,52 @@ def check_feeds(
     if isinstance(graph, Graph) and out:
         check_batch_memory(graph, next(iter(out.values())).shape[0])
     return out
+
+
+@dataclass(frozen=True)
+class IdRange:
+    """The ids an integer input may hold: [0, size), the smallest `input_dim` of the layers that read it."""
+
+    size: int
+    layer: str
+    index: int  # the layer's position in the spec's `layers`
+
+
+def id_ranges(graph: Graph) -> dict[str, IdRange]:
+    """For each integer input that layers read, the valid ids: an id valid for the smallest table is valid for all."""
+    integer = {i.name for i in graph.inputs if i.dtype is not None and i.dtype.startswith("int")}
+    ranges: dict[str, IdRange] = {}
+    for node in graph.nodes:
+        size = node.attrs.get("input_dim")
+        for name in node.inputs:
+            if name in integer and size is not None and (name not in ranges or size < ranges[name].size):
+                ranges[name] = IdRange(int(size), node.name, node.index)
+    return ranges
+
+
+def _as_ids(info: TensorInfo, array: np.ndarray, valid: IdRange | None) -> np.ndarray:
+    """An integer input's array as its dtype, after checking that it holds whole numbers in range."""
+    assert info.dtype is not None
+    if array.dtype.kind == "f":
+        fraction = ~np.isfinite(array) | (array != np.round(array))
+        if fraction.any():
+            where = [int(i) for i in np.argwhere(fraction)[0]]
+            raise InputDataError(
+                f"input {info.name!r}: expected integer ids ({info.dtype}), found {array[tuple(where)]} at {where}"
+            )
+    if valid is not None:
+        low, high, why = 0, valid.size, f" for layer {valid.layer!r} (layers[{valid.index}])"
+        span = f"ids in [0, {valid.size})"
+    else:  # read by no layer: any id its dtype holds
+        limits = np.iinfo(np.dtype(info.dtype))
+        low, high, why, span = int(limits.min), int(limits.max) + 1, "", f"ids that fit in {info.dtype}"
+    outside = (array < low) | (array >= high)
+    if outside.any():
+        where = [int(i) for i in np.argwhere(outside)[0]]
+        found = array[tuple(where)]
+        shown = int(found) if array.dtype.kind == "f" else found
+        raise InputDataError(f"input {info.name!r}: expected {span}{why}, found {shown} at {where}")
+    return np.ascontiguousarray(array, dtype=np.dtype(info.dtype))
 
 
 def check_batch_memory(graph: Graph, batch: int, limits: Limits | None = None) -> None:

@@ -194,7 +194,10 @@ def build_graph(spec: Spec, limits: Limits | None = None) -> Graph:
         wiring: list[list[Source]] = []
         for i, layer in enumerate(spec.layers):
             sources = _sources(spec, i, names, env)
-            plan = layer.plan(sources)
+            try:
+                plan = layer.plan(sources)
+            except SpecError as exc:  # a layer's shape rule names the place within the layer
+                raise SpecError(exc.message, ("layers", i, *exc.loc)) from None
             _check_activation_fits(plan, dtype, i)
             plans.append(plan)
             wiring.append(sources)

@@ -354,6 +354,12 @@ def step_results(graph: Graph, tracer: Runner, name: str, cases: Sequence[Case])
     for case in cases:
         got = tracer.run(case.feeds)
         values = {**case.feeds, **got}
+        for node in graph.nodes:
+            # A layer whose output the model holds in no tensor of its name (dropout emits no node) is not
+            # checked itself; the layers after it read what its kernel makes of the values the model fed it.
+            if node.name not in values and all(i in values for i in node.inputs):
+                with np.errstate(all="ignore"):
+                    values[node.name] = LAYERS[node.op].numpy(node)(*(values[i] for i in node.inputs))
         batch = next(iter(case.feeds.values())).shape[0]
         for node, wide_node in zip(graph.nodes, wide.nodes, strict=True):
             if node.name not in got or any(i not in values for i in node.inputs):
@@ -440,8 +446,16 @@ def _divergence(node: Node, result: OutputResult, runner: str, case: str | None)
     }
 
 
+# ONNX element types of integer inputs: TensorProto.DataType codes, fixed by the ONNX standard (this module
+# compares codes from a loaded model's interface and does not build protobufs).
+INTEGER_ELEM_TYPES = {"int64": 7, "int32": 6}
+
+
 def interface_problems(graph: Graph, iface: Mapping[str, Any], elem_type: int) -> list[str]:
-    """Ways an existing model's inputs and outputs differ from the spec's (names, element type, dims)."""
+    """Ways an existing model's inputs and outputs differ from the spec's (names, element type, dims).
+
+    `elem_type` is the network dtype's ONNX element type; an integer input (ids) expects its own.
+    """
     problems = []
     for kind, expected in (("input", graph.inputs), ("output", graph.outputs)):
         found = iface[f"{kind}s"]
@@ -450,9 +464,11 @@ def interface_problems(graph: Graph, iface: Mapping[str, Any], elem_type: int) -
                 problems.append(f"the model has no {kind} {info.name!r} (its {kind}s: {', '.join(found) or 'none'})")
                 continue
             dims, elem = found[info.name]
-            if elem != elem_type:
+            want = INTEGER_ELEM_TYPES[info.dtype] if info.dtype in INTEGER_ELEM_TYPES else elem_type
+            if elem != want:
                 problems.append(
-                    f"{kind} {info.name!r} has ONNX element type {elem}, expected {elem_type} ({graph.dtype.name})"
+                    f"{kind} {info.name!r} has ONNX element type {elem}, expected {want} "
+                    f"({info.dtype if info.dtype in INTEGER_ELEM_TYPES else graph.dtype.name})"
                 )
             if [d for d in dims[1:]] != list(info.shape) or not dims:
                 problems.append(

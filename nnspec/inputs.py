@@ -9,10 +9,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import NNSpecError
-from .feeds import check_feeds
-from .ir import Graph
+from .feeds import check_feeds, id_ranges
+from .ir import Graph, TensorInfo
 from .limits import Limits
-from .weights import _normal
+from .weights import _normal, _uniform01
 
 # Default batch sizes: 1 (the edge case runtimes special-case), an odd size (catches code that assumes
 # even or vector-aligned batches), and 64 (a typical serving batch, large enough to take blocked paths).
@@ -27,6 +27,8 @@ ROW_SCALES = (2.0, 0.1, 8.0, 30.0)
 # cycle through all five, so every position sees every value.
 EDGE_VALUES = (0.0, 1.0, -1.0, 1e3, -1e3)
 EDGE_LABEL = "edges: 0, +-1, +-1e3"
+# An integer input (ids) read by no layer has no table to draw from: small ids, which any dtype holds.
+UNREAD_IDS = 10
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,10 @@ class Case:
 def random_cases(
     graph: Graph, seed: int = 0, batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES, *, edges: bool = True
 ) -> list[Case]:
-    """Seeded batches `[batch, *shape]` in the graph's dtype for every input: one per batch size, then the edges.
+    """Seeded batches `[batch, *shape]` for every input: one per batch size, then the edges.
+
+    Float inputs hold N(0, 1) numbers in the graph's dtype, scaled by row; integer inputs (ids) hold ids
+    drawn uniformly from [0, input_dim) of the layers that read them (the smallest, if several do).
 
     The numbers come from PCG64's raw stream (see `nnspec.weights._normal`), so a seed means the same
     arrays under every NumPy release. Batches are capped so that the graph's largest per-sample value
@@ -56,8 +61,12 @@ def random_cases(
         scales = np.resize(np.array(ROW_SCALES), batch)
         feeds = {}
         for j, info in enumerate(graph.inputs):
-            values = _normal(_stream(seed, batch, j), batch * math.prod(info.shape))
-            rows = values.reshape(batch, -1) * scales[:, None]
+            count = batch * math.prod(info.shape)
+            if _is_integer(info):  # ids drawn uniformly from the valid ones, by the same raw stream
+                ids = np.floor(_uniform01(_stream(seed, batch, j), count) * _id_count(graph, info)).astype(np.int64)
+                feeds[info.name] = ids.reshape(batch, *info.shape).astype(info.dtype)
+                continue
+            rows = _normal(_stream(seed, batch, j), count).reshape(batch, -1) * scales[:, None]
             feeds[info.name] = rows.reshape(batch, *info.shape).astype(graph.dtype)
         low, high = scales.min(), scales.max()
         spread = f"scale {low:g}" if low == high else f"scales {low:g}..{high:g}"
@@ -77,22 +86,43 @@ def _stream(seed: int, batch: int, input_index: int) -> int:
 
 
 def edge_case(graph: Graph, largest: int | None = None) -> Case:
-    """Rows of 0, 1, -1, 1e3, -1e3 for every input, then rows cycling through them, shifted one per row.
+    """Rows of 0, 1, -1, 1e3, -1e3 for every float input, then rows cycling through them, shifted one per row.
 
-    Ten rows, or the first `largest` (default: what `NNSPEC_MAX_BATCH_BYTES` allows) if fewer.
+    Integer inputs (ids) take the same pattern over 0, the last id, 1, the last but one and the middle one
+    of the layers' range, so that both ends of every table are read. Ten rows, or the first `largest`
+    (default: what `NNSPEC_MAX_BATCH_BYTES` allows) if fewer.
     """
     n = len(EDGE_VALUES)
-    values = np.array(EDGE_VALUES)
     batch = min(2 * n, max_batch(graph) if largest is None else largest)
-    feeds = {}
+    feeds, labels = {}, []
     for info in graph.inputs:
+        if _is_integer(info):
+            last = _id_count(graph, info) - 1
+            values = np.array([0, last, min(1, last), max(last - 1, 0), last // 2], dtype=np.int64)
+            labels.append(f"ids {', '.join(map(str, values))} of {info.name!r}")
+        else:
+            values = np.array(EDGE_VALUES)
         width = math.prod(info.shape)
         constant = np.repeat(values[:, None], width, axis=1)
         cycling = values[(np.arange(n)[:, None] + np.arange(width)[None, :]) % n]
         rows = np.concatenate([constant, cycling])[:batch]
-        feeds[info.name] = rows.reshape(batch, *info.shape).astype(graph.dtype)
-    label = EDGE_LABEL if batch == 2 * n else f"{EDGE_LABEL} (first {batch} of {2 * n} rows: memory limit)"
+        feeds[info.name] = rows.reshape(batch, *info.shape).astype(info.dtype or graph.dtype)
+    if len(labels) < len(graph.inputs):
+        labels.insert(0, EDGE_LABEL.removeprefix("edges: "))
+    label = "edges: " + "; ".join(labels)
+    if batch < 2 * n:
+        label += f" (first {batch} of {2 * n} rows: memory limit)"
     return Case(label, feeds)
+
+
+def _is_integer(info: TensorInfo) -> bool:
+    return info.dtype is not None and info.dtype.startswith("int")
+
+
+def _id_count(graph: Graph, info: TensorInfo) -> int:
+    """How many ids an integer input may hold, from 0: the smallest table that reads it."""
+    valid = id_ranges(graph).get(info.name)
+    return valid.size if valid is not None else UNREAD_IDS
 
 
 def max_batch(graph: Graph, limits: Limits | None = None) -> int:

@@ -108,7 +108,8 @@ class Graph:
         h = hashlib.sha256()
         structure = {
             "dtype": self.dtype.name,
-            "inputs": [[i.name, list(i.shape)] for i in self.inputs],
+            # an input's dtype only where it has its own (integer ids), so float specs keep their hashes
+            "inputs": [[i.name, list(i.shape), *([i.dtype] if i.dtype else [])] for i in self.inputs],
             "layers": [
                 [
                     n.name,

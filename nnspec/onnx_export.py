@@ -18,7 +18,12 @@ DEFAULT_OPSET = 17  # widely deployed (onnxruntime >= 1.11, TensorRT 8.5+), and 
 MIN_OPSET = 13  # Softmax/LogSoftmax act on one axis from 13 on; older opsets flatten, a different meaning
 BATCH_DIM = "N"
 
-_ELEM_TYPE = {np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.float64): TensorProto.DOUBLE}
+_ELEM_TYPE = {
+    np.dtype(np.float32): TensorProto.FLOAT,
+    np.dtype(np.float64): TensorProto.DOUBLE,
+    np.dtype(np.int64): TensorProto.INT64,  # integer inputs (ids)
+    np.dtype(np.int32): TensorProto.INT32,
+}
 
 
 def max_opset() -> int:
@@ -86,7 +91,10 @@ def to_onnx(graph: Graph, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
         if holds.get(output.name, output.name) != output.name:  # an output that is another tensor, named as such
             g.scope = output.name
             g.op("Identity", [holds[output.name]], output.name)
-    inputs = [helper.make_tensor_value_info(i.name, elem, [BATCH_DIM, *i.shape]) for i in graph.inputs]
+    inputs = [
+        helper.make_tensor_value_info(i.name, elem_type_of(i.dtype) if i.dtype else elem, [BATCH_DIM, *i.shape])
+        for i in graph.inputs
+    ]
     outputs = [helper.make_tensor_value_info(o.name, elem, [BATCH_DIM, *o.shape]) for o in graph.outputs]
     body = helper.make_graph(
         g.nodes, graph.name, inputs, outputs, initializer=g.initializers, doc_string=graph.description or ""
@@ -209,7 +217,7 @@ def with_outputs(data: bytes, names: Sequence[str]) -> bytes:
     inferred = {v.name: v for v in onnx.shape_inference.infer_shapes(model).graph.value_info}
     produced = {out for node in model.graph.node for out in node.output}
     existing = {o.name for o in model.graph.output}
-    elem = model.graph.input[0].type.tensor_type.elem_type
+    elem = model.graph.output[0].type.tensor_type.elem_type  # layer outputs are floats; inputs may be ids
     for name in names:
         if name in produced and name not in existing:
             info = inferred.get(name) or helper.make_tensor_value_info(name, elem, None)

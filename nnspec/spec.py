@@ -85,7 +85,7 @@ class Spec(StrictModel):
         """Check each layer's `type` first, so an unknown type gets one clear message."""
         if not isinstance(value, list):
             return value
-        known = list(LAYERS)
+        known = sorted(LAYERS)
         for i, layer in enumerate(value):
             if not isinstance(layer, dict):
                 raise spec_error(f"expected a layer object, found {kind_of(layer)}", i)

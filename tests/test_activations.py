@@ -99,6 +99,8 @@ ELEMENTWISE: dict[str, Callable[..., float]] = {
     "hardlims": lambda v: 1.0 if v >= 0 else -1.0,
     "satlin": lambda v: min(max(v, 0.0), 1.0),
     "satlins": lambda v: min(max(v, -1.0), 1.0),
+    "relu6": lambda v: min(max(v, 0.0), 6.0),
+    "hard_swish": lambda v: v * min(max(v + 3, 0.0), 6.0) / 6,
 }
 
 

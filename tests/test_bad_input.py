@@ -22,6 +22,7 @@ from conftest import PARTY  # the party neuron, shared by every stage
 
 from nnspec.errors import NNSpecError
 from nnspec.files import atomic_write
+from nnspec.layers import LAYERS
 
 TWO_INPUTS: dict[str, Any] = {
     "format": "nnspec/1",
@@ -156,7 +157,7 @@ SPEC_CASES = [
     pytest.param(
         party_with(type="dens"),
         nothing,
-        ["layers[0].type: expected", "activation, dense", "did you mean 'dense'"],
+        ["layers[0].type: expected", ", ".join(sorted(LAYERS)), "did you mean 'dense'"],
         id="unknown-layer-type",
     ),
     pytest.param(

@@ -1,0 +1,338 @@
+"""Pooling over channels-first inputs: `max_pool1d`, `max_pool2d`, `avg_pool1d`, `avg_pool2d` slide a window
+(stride = pool_size unless given); `global_avg_pool`, `global_max_pool` take [C, *spatial] to [C]."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import ClassVar, Literal
+
+import numpy as np
+from pydantic import Field
+
+from ..activations import Precision
+from ..affine import Affine, elementwise, sum_of_products, unfold
+from ..errors import SpecError
+from ..ir import LayerPlan, Node, Source
+from ..lowering import OpBuilder
+from .base import Kernel, LayerSpec, LayerType, register
+from .spatial import PerAxis, Window, WindowSpec, axis_label
+
+
+class Pool(WindowSpec):
+    """A window slid over the spatial axes; each output the max or the mean of its window, per channel."""
+
+    kernel_field: ClassVar[str] = "pool_size"
+    per_axis_fields: ClassVar[tuple[str, ...]] = ("pool_size", "strides")
+
+    pool_size: PerAxis = Field(description="the window, one size per spatial axis (or one for all)")
+    strides: PerAxis | None = Field(default=None, description="the step between windows; default: pool_size")
+    ceil_mode: bool = Field(default=False, description="round the output length up: a last, partial window")
+
+    def plan(self, sources: Sequence[Source]) -> LayerPlan:
+        (src,) = sources
+        channels, spatial = self.split_input(src)
+        kernel = self.per_axis(self.pool_size)
+        strides = kernel if self.strides is None else self.per_axis(self.strides)
+        window = self.window(spatial, kernel, strides, (1,) * self.rank, self.ceil_mode)
+        for i, (k, b, e) in enumerate(zip(kernel, window.begins, window.ends, strict=True)):
+            if max(b, e) >= k:
+                raise SpecError(
+                    f"expected padding < pool_size ({k}) on each side along {axis_label(i, self.rank)}, found {b} at "
+                    f"the start and {e} at the end: a window could hold nothing but padding (onnxruntime refuses it)",
+                    ("padding",),
+                )
+        return LayerPlan(shape=(channels, *window.output_shape(spatial)), attrs=window.attrs())
+
+
+class AvgPool(Pool):
+    """The mean of each window."""
+
+    count_include_pad: bool = Field(
+        default=False, description="divide by the whole window, padding included (default: by its input positions)"
+    )
+
+    def plan(self, sources: Sequence[Source]) -> LayerPlan:
+        plan = super().plan(sources)
+        return replace(plan, attrs={**plan.attrs, "count_include_pad": int(self.count_include_pad)})
+
+
+class MaxPool1D(Pool):
+    """[C, L] in, [C, L'] out: the largest value of each window."""
+
+    type: Literal["max_pool1d"]
+    rank: ClassVar[int] = 1
+
+
+class MaxPool2D(Pool):
+    """[C, H, W] in, [C, H', W'] out: the largest value of each window."""
+
+    type: Literal["max_pool2d"]
+    rank: ClassVar[int] = 2
+
+
+class AvgPool1D(AvgPool):
+    """[C, L] in, [C, L'] out: the mean of each window."""
+
+    type: Literal["avg_pool1d"]
+    rank: ClassVar[int] = 1
+
+
+class AvgPool2D(AvgPool):
+    """[C, H, W] in, [C, H', W'] out: the mean of each window."""
+
+    type: Literal["avg_pool2d"]
+    rank: ClassVar[int] = 2
+
+
+class GlobalPool(LayerSpec):
+    """The max or mean over every spatial position: [C, *spatial] to [C]."""
+
+    def plan(self, sources: Sequence[Source]) -> LayerPlan:
+        (src,) = sources
+        if len(src.shape) < 2:
+            raise SpecError(
+                f"expected a per-sample [C, *spatial] input for {self.type} (channels first, at least 2 axes), "
+                f"found {src.describe()} of shape {list(src.shape)}",
+                ("inputs", 0) if self.inputs is not None else (),
+            )
+        return LayerPlan(shape=(src.shape[0],))
+
+
+class GlobalAvgPool(GlobalPool):
+    """The mean over every spatial position of each channel."""
+
+    type: Literal["global_avg_pool"]
+
+
+class GlobalMaxPool(GlobalPool):
+    """The largest value over every spatial position of each channel."""
+
+    type: Literal["global_max_pool"]
+
+
+# --- windowed pools ---------------------------------------------------------------------------------
+
+
+def _average(node: Node) -> Callable[[np.ndarray], np.ndarray]:
+    """x -> each window's sum / its count, the counts (onnxruntime's, see Window.counts) computed once."""
+    window = Window.from_attrs(node.attrs)
+    counts = window.counts(node.input_shapes[0][1:], bool(node.attrs["count_include_pad"]))
+
+    def average(x: np.ndarray) -> np.ndarray:
+        sums = window.taps(x, 0.0).sum(axis=0)
+        return np.divide(sums, counts.astype(sums.dtype, copy=False), out=sums)
+
+    return average
+
+
+def window_kernel(node: Node) -> Kernel:
+    if node.op.startswith("avg"):
+        return _average(node)
+    window = Window.from_attrs(node.attrs)
+    return lambda x: window.taps(x, -np.inf).max(axis=0)
+
+
+def window_lowering(node: Node, g: OpBuilder, inputs: Sequence[str], out: str) -> str:
+    a = node.attrs
+    common = {
+        "kernel_shape": a["kernel_shape"],
+        "strides": a["strides"],
+        "pads": a["pads"],
+        "ceil_mode": a["ceil_mode"],
+    }
+    if node.op.startswith("avg"):  # AveragePool's dilations exist from opset 19 on: not needed, never written
+        return g.op("AveragePool", list(inputs), out, count_include_pad=a["count_include_pad"], **common)
+    return g.op("MaxPool", list(inputs), out, **common)
+
+
+def window_bound(node: Node, inputs: Sequence[Affine], precision: Precision) -> Affine:
+    """Max: exact, and |max(a) - max(b)| <= max |a - b|, so the bound is the window's largest input bound.
+    Mean: sum_of_products with k = prod(pool_size) + 1 (see `_mean_bound`)."""
+    x, e = unfold(inputs[0], node.input_shapes[0])
+    window = Window.from_attrs(node.attrs)
+    if node.op.startswith("avg"):
+        average = _average(node)
+        return _mean_bound(x, e, lambda a, absolute: average(a), math.prod(window.kernel), precision)
+    return elementwise(window.taps(x, -np.inf).max(axis=0), window.taps(e, 0.0).max(axis=0))
+
+
+def _mean_bound(
+    x: np.ndarray, e: np.ndarray, mean: Callable[[np.ndarray, bool], np.ndarray], m: int, precision: Precision
+) -> Affine:
+    """y = (sum of at most m inputs) / count, as y = sum_i x_i (1 / count) (1 + theta_i), |theta_i| <= gamma_{m+1}.
+
+    The sum's m - 1 additions give (1 + theta_{m-1}) per term (Higham 3.1, any order); dividing by the count
+    is one more rounding, (1 + delta); multiplying by 1 / count instead (as a runtime may) rounds 1 / count
+    too, (1 + delta_1)(1 + delta_2). Either way each term carries at most m + 1 factors (1 + delta), which is
+    within gamma_{m+1} (Higham lemma 3.1): `sum_of_products` with k = m + 1 and the mean's weights 1 / count,
+    which are positive, so the map and its absolute value are the same. Padding adds exact zeros.
+    """
+    value, error, _ = sum_of_products(x, e, mean, m + 1, None, precision)
+    return elementwise(value, error)
+
+
+def window_formula(node: Node) -> str:
+    """`maxpool2x2(c1)`, `avgpool3/2(c1)` (a 3-wide window, stride 2)."""
+    a = node.attrs
+    size = "x".join(map(str, a["kernel_shape"]))
+    stride = "" if a["strides"] == a["kernel_shape"] else "/" + "x".join(map(str, a["strides"]))
+    return f"{node.op.split('_')[0]}pool{size}{stride}({node.inputs[0]})"
+
+
+# --- global pools -----------------------------------------------------------------------------------
+
+
+def _spatial_axes(x: np.ndarray) -> tuple[int, ...]:
+    return tuple(range(2, x.ndim))
+
+
+def global_kernel(node: Node) -> Kernel:
+    if node.op == "global_avg_pool":
+        return lambda x: x.mean(axis=_spatial_axes(x))
+    return lambda x: x.max(axis=_spatial_axes(x))
+
+
+def global_lowering(node: Node, g: OpBuilder, inputs: Sequence[str], out: str) -> str:
+    pooled = g.op("GlobalAveragePool" if node.op == "global_avg_pool" else "GlobalMaxPool", list(inputs))
+    return g.op("Flatten", [pooled], out, axis=1)  # [N, C, 1, ...] -> [N, C]
+
+
+def global_bound(node: Node, inputs: Sequence[Affine], precision: Precision) -> Affine:
+    """As the windowed pools, the window being every spatial position: m = prod(spatial) terms."""
+    x, e = unfold(inputs[0], node.input_shapes[0])
+    axes = _spatial_axes(x)
+    if node.op == "global_avg_pool":
+        m = math.prod(node.input_shapes[0][1:])
+        return _mean_bound(x, e, lambda a, absolute: a.mean(axis=axes), m, precision)
+    return elementwise(x.max(axis=axes), e.max(axis=axes))
+
+
+def global_formula(node: Node) -> str:
+    """`globalavg(c2)`."""
+    return f"global{node.op.split('_')[1]}({node.inputs[0]})"
+
+
+# --- examples and registration -----------------------------------------------------------------------
+
+
+def _example(name: str, shape: list[int], conv: str, layers: list[dict]) -> dict:
+    """A whole spec: a small seeded convolution, so that the pools see mixed signs, then `layers`."""
+    first = {
+        "type": conv,
+        "name": "c1",
+        "filters": 3,
+        "kernel_size": 3,
+        "padding": "same",
+        "weights": {"init": "glorot_uniform", "seed": 1},
+        "bias": {"init": "normal", "seed": 2},
+    }
+    return {"format": "nnspec/1", "name": name, "inputs": [{"name": "x", "shape": shape}], "layers": [first, *layers]}
+
+
+EXAMPLES: dict[str, tuple[dict, ...]] = {
+    "max_pool1d": (
+        _example(
+            "max_pool1d_example",
+            [2, 11],
+            "conv1d",
+            [{"type": "max_pool1d", "name": "p1", "pool_size": 3, "strides": 2, "padding": [1, 1], "ceil_mode": True}],
+        ),
+    ),
+    "max_pool2d": (
+        _example("max_pool2d_example", [1, 6, 6], "conv2d", [{"type": "max_pool2d", "name": "p1", "pool_size": 2}]),
+        _example(
+            "max_pool2d_same",
+            [2, 7, 5],
+            "conv2d",
+            [{"type": "max_pool2d", "name": "p1", "pool_size": [3, 2], "strides": [2, 1], "padding": "same"}],
+        ),
+    ),
+    "avg_pool1d": (
+        _example(
+            "avg_pool1d_example",
+            [2, 12],
+            "conv1d",
+            [
+                {"type": "avg_pool1d", "name": "p1", "pool_size": 3, "padding": "same"},
+                {"type": "avg_pool1d", "name": "p2", "pool_size": 2, "padding": [1], "count_include_pad": True},
+            ],
+        ),
+    ),
+    "avg_pool2d": (
+        _example(
+            "avg_pool2d_example",
+            [1, 8, 8],
+            "conv2d",
+            [{"type": "avg_pool2d", "name": "p1", "pool_size": 3, "strides": 2, "padding": 1, "ceil_mode": True}],
+        ),
+        _example(
+            "avg_pool2d_include_pad",
+            [2, 6, 7],
+            "conv2d",
+            [
+                {
+                    "type": "avg_pool2d",
+                    "name": "p1",
+                    "pool_size": [2, 3],
+                    "padding": [1, 0, 0, 1],
+                    "count_include_pad": True,
+                    "ceil_mode": True,
+                }
+            ],
+        ),
+    ),
+    "global_avg_pool": (
+        _example(
+            "global_avg_pool_example",
+            [1, 8, 8],
+            "conv2d",
+            [
+                {"type": "global_avg_pool", "name": "g"},
+                {"type": "dense", "name": "out", "units": 2, "weights": {"init": "glorot_uniform", "seed": 3}},
+            ],
+        ),
+        _example("global_avg_pool_1d", [2, 9], "conv1d", [{"type": "global_avg_pool", "name": "g"}]),
+    ),
+    "global_max_pool": (
+        _example(
+            "global_max_pool_example",
+            [2, 5, 6],
+            "conv2d",
+            [
+                {"type": "global_max_pool", "name": "g"},
+                {"type": "activation", "name": "probs", "activation": "softmax"},
+            ],
+        ),
+    ),
+}
+
+for _spec in (MaxPool1D, MaxPool2D, AvgPool1D, AvgPool2D):
+    _name = _spec.model_fields["type"].annotation.__args__[0]
+    register(
+        LayerType(
+            _name,
+            _spec,
+            window_kernel,
+            window_lowering,
+            window_bound,
+            window_formula,
+            doc=__doc__ or "",
+            examples=EXAMPLES[_name],
+        )
+    )
+for _spec in (GlobalAvgPool, GlobalMaxPool):
+    _name = _spec.model_fields["type"].annotation.__args__[0]
+    register(
+        LayerType(
+            _name,
+            _spec,
+            global_kernel,
+            global_lowering,
+            global_bound,
+            global_formula,
+            doc=__doc__ or "",
+            examples=EXAMPLES[_name],
+        )
+    )
