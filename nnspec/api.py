@@ -175,7 +175,7 @@ def check(
         notes += non_finite_notes(cases[0].feeds)
     else:
         cases = random_cases(g, seed, batch_sizes)
-        origin = random_origin(seed)
+        origin = random_origin(seed, g)
     reference = NumpyRunner(g)
     if problems:
         return cross_check(g, reference, reference, cases, tol, problems=problems, notes=notes, inputs=origin)

@@ -231,6 +231,10 @@ def build_graph(spec: Spec, limits: Limits | None = None) -> Graph:
                     index=i,
                 )
             )
+        for node in nodes:
+            check = LAYERS[node.op].loaded
+            if check is not None:
+                check(node)
     except SpecError as exc:
         exc.source = spec.source
         raise

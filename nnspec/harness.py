@@ -100,6 +100,7 @@ class OutputResult:
     allowed_at_worst: float | None = None
     reference_at_worst: float | None = None
     candidate_at_worst: float | None = None
+    unbounded: int = 0  # elements where the allowed error was infinite: compared, but nothing could fail there
     # How many elements fell in each decade of error / allowed: "exact", "<1e-8", "1e-8", ..., "1e1+".
     histogram: dict[str, int] = field(default_factory=lambda: dict.fromkeys(HISTOGRAM_BINS, 0))
 
@@ -194,6 +195,7 @@ def compare(
             ulps = np.where(diff == 0, 0.0, diff / ulp)
         result.elements += r.size
         result.mismatches += int(np.count_nonzero(margin > 1))
+        result.unbounded += int(np.count_nonzero(np.broadcast_to(np.isinf(allowed), r.shape)))
         for key, count in _histogram(margin).items():
             result.histogram[key] += count
         if r.size == 0:
@@ -320,6 +322,14 @@ def cross_check(
         )
     if report.nondeterministic:
         report.notes.append(f"different results on the same inputs: {', '.join(report.nondeterministic)}")
+    for result in [*report.outputs, *report.steps]:
+        if result.unbounded:
+            what = "layer" if result.reference == STEP_REFERENCE else "output"
+            report.notes.append(
+                f"{what} {result.name!r} ({result.candidate}): {result.unbounded} of {result.elements} elements had "
+                "no finite bound (the rounding there can be as large as the value, e.g. a layer norm of nearly "
+                "constant inputs in float32), so nothing could fail there"
+            )
     failed_step = next((s for s in report.steps if not s.passed), None)
     if failed_step is not None:
         case = (failed_step.worst_at or {}).get("case")

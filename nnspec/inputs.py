@@ -131,11 +131,13 @@ def max_batch(graph: Graph, limits: Limits | None = None) -> int:
     return max(1, (limits or Limits.from_env()).max_batch_bytes // per_sample)
 
 
-def random_origin(seed: int) -> str:
+def random_origin(seed: int, graph: Graph | None = None) -> str:
     """Where `random_cases` numbers come from, for a report's `inputs` line."""
     scales = "/".join(f"{s:g}" for s in sorted(ROW_SCALES))
+    ids = [i.name for i in graph.inputs if i.dtype] if graph is not None else []
     return (
         f"seeded random, N(0, 1) x {scales} by row, seed {seed}; edge values {', '.join(f'{v:g}' for v in EDGE_VALUES)}"
+        + (f"; ids of {', '.join(map(repr, ids))} uniform over each table, both ends in the edge batch" if ids else "")
     )
 
 

@@ -43,6 +43,7 @@ def write_repro(
         raise OutputError(f"cannot create {folder}: {exc.strerror or exc}") from None
     node = graph.node(layer)
     shapes = dict(zip(node.inputs, node.input_shapes, strict=True))
+    dtypes = {i.name: i.dtype for i in graph.inputs}  # integer ids keep their dtype; layers' outputs are floats
     entry: dict[str, Any] = spec.layers[node.index].model_dump(mode="json", exclude_none=True)
     entry.update(name=node.name, inputs=list(node.inputs))
     for key in node.params:
@@ -52,7 +53,10 @@ def write_repro(
         "name": f"{graph.name}_{node.name}_repro".replace("/", "_")[:128],
         "description": f"layers[{node.index}] ({node.name!r}) of {graph.name!r}, where the cross-check first diverged",
         "dtype": graph.dtype.name,
-        "inputs": [{"name": name, "shape": list(shape)} for name, shape in shapes.items()],
+        "inputs": [
+            {"name": name, "shape": list(shape), **({"dtype": dtypes[name]} if dtypes.get(name) else {})}
+            for name, shape in shapes.items()
+        ],
         "layers": [entry],
     }
     atomic_write(folder / "spec.json", (json.dumps(cut, indent=2) + "\n").encode())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from functools import lru_cache
 from typing import Protocol
@@ -17,6 +18,10 @@ PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 # rounding their inputs to 10 mantissa bits. A float32 spec means float32 arithmetic, and the derived
 # bound assumes it, so nnspec asks for full float32.
 PROVIDER_OPTIONS: dict[str, dict[str, str]] = {"cpu": {}, "cuda": {"use_tf32": "0"}}
+
+
+# onnxruntime's message when no kernel matches a node's operator and types.
+_MISSING_KERNEL = re.compile(r"Could not find an implementation for (\w+)\(\d+\) node with name '([^']*)'")
 
 
 class Runner(Protocol):
@@ -82,6 +87,15 @@ class OnnxRuntimeRunner:
         except NNSpecError:
             raise
         except Exception as exc:  # onnxruntime raises its own untyped errors
+            missing = _MISSING_KERNEL.search(str(exc))
+            if missing:
+                op, node = missing.groups()
+                raise BackendUnavailable(
+                    f"onnxruntime's {provider} provider has no {op} kernel for this model's element type (node "
+                    f"{node!r}; its CPU provider has no float64 Conv, AveragePool or global pools): check it with "
+                    "--runner onnx-reference (onnx's own evaluator), or as a float32 spec",
+                    source=source,
+                ) from None
             raise BackendUnavailable(f"onnxruntime cannot load the model: {exc}", source=source) from None
         self.output_names = [o.name for o in self.session.get_outputs()]
 

@@ -275,3 +275,16 @@ def test_out_of_range_ids_are_exit_2_in_run_and_check(cli, write_spec, tmp_path,
         in result.stderr
     )
     assert "Traceback" not in result.output
+
+
+def test_a_reproduction_of_an_embedding_keeps_its_integer_input(tmp_path):
+    spec = nnspec.load(Path(__file__).resolve().parent.parent / "specs" / "text_classifier.json")
+    model = nnspec.to_onnx(spec)
+    table = next(i for i in model.graph.initializer if i.name == "embed.weights")
+    changed = numpy_helper.to_array(table).copy()
+    changed[3, 2] *= 1.5
+    table.CopyFrom(numpy_helper.from_array(changed, table.name))
+    report = nnspec.check(spec, onnx_model=model, repro=tmp_path / "repro")
+    assert not report.passed and report.divergence["layer"] == "embed"
+    cut = nnspec.load(tmp_path / "repro" / "spec.json")
+    assert [(i.name, i.dtype) for i in cut.inputs] == [("tokens", "int64")]

@@ -5,6 +5,7 @@ and faults that must be caught."""
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any
 
@@ -384,3 +385,41 @@ def test_a_layer_norm_over_the_wrong_axis_is_caught():
     model = nnspec.to_onnx(s)
     next(a for a in model.graph.node[0].attribute if a.name == "axis").i = 1  # over [3, 4], not the last axis
     assert not nnspec.check(s, onnx_model=model).passed
+
+
+def test_validate_checks_variances_read_from_a_file(cli, tmp_path):
+    np.save(tmp_path / "v.npy", np.array([1.0, -0.5], np.float32))
+    spec = {
+        "format": "nnspec/1",
+        "name": "bn",
+        "inputs": [{"name": "x", "shape": [2, 3]}],
+        "layers": [{"type": "batch_norm", "mean": [0, 0], "variance": {"file": "v.npy"}}],
+    }
+    (tmp_path / "s.json").write_text(json.dumps(spec))
+    result = cli("validate", tmp_path / "s.json")
+    assert result.exit_code == 2
+    assert "layers[0].variance: expected variances >= 0, found -0.5 at index [1]" in result.stderr
+
+
+def test_elements_without_a_finite_bound_are_said_in_the_report():
+    # A float32 layer norm of nearly constant values: variance + epsilon may round to anything near 0, so
+    # the bound is infinite there; the report must say that nothing could fail, never pass silently.
+    spec = {
+        "format": "nnspec/1",
+        "name": "flat",
+        "inputs": [{"name": "x", "shape": [8]}],
+        "layers": [
+            {
+                "type": "dense",
+                "name": "d",
+                "units": 8,
+                "weights": {"init": "glorot_uniform", "seed": 1},
+                "bias": {"init": "constant", "value": 1000.0},
+            },
+            {"type": "layer_norm", "name": "n"},
+        ],
+    }
+    x = np.random.default_rng(0).normal(size=(4, 8)) * 1e-4
+    report = nnspec.check(nnspec.from_dict(spec), inputs=x)
+    assert report.outputs[0].unbounded == 32
+    assert any(n.startswith("output 'n' (onnxruntime): 32 of 32 elements had no finite bound") for n in report.notes)

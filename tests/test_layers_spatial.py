@@ -5,6 +5,7 @@ cases; and faults that the check must catch (a flipped kernel, SAME_LOWER for "s
 from __future__ import annotations
 
 import copy
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -544,3 +545,14 @@ def test_count_include_pad_flipped_fails_the_check():
 def test_the_example_specs_pass_the_check_layer_by_layer(name):
     report = nnspec.check(nnspec.load(SPECS / f"{name}.json"))
     assert report.passed and report.steps and all(s.passed for s in report.steps), str(report)
+
+
+def test_a_float64_conv_says_onnxruntime_lacks_the_kernel_and_checks_with_the_reference_runner(cli, tmp_path):
+    spec = json.loads((SPECS / "digits_cnn.json").read_text())
+    spec["dtype"] = "float64"
+    (tmp_path / "c64.json").write_text(json.dumps(spec))
+    result = cli("check", tmp_path / "c64.json")
+    assert result.exit_code == 2
+    assert "cpu provider has no Conv kernel for this model's element type (node 'c1/Conv'" in result.stderr
+    assert "--runner onnx-reference" in result.stderr
+    assert cli("check", tmp_path / "c64.json", "--runner", "onnx-reference").exit_code == 0

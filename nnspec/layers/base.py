@@ -56,6 +56,8 @@ class LayerType:
     doc: str = ""
     # Small whole specs (JSON objects) that use this type, for the registry-wide tests and the docs.
     examples: tuple[dict[str, Any], ...] = ()
+    # Checks of a node's loaded parameters (numbers from files are seen only once loaded): raises SpecError.
+    loaded: Callable[[Node], None] | None = None
 
 
 LAYERS: dict[str, LayerType] = {}

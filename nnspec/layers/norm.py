@@ -470,6 +470,7 @@ register(
         batch_norm_formula,
         doc=BatchNorm.__doc__ or "",
         examples=BATCH_NORM_EXAMPLES,
+        loaded=_checked,
     )
 )
 register(
