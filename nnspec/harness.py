@@ -251,6 +251,42 @@ def cross_check(
     )
     if report.problems:
         return report
+    traces = _end_to_end(graph, reference, runners, cases, tol, report)
+    if traces is None:  # a runner failed: reported as a problem
+        return report
+    tracers: dict[str, Runner] = {}
+    if stepwise and tol.mode == "derived":
+        if graph.tolerances:
+            report.notes.append(
+                "layers were not checked one by one: the spec declares tolerances for its outputs, which a "
+                "layer's own step could not honour"
+            )
+        elif traced is not None and len(graph.nodes) > 1:
+            for runner in runners:
+                if (tracer := traced(runner)) is not None:
+                    tracers[runner.name] = tracer
+                    report.steps += step_results(graph, tracer, runner.name, cases)
+    report.notes += _notes(report, graph, traces, tol)
+    failed_step = next((s for s in report.steps if not s.passed), None)
+    if failed_step is not None:
+        case = (failed_step.worst_at or {}).get("case")
+        report.divergence = {
+            **_divergence(graph.node(failed_step.name), failed_step, failed_step.candidate, case),
+            "from_own_inputs": True,
+        }
+    elif not report.passed and traced is not None:
+        failing = next((r for r in runners if any(not o.passed for o in report.outputs if o.candidate == r.name)), None)
+        if failing is not None:
+            tracer = tracers.get(failing.name)
+            report.divergence = localize(graph, reference, lambda: tracer or traced(failing), traces, tol)
+    return report
+
+
+def _end_to_end(
+    graph: Graph, reference: Runner, runners: Sequence[Runner], cases: Sequence[Case], tol: Tolerance, report: Report
+) -> list[tuple[Case, Trace]] | None:
+    """Every side on every case, twice; fills the report's outputs, oracle, ambiguous and nondeterministic
+    results. Returns the oracle's traces, or None when a side failed to run (then a problem is reported)."""
     precision, wide = Precision.of(graph.dtype), Precision.of(np.float64)
     narrow = graph.dtype != np.float64
     outputs = [o.name for o in graph.outputs]
@@ -259,7 +295,6 @@ def cross_check(
     oracle_pairs: dict[str, dict[str, list[Pair]]] = {r.name: {n: [] for n in outputs} for r in sides}
     traces: list[tuple[Case, Trace]] = []
     unsteady: set[str] = set()
-    loose: set[str] = set()
     for case in cases:
         trace = propagate(graph, case.feeds, precision)
         oracle_bound = propagate(graph, case.feeds, wide).errors if narrow else None
@@ -270,7 +305,7 @@ def cross_check(
                 changed = repeat_differs(runner.run, case.feeds, first=results[runner.name])
             except Exception as exc:  # a runtime failing on valid inputs is a disagreement, reported as such
                 report.problems.append(f"{runner.name} failed on {case.label}: {str(exc).splitlines()[0]}")
-                return report
+                return None
             unsteady.update(f"{name} ({runner.name})" for name in changed)
         expected = results[reference.name]
         for name in outputs:
@@ -288,7 +323,6 @@ def cross_check(
                     )
         for layer, mask in trace.ambiguous.items():
             report.ambiguous[layer] = report.ambiguous.get(layer, 0) + int(mask.sum())
-        loose.update(trace.loose)
         traces.append((case, trace))
     shapes = {o.name: o.shape for o in graph.outputs}
     for runner in runners:
@@ -299,50 +333,33 @@ def cross_check(
             names = ("float64 oracle", side.name)
             report.oracle += [compare(n, shapes[n], oracle_pairs[side.name][n], graph.dtype, names) for n in outputs]
     report.nondeterministic = sorted(unsteady)
-    tracers: dict[str, Runner] = {}
-    if stepwise and tol.mode == "derived":
-        if graph.tolerances:
-            report.notes.append(
-                "layers were not checked one by one: the spec declares tolerances for its outputs, which a "
-                "layer's own step could not honour"
-            )
-        elif traced is not None and len(graph.nodes) > 1:
-            for runner in runners:
-                if (tracer := traced(runner)) is not None:
-                    tracers[runner.name] = tracer
-                    report.steps += step_results(graph, tracer, runner.name, cases)
+    return traces
+
+
+def _notes(report: Report, graph: Graph, traces: Sequence[tuple[Case, Trace]], tol: Tolerance) -> list[str]:
+    """What a reader of the verdict should know: weak or loose bounds, unsteady results, unbounded elements."""
+    notes = []
     if tol.mode == "derived":
-        report.notes += _weak_bound_notes(report.outputs, graph.tolerances, stepped=bool(report.steps))
+        notes += _weak_bound_notes(report.outputs, graph.tolerances, stepped=bool(report.steps))
+    loose = {name for _, trace in traces for name in trace.loose}
     if loose:
         first = next(n.name for n in graph.nodes if n.name in loose)
-        report.notes.append(
+        notes.append(
             f"the derived bound is looser from layer {first!r} on: its Jacobians exceeded the memory budget, so "
             "errors there are bounded elementwise (no cancellation); a failure still means a bug, but small "
             "faults may pass"
         )
     if report.nondeterministic:
-        report.notes.append(f"different results on the same inputs: {', '.join(report.nondeterministic)}")
+        notes.append(f"different results on the same inputs: {', '.join(report.nondeterministic)}")
     for result in [*report.outputs, *report.steps]:
         if result.unbounded:
             what = "layer" if result.reference == STEP_REFERENCE else "output"
-            report.notes.append(
+            notes.append(
                 f"{what} {result.name!r} ({result.candidate}): {result.unbounded} of {result.elements} elements had "
                 "no finite bound (the rounding there can be as large as the value, e.g. a layer norm of nearly "
                 "constant inputs in float32), so nothing could fail there"
             )
-    failed_step = next((s for s in report.steps if not s.passed), None)
-    if failed_step is not None:
-        case = (failed_step.worst_at or {}).get("case")
-        report.divergence = {
-            **_divergence(graph.node(failed_step.name), failed_step, failed_step.candidate, case),
-            "from_own_inputs": True,
-        }
-    elif not report.passed and traced is not None:
-        failing = next((r for r in runners if any(not o.passed for o in report.outputs if o.candidate == r.name)), None)
-        if failing is not None:
-            tracer = tracers.get(failing.name)
-            report.divergence = localize(graph, reference, lambda: tracer or traced(failing), traces, tol)
-    return report
+    return notes
 
 
 # The reference named in a step's result: the layer recomputed in float64 from the candidate's inputs.
