@@ -39,6 +39,11 @@ class Precision:
         info = np.finfo(np.dtype(dtype))
         return cls(float(info.eps) / 2, float(info.smallest_subnormal), np.dtype(dtype))
 
+    @property
+    def max(self) -> float:
+        """The largest finite number; a sum whose terms may reach it can overflow to inf, or to NaN (inf - inf)."""
+        return float(np.finfo(self.dtype).max)
+
 
 # Ulps a correct library may spend on one exp/log/tanh-based function (NumPy's SIMD float32 kernels
 # and onnxruntime's MLAS approximations are documented to a few ulps; 8 leaves a factor of two).

@@ -164,8 +164,14 @@ def linear(x: Affine, w: np.ndarray, b: np.ndarray | None, p: Precision) -> Affi
     if b is not None:
         magnitude += np.abs(b)
         n += b
-    own = gamma * magnitude + k * p.tiny * (magnitude > 0)
+    own = _overflowing(gamma * magnitude + k * p.tiny * (magnitude > 0), magnitude, gamma, p)
     return Affine(n, [*(s.matmul(w) for s in x.sources), Source(own)], terms=magnitude).condensed()
+
+
+def _overflowing(own: np.ndarray, magnitude: np.ndarray, gamma: float, p: Precision) -> np.ndarray:
+    """A sum's own error, infinite where its terms or partial sums may overflow: a correct implementation
+    may then return inf or NaN (inf - inf), whatever the exact sum."""
+    return np.where(magnitude * (1 + gamma) >= p.max, np.inf, own)
 
 
 def _stored_parameters(act: Activation, n: np.ndarray, a: np.ndarray, p: Precision) -> np.ndarray | float:
@@ -269,5 +275,5 @@ def sum_of_products(
     if bias is not None:
         value = value + bias
         magnitude = magnitude + np.abs(bias)
-    own = gamma * magnitude + k * p.tiny * (magnitude > 0)
+    own = _overflowing(gamma * magnitude + k * p.tiny * (magnitude > 0), magnitude, gamma, p)
     return value, carried + own, magnitude

@@ -186,6 +186,11 @@ def compare(
         with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
             diff = np.abs(c - r)
             same_special = (r == c) | (np.isnan(r) & np.isnan(c))  # equal infinities, or NaN on both sides
+            # A result whose exact value may lie beyond the dtype's largest number overflows to an infinity of
+            # its sign in any correct implementation: the float64 reference holds the finite exact value.
+            limit = float(np.finfo(dtype).max)
+            overflows = np.isinf(c) & np.isfinite(r) & (np.sign(c) == np.sign(r)) & (np.abs(r) + allowed >= limit)
+            same_special |= overflows
             diff = np.where(same_special, 0.0, np.where(np.isnan(diff), np.inf, diff))
             margin = np.where(diff == 0, 0.0, diff / allowed)  # a NaN or inf on one side only: margin inf
             magnitude = np.where(np.isfinite(r), np.abs(r), 0.0)
@@ -356,8 +361,8 @@ def _notes(report: Report, graph: Graph, traces: Sequence[tuple[Case, Trace]], t
             what = "layer" if result.reference == STEP_REFERENCE else "output"
             notes.append(
                 f"{what} {result.name!r} ({result.candidate}): {result.unbounded} of {result.elements} elements had "
-                "no finite bound (the rounding there can be as large as the value, e.g. a layer norm of nearly "
-                "constant inputs in float32), so nothing could fail there"
+                "no finite bound (the rounding there can be as large as the value: terms beyond the dtype's range, or a "
+                "layer norm of nearly constant inputs in float32), so nothing could fail there"
             )
     return notes
 

@@ -21,6 +21,7 @@ from onnx import helper, numpy_helper
 import nnspec
 from nnspec.activations import Precision
 from nnspec.bounds import propagate
+from nnspec.harness import compare
 
 RTOL = 1e-12
 
@@ -181,3 +182,49 @@ def test_a_fault_is_caught_just_above_the_tolerance_and_not_below(share: float, 
     assert out.max_abs_error == float(shift)  # the fault, exactly: nothing else was rounded
     assert out.worst_margin == pytest.approx(share, rel=1e-6)  # shift is share * tolerance rounded to float32
     assert report.passed is not caught
+
+
+# Found by the fuzzer: weights near float32's largest number. The products and partial sums overflow, to inf
+# or to NaN (inf - inf), in any correct float32 implementation, while the float64 step holds a finite value.
+OVERFLOWING = [
+    {
+        "type": "dense",
+        "name": "d",
+        "units": 2,
+        "weights": {"init": "constant", "value": 3.4e38},
+    },
+    {
+        "type": "conv1d",
+        "name": "d",
+        "filters": 1,
+        "kernel_size": 3,
+        "weights": {"init": "constant", "value": 3.4e38},
+    },
+]
+
+
+@pytest.mark.parametrize("layer", OVERFLOWING, ids=lambda layer: layer["type"])
+def test_sums_that_overflow_are_unbounded_and_said_not_false_alarms(layer):
+    first = (
+        {"type": "dense", "name": "a", "units": 3, "weights": {"init": "glorot_uniform", "seed": 1}}
+        if layer["type"] == "dense"
+        else {"type": "conv1d", "name": "a", "filters": 1, "kernel_size": 1, "weights": [[[1.0]]]}
+    )
+    spec = {
+        "format": "nnspec/1",
+        "name": "overflow",
+        "inputs": [{"name": "x", "shape": [3] if layer["type"] == "dense" else [1, 3]}],
+        "layers": [first, layer],
+    }
+    report = nnspec.check(nnspec.from_dict(spec))
+    assert report.passed, str(report)
+    assert report.outputs[0].unbounded > 0
+    assert any("no finite bound" in note and "beyond the dtype's range" in note for note in report.notes)
+
+
+def test_an_overflow_to_infinity_of_the_right_sign_matches_a_reference_beyond_the_range():
+    big = np.float32(3.0e38)
+    ref = np.array([[2 * float(big), -2 * float(big), 2 * float(big)]])  # exact values beyond float32's range
+    cand = np.array([[np.inf, -np.inf, -np.inf]], dtype=np.float32)  # the last has the wrong sign
+    result = compare("y", [3], [("b", ref, cand, np.full((1, 3), 1e30))], np.dtype(np.float32))
+    assert result.mismatches == 1 and result.worst_at == {"case": "b", "index": [0, 2]}
