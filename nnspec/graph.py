@@ -154,6 +154,14 @@ def _check_limits(spec: Spec, plans: list[LayerPlan], itemsize: int, limits: Lim
                     f"{list(param.shape)} ({param.reason})",
                     ("layers", i, name),
                 )
+        work = plan.scratch * itemsize
+        if work > limits.max_batch_bytes:
+            raise LimitError(
+                f"expected one sample of a layer's workspace to need at most {sample_limit} (NNSPEC_MAX_BATCH_BYTES), "
+                f"found {human_bytes(work)} ({plan.scratch:,} numbers: the padded input and its windows) as "
+                f"{spec.dtype}; lower the padding or dilation",
+                ("layers", i),
+            )
         size = math.prod(plan.shape) * itemsize
         if size > limits.max_batch_bytes:
             raise LimitError(
@@ -229,6 +237,7 @@ def build_graph(spec: Spec, limits: Limits | None = None) -> Graph:
                     activation=plan.activation,
                     attrs=plan.attrs,
                     index=i,
+                    scratch=plan.scratch,
                 )
             )
         for node in nodes:

@@ -50,6 +50,9 @@ class LayerPlan:
     params: dict[str, ParamPlan] = field(default_factory=dict)
     activation: Activation | None = None
     attrs: dict[str, Any] = field(default_factory=dict)
+    # Numbers per sample the kernel holds besides its output (a padded input, gathered windows): bounded by
+    # the batch memory limit like the output itself, since a tiny output may need a huge workspace.
+    scratch: int = 0
 
 
 @dataclass(frozen=True, eq=False)
@@ -65,6 +68,7 @@ class Node:
     activation: Activation | None = None
     attrs: dict[str, Any] = field(default_factory=dict)
     index: int = 0  # position in the spec's `layers`
+    scratch: int = 0  # numbers per sample the kernel holds besides its output (see LayerPlan)
 
 
 @dataclass(frozen=True)
@@ -132,7 +136,9 @@ class Graph:
     @cached_property
     def largest_value(self) -> tuple[int, str]:
         """The largest per-sample value (an input or a layer output) in bytes, and its name."""
-        return max((int(np.prod(t.shape)) * self.dtype.itemsize, t.name) for t in (*self.inputs, *self.nodes))
+        values = [(int(np.prod(t.shape)) * self.dtype.itemsize, t.name) for t in (*self.inputs, *self.nodes)]
+        scratch = [(n.scratch * self.dtype.itemsize, f"{n.name} (its workspace)") for n in self.nodes if n.scratch]
+        return max(values + scratch)
 
     @property
     def parameter_count(self) -> int:

@@ -423,3 +423,24 @@ def test_elements_without_a_finite_bound_are_said_in_the_report():
     report = nnspec.check(nnspec.from_dict(spec), inputs=x)
     assert report.outputs[0].unbounded == 32
     assert any(n.startswith("output 'n' (onnxruntime): 32 of 32 elements had no finite bound") for n in report.notes)
+
+
+# Found by the fuzzer: values that leave float32's range inside a norm (a factor scale / sqrt(variance + eps)
+# at float32's largest number; squares of 2e19) overflow to inf or NaN in any correct implementation.
+@pytest.mark.parametrize(
+    ("layer", "x"),
+    [
+        (
+            {"type": "batch_norm", "name": "n", "mean": [0.5], "variance": [0.5], "scale": [3.4028235e38]},
+            [[2.0], [0.0], [0.6]],
+        ),
+        ({"type": "layer_norm", "name": "n"}, [[2e19, -2e19, 0.0, 1.0]]),
+    ],
+    ids=["batch_norm", "layer_norm"],
+)
+def test_a_norm_whose_arithmetic_overflows_is_unbounded_there_not_a_false_alarm(layer, x):
+    x = np.array(x, dtype=np.float32)
+    spec = {"format": "nnspec/1", "name": "big", "inputs": [{"name": "x", "shape": [x.shape[1]]}], "layers": [layer]}
+    report = nnspec.check(nnspec.from_dict(spec), inputs=x)
+    assert report.passed and all(o.passed for o in report.oracle), str(report)
+    assert report.outputs[0].unbounded > 0

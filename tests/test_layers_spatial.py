@@ -556,3 +556,50 @@ def test_a_float64_conv_says_onnxruntime_lacks_the_kernel_and_checks_with_the_re
     assert "cpu provider has no Conv kernel for this model's element type (node 'c1/Conv'" in result.stderr
     assert "--runner onnx-reference" in result.stderr
     assert cli("check", tmp_path / "c64.json", "--runner", "onnx-reference").exit_code == 0
+
+
+# Found by the fuzzer: sizes far beyond the input (strides of 2**61, a dilation of 2**31 with "same" padding).
+def test_a_stride_beyond_the_input_takes_one_window(tmp_path):
+    spec = {
+        "format": "nnspec/1",
+        "name": "far",
+        "inputs": [{"name": "x", "shape": [1, 4]}],
+        "layers": [
+            {"type": "conv1d", "name": "c", "filters": 1, "kernel_size": 2, "strides": 2**61, "weights": [[[1.0, 1.0]]]}
+        ],
+    }
+    loaded = nnspec.from_dict(spec)
+    assert nnspec.graph(loaded).nodes[0].shape == (1, 1)
+    assert nnspec.check(loaded).passed
+
+
+def test_sizes_onnx_cannot_store_are_refused_with_the_place():
+    spec = {
+        "format": "nnspec/1",
+        "name": "far",
+        "inputs": [{"name": "x", "shape": [1, 4]}],
+        "layers": [{"type": "max_pool1d", "name": "p", "pool_size": 2, "strides": 2**63}],
+    }
+    with pytest.raises(nnspec.SpecError, match=r"layers\[0\]\.strides: expected an integer <= 9223372036854775807"):
+        nnspec.from_dict(spec)
+
+
+def test_a_workspace_beyond_the_batch_limit_is_refused_before_anything_is_allocated():
+    spec = {
+        "format": "nnspec/1",
+        "name": "wide",
+        "inputs": [{"name": "x", "shape": [1, 3, 3]}],
+        "layers": [
+            {
+                "type": "conv2d",
+                "name": "c",
+                "filters": 1,
+                "kernel_size": 2,
+                "dilation": 2**31,
+                "padding": "same",
+                "weights": [[[[1.0, 1.0], [1.0, 1.0]]]],
+            }
+        ],
+    }
+    with pytest.raises(nnspec.LimitError, match=r"layers\[0\]: expected one sample of a layer's workspace"):
+        nnspec.from_dict(spec)

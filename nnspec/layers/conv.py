@@ -73,6 +73,7 @@ class Conv(WindowSpec):
             params=params,
             activation=self.activation,
             attrs={**window.attrs(), "group": self.groups},
+            scratch=window.scratch(channels, spatial),
         )
 
 

@@ -137,8 +137,9 @@ def batch_norm_numpy(node: Node) -> Kernel:
     dtype = node.params["mean"].dtype
     epsilon = dtype.type(node.attrs["epsilon"])
     scale = node.params.get("scale")
-    factor = 1 / np.sqrt(node.params["variance"] + epsilon)
-    inv = _per_channel(node, factor if scale is None else scale * factor)
+    with np.errstate(over="ignore"):  # a factor beyond the dtype's range is inf, as in any runtime
+        factor = 1 / np.sqrt(node.params["variance"] + epsilon)
+        inv = _per_channel(node, factor if scale is None else scale * factor)
     mean = _per_channel(node, node.params["mean"])
     offset = _per_channel(node, node.params["offset"]) if "offset" in node.params else None
 
@@ -203,6 +204,9 @@ def batch_norm_bound(node: Node, inputs: Sequence[Affine], p: Precision) -> Affi
     error = x.bound()
     magnitude = np.abs(inv) * (np.abs(x.value) + error + np.abs(mean)) * (1 + slack) + np.abs(offset)
     own = gamma(7, u) * magnitude + np.abs(inv) * slack * (np.abs(x.value - mean) + error) + 8 * tiny
+    # Where the factor or a term may leave the dtype's range, a correct implementation may return inf or NaN.
+    leaves = (np.abs(inv) * (1 + slack) >= p.max) | (magnitude * (1 + gamma(7, u)) >= p.max)
+    own = np.where(leaves, np.inf, own)
     terms = None
     if x.terms is not None:
         fold, terms = _folded_rounding(x.terms, error, inv, mean, offset, slack, p)
@@ -364,7 +368,11 @@ def _layer_norm_error(
         s = np.sqrt(w)
         g = np.abs(scale)
         error = g / s * (d_r + big_r * sigma) + u * (g * big_r * (1 + sigma) / s + np.abs(offset)) + 4 * tiny
-    return np.where(np.isnan(error), np.inf, error)
+    # Squares and sums of squares that may leave the dtype's range overflow (inf, or NaN) in any correct
+    # implementation: nothing is bounded there.
+    overflow = avg(big_r * big_r) * d * (1 + gamma(d + 3, u)) >= p.max
+    overflow |= avg(ax * ax) * d * (1 + gamma(d + 2, u)) >= p.max
+    return np.where(np.isnan(error) | overflow, np.inf, error)
 
 
 def layer_norm_formula(node: Node) -> str:

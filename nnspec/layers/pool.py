@@ -43,7 +43,11 @@ class Pool(WindowSpec):
                     f"the start and {e} at the end: a window could hold nothing but padding (onnxruntime refuses it)",
                     ("padding",),
                 )
-        return LayerPlan(shape=(channels, *window.output_shape(spatial)), attrs=window.attrs())
+        return LayerPlan(
+            shape=(channels, *window.output_shape(spatial)),
+            attrs=window.attrs(),
+            scratch=window.scratch(channels, spatial),
+        )
 
 
 class AvgPool(Pool):

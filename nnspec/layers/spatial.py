@@ -9,6 +9,7 @@ explicit `pads` and never `auto_pad`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar
@@ -23,6 +24,9 @@ from ..ir import Shape, Source
 from .base import LayerSpec
 
 PADDING_NAMES = ("valid", "same")
+
+
+INT64_MAX = 2**63 - 1  # ONNX attributes (kernel_shape, strides, pads, dilations) are int64
 
 
 def _is_int(value: Any) -> bool:
@@ -119,6 +123,11 @@ class Window:
             return tuple(-(-(size + b + e - extent) // s) + 1 for size, extent, s, b, e in axes)
         return tuple((size + b + e - extent) // s + 1 for size, extent, s, b, e in axes)
 
+    def scratch(self, channels: int, spatial: Sequence[int]) -> int:
+        """Numbers per sample the kernels hold: the padded input, and every window gathered (im2col)."""
+        padded = math.prod(size + b + e for size, b, e in zip(spatial, self.begins, self.ends, strict=True))
+        return channels * (padded + math.prod(self.kernel) * math.prod(self.output_shape(spatial)))
+
     def attrs(self) -> dict[str, Any]:
         """The ONNX attributes (JSON-serializable), explicit pads as begins then ends."""
         return {
@@ -155,10 +164,12 @@ class Window:
             padded[(..., *(slice(b, b + size) for b, size in zip(self.begins, spatial, strict=True)))] = x
             x = padded
         sn, sc, *steps = x.strides
+        # NOTE: along an axis with one window the stride is never taken; it may be far beyond the array
+        # (strides of 2**61 are valid), so it is not multiplied into a byte stride that would overflow.
         strides = (
             sn,
             sc,
-            *(step * s for step, s in zip(steps, self.strides, strict=True)),
+            *(step * (s if o > 1 else 1) for step, s, o in zip(steps, self.strides, out, strict=True)),
             *(step * d for step, d in zip(steps, self.dilations, strict=True)),
         )
         return as_strided(x, (n, c, *out, *self.kernel), strides, writeable=False)
@@ -214,9 +225,13 @@ class WindowSpec(LayerSpec):
                 expected += f", or {counts[1]} (the begins, then the ends, as ONNX pads)"
             raise spec_error(f"expected {expected} for {self.type}, found {len(value)}: {value}", name)
         for i, item in enumerate(entries):
+            at = (i,) if isinstance(value, list) else ()
             if item < least:
-                at = (i,) if isinstance(value, list) else ()
                 raise spec_error(f"expected an integer >= {least}, found {item}", name, *at)
+            if item > INT64_MAX:
+                raise spec_error(
+                    f"expected an integer <= {INT64_MAX} (ONNX stores it as int64), found {item}", name, *at
+                )
 
     def per_axis(self, value: int | list[int]) -> tuple[int, ...]:
         """A validated int-or-list field as one entry per spatial axis."""
