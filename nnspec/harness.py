@@ -361,8 +361,9 @@ def _notes(report: Report, graph: Graph, traces: Sequence[tuple[Case, Trace]], t
             what = "layer" if result.reference == STEP_REFERENCE else "output"
             notes.append(
                 f"{what} {result.name!r} ({result.candidate}): {result.unbounded} of {result.elements} elements had "
-                "no finite bound (the rounding there can be as large as the value: terms beyond the dtype's range, or a "
-                "layer norm of nearly constant inputs in float32), so nothing could fail there"
+                "no finite bound (correct implementations may differ without limit there: sums whose terms leave the "
+                "dtype's range, a float32 layer norm of nearly constant values, a max over NaN), so nothing could "
+                "fail there"
             )
     return notes
 

@@ -603,3 +603,15 @@ def test_a_workspace_beyond_the_batch_limit_is_refused_before_anything_is_alloca
     }
     with pytest.raises(nnspec.LimitError, match=r"layers\[0\]: expected one sample of a layer's workspace"):
         nnspec.from_dict(spec)
+
+
+def test_a_max_pool_over_nan_is_unbounded_since_runtimes_differ():
+    # Found by the fuzzer: NumPy propagates NaN, onnxruntime's MaxPool skips it; both read ONNX correctly.
+    spec = {
+        "format": "nnspec/1",
+        "name": "nan",
+        "inputs": [{"name": "x", "shape": [1, 4]}],
+        "layers": [{"type": "max_pool1d", "name": "p", "pool_size": 2}],
+    }
+    report = nnspec.check(nnspec.from_dict(spec), inputs=np.array([[[np.nan, 1, 2, np.nan]]], dtype=np.float32))
+    assert report.passed and report.outputs[0].unbounded == 2
