@@ -127,7 +127,8 @@ class Affine:
         total = np.zeros_like(self.value)
         for source in self.sources:
             total += source.contribution()
-        return total
+        # An infinite error through a zero slope (0 x inf) is NaN: no bound, not a small one.
+        return np.where(np.isnan(total), np.inf, total)
 
     def condensed(self, budget: int | None = None) -> Affine:
         """The same bound with the oldest sources folded into one elementwise source, within budget."""

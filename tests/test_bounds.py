@@ -228,3 +228,20 @@ def test_an_overflow_to_infinity_of_the_right_sign_matches_a_reference_beyond_th
     cand = np.array([[np.inf, -np.inf, -np.inf]], dtype=np.float32)  # the last has the wrong sign
     result = compare("y", [3], [("b", ref, cand, np.full((1, 3), 1e30))], np.dtype(np.float32))
     assert result.mismatches == 1 and result.worst_at == {"case": "b", "index": [0, 2]}
+
+
+def test_an_infinite_error_through_a_flat_activation_stays_unbounded_not_nan():
+    # Found by the fault measurement: a layer norm over one feature has no finite bound; satlins' slope is 0
+    # beyond its clip, and 0 x inf was NaN, which passed without being counted as unbounded.
+    spec = {
+        "format": "nnspec/1",
+        "name": "flat",
+        "inputs": [{"name": "x", "shape": [3, 1]}],
+        "layers": [
+            {"type": "layer_norm", "name": "ln", "epsilon": 1e-08, "offset": [5.0]},
+            {"type": "activation", "name": "clip", "activation": "satlins"},
+        ],
+    }
+    report = nnspec.check(nnspec.from_dict(spec))
+    assert report.passed
+    assert report.outputs[0].unbounded > 0 and not math.isnan(report.outputs[0].worst_margin)

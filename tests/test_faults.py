@@ -1,19 +1,23 @@
 """The derived tolerance, measured: no false alarm on random valid networks, and injected faults caught.
 
-NETWORKS random networks (nnspec.faults.random_spec, seeds [SEED, i]) are checked as they are: every
-check must pass. Then each gets one fault of every kind that has a place in it (seeds [SEED, i, k]),
-exported to ONNX and checked against the original spec. A fault counts as applying only when, computed
+NETWORKS random networks (nnspec.faults.random_spec, seeds [SEED, i]; half chains of dense and activation
+layers, half graph networks of every other layer type) are checked as they are: every check must pass.
+Then each gets one fault of every kind that has a place in it (seeds [SEED, i, k]), exported to ONNX
+and checked against the original spec. A fault counts as applying only when, computed
 in float64 on the check's own inputs and rounded to the network's dtype (nnspec.faults.effect), it
 moves some output by more than the derived tolerance there; the rest are equivalent mutants on those
 inputs (no correct checker can see them) and are counted apart.
 
-`pytest -s tests/test_faults.py` prints the figures. CI checks 1000 networks and injects faults into
-the first 600 of them (about a minute on two cores); the longer run checks 10000 and injects faults
-into every one: `NNSPEC_FAULT_NETWORKS=10000 pytest -s tests/test_faults.py` (about 12 minutes).
+`pytest -s tests/test_faults.py` prints the figures, per fault kind and per layer type. CI checks 1000
+networks and injects faults into the first FAULTED of them (70 to 90 s on two cores); the longer run
+checks 10000 and injects faults into every one (about 26 minutes):
+`NNSPEC_FAULT_NETWORKS=10000 pytest -s tests/test_faults.py`.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import subprocess
 import sys
@@ -27,19 +31,26 @@ import pytest
 
 import nnspec
 from nnspec.activations import REGISTRY, Precision
-from nnspec.faults import KINDS, effect, faulted_layer, gamma, inject, random_spec, traces
+from nnspec.faults import FLOAT32_ONLY, KINDS, effect, faulted_layer, gamma, inject, random_spec, traces
 from nnspec.inputs import random_cases
 from nnspec.ir import Graph
+from nnspec.layers import LAYERS
 from nnspec.onnx_export import to_bytes, to_onnx
 
 SEED = 2026
 NETWORKS = int(os.environ.get("NNSPEC_FAULT_NETWORKS", "1000"))
-# A faulty model's check costs about 15 ms and each network offers up to five faults: CI injects them
-# into the first 600 networks (150 or more faults of every kind apply there); a longer run, into all.
-FAULTED = NETWORKS if "NNSPEC_FAULT_NETWORKS" in os.environ else 600
+# A faulty model's check costs about 25 ms and a network offers up to nine faults (four on average): CI
+# injects them into the first 250 networks (50 or more faults of each original kind apply there, and a
+# dozen or more of each later one); a longer run, into all.
+FAULTED = NETWORKS if "NNSPEC_FAULT_NETWORKS" in os.environ else 250
 CATCH_RATE = 0.99  # of the faults that apply, per kind
 LOCATED_RATE = 0.95  # of the caught faults in one layer, the divergence names that layer
-IN_ONE_LAYER = ("weight", "transpose", "activation", "bias")
+IN_ONE_LAYER = ("weight", "transpose", "activation", "bias", "param", "attribute", "wiring", "flip")
+# The fewest faults of a kind that must apply (as a share of the faulted networks) for its rate to mean
+# something: the original kinds have a place in nearly every network; the later ones only in graph networks
+# with a normalization, a pool, a merge or a convolution.
+LEAST_APPLYING = {"weight": 1 / 5, "transpose": 1 / 5, "activation": 1 / 5, "bias": 1 / 5, "outputs": 1 / 5}
+LEAST_APPLYING_LATER = 1 / 40
 
 
 @dataclass
@@ -53,21 +64,36 @@ class KindTally:
     applies: int = 0
     caught: int = 0
     located: int = 0
-    caught_float32: int = 0
-    blames_onnxruntime: int = 0  # float32 only: the oracle finds onnxruntime, and only it, outside its bound
+    caught_float32: int = 0  # float32 only, caught end to end (some output outside the derived tolerance)
+    blames_onnxruntime: int = 0  # ... and the oracle finds onnxruntime, and only it, outside its bound
+    steps_only: int = 0  # caught only layer by layer: every output within a bound that is infinite there
     missed: list[str] = field(default_factory=list)
     misplaced: list[str] = field(default_factory=list)
     misblamed: list[str] = field(default_factory=list)
 
 
 @dataclass
+class TypeTally:
+    """One layer type over the measurement: the clean networks that hold it, and the faults put into it."""
+
+    networks: int = 0
+    false_alarms: int = 0
+    worst_step: float = 0.0  # the largest err/allowed of its layers' own steps in the clean checks
+    injected: int = 0
+    applies: int = 0
+    caught: int = 0
+
+
+@dataclass
 class Measurement:
     networks: int = 0
+    graphs: int = 0
     float32: int = 0
     false_alarms: list[str] = field(default_factory=list)
     oracle_alarms: list[str] = field(default_factory=list)  # a side outside its bound of the float64 oracle
     faulted: int = 0
     kinds: dict[str, KindTally] = field(default_factory=lambda: {k: KindTally() for k in KINDS})
+    types: dict[str, TypeTally] = field(default_factory=lambda: {t: TypeTally() for t in LAYERS})
     check_seconds: float = 0.0
     fault_seconds: float = 0.0
 
@@ -84,8 +110,15 @@ def _measure(networks: int, faulted: int) -> Measurement:
         spec = nnspec.from_dict(data)
         graph = nnspec.graph(spec)
         m.networks += 1
+        m.graphs += data["name"] == "random_graph"
         m.float32 += graph.dtype == np.float32
         report = nnspec.check(spec)
+        for op in {n.op for n in graph.nodes}:
+            m.types[op].networks += 1
+            m.types[op].false_alarms += not report.passed
+        for step in report.steps:
+            tally = m.types[graph.node(step.name).op]
+            tally.worst_step = max(tally.worst_step, step.worst_margin)
         if not report.passed:
             m.false_alarms.append(f"network {i}: {report.problems} {_outputs(report)}")
         blamed = [(o.candidate, o.name, o.worst_margin) for o in report.oracle if not o.passed]
@@ -104,6 +137,10 @@ def _measure(networks: int, faulted: int) -> Measurement:
                 continue
             tally = m.kinds[kind]
             tally.injected += 1
+            layer = faulted_layer(graph, faulty)
+            where_type = m.types[graph.node(layer).op] if layer is not None else None
+            if where_type is not None:
+                where_type.injected += 1
             moved = effect(graph, faulty, cases, before)
             if moved <= 1:
                 tally.unchanged += moved == 0
@@ -114,18 +151,22 @@ def _measure(networks: int, faulted: int) -> Measurement:
             tally.applies += 1
             where = f"network {i}, {kind} fault (effect {moved:.3g} x the bound)"
             caught = nnspec.check(spec, onnx_model=to_bytes(to_onnx(faulty)))
+            if where_type is not None:
+                where_type.applies += 1
+                where_type.caught += not caught.passed
             if caught.passed:
                 tally.missed.append(where)
                 continue
             tally.caught += 1
-            layer = faulted_layer(graph, faulty)
             named = caught.divergence["layer"] if caught.divergence else None
             if kind in IN_ONE_LAYER:
                 if named == layer:
                     tally.located += 1
                 else:
                     tally.misplaced.append(f"{where}: injected into {layer!r}, divergence names {named!r}")
-            if graph.dtype == np.float32:
+            if all(o.passed for o in caught.outputs):
+                tally.steps_only += 1  # the oracle's bound is as infinite as the end-to-end one: it cannot blame
+            elif graph.dtype == np.float32:
                 tally.caught_float32 += 1
                 sides = {o.candidate for o in caught.oracle if not o.passed}
                 if sides == {"onnxruntime"}:
@@ -142,7 +183,8 @@ def _percent(part: int, whole: int) -> str:
 
 def _print(m: Measurement) -> None:
     print(
-        f"\nnnspec fault injection: {m.networks} random networks (seed {SEED}; {m.float32} float32, "
+        f"\nnnspec fault injection: {m.networks} random networks (seed {SEED}; {m.networks - m.graphs} chains, "
+        f"{m.graphs} graphs; {m.float32} float32, "
         f"{m.networks - m.float32} float64), {m.check_seconds + m.fault_seconds:.1f} s "
         f"({m.check_seconds:.1f} s clean checks, {m.fault_seconds:.1f} s faults)"
     )
@@ -166,6 +208,16 @@ def _print(m: Measurement) -> None:
             _percent(t.blames_onnxruntime, t.caught_float32),
         )
         print(("{:<11}" + "{:>16}" * (len(row) - 1)).format(*row))
+    print("per layer type: the clean networks holding it, and the faults put into its layers (all kinds but outputs):")
+    header = ("type", "networks", "false alarms", "worst step", "faults", "applies", "caught")
+    print(("{:<16}" + "{:>13}" * (len(header) - 1)).format(*header))
+    for name, t in m.types.items():
+        caught = f"{t.caught} {_percent(t.caught, t.applies)}"
+        row = (name, t.networks, t.false_alarms, f"{t.worst_step:.3g}", t.injected, t.applies, caught)
+        print(("{:<16}" + "{:>13}" * (len(row) - 1)).format(*row))
+    steps_only = ", ".join(f"{kind} {t.steps_only}" for kind, t in m.kinds.items() if t.steps_only)
+    if steps_only:
+        print(f"caught only layer by layer (every output within an infinite bound there): {steps_only}")
     kept = [p for t in m.kinds.values() for p in (*t.missed, *t.misplaced, *t.misblamed)]
     for problem in [*m.false_alarms, *m.oracle_alarms, *kept]:
         print("  ", problem)
@@ -193,8 +245,19 @@ def test_both_sides_stay_within_their_bound_of_the_float64_oracle(measured: Meas
 @pytest.mark.parametrize("kind", KINDS)
 def test_faults_that_change_the_outputs_are_caught(measured: Measurement, kind: str) -> None:
     t = measured.kinds[kind]
-    assert t.applies >= measured.faulted // 5, f"too few {kind} faults apply to measure a rate: {t.applies}"
+    least = LEAST_APPLYING.get(kind, LEAST_APPLYING_LATER) * measured.faulted
+    assert t.applies >= least, f"too few {kind} faults apply to measure a rate: {t.applies}"
     assert t.caught >= CATCH_RATE * t.applies, t.missed
+
+
+def test_every_layer_type_is_measured(measured: Measurement) -> None:
+    """Each type in enough clean networks to speak of, and faults that apply in every type that has a place
+    for one (every type but the moves of values, which have no parameter, attribute or merged inputs)."""
+    for name, t in measured.types.items():
+        assert t.networks >= measured.networks // 100, f"{name}: in {t.networks} networks"
+        assert t.false_alarms == 0, name
+        if name not in ("dropout", "flatten", "reshape", "transpose"):
+            assert t.applies >= measured.faulted // 200, f"{name}: {t.applies} faults apply"
 
 
 @pytest.mark.parametrize("kind", IN_ONE_LAYER)
@@ -213,19 +276,77 @@ def test_the_random_networks_cover_what_the_issue_asks() -> None:
     activations: Counter[str] = Counter()
     depths: Counter[int] = Counter()
     widths: set[int] = set()
-    float32 = matrix_inputs = two_outputs = 0
+    float32 = matrix_inputs = two_outputs = chains = 0
     for i in range(1000):
-        graph = nnspec.graph(nnspec.from_dict(random_spec(np.random.default_rng([SEED, i]))))
+        data = random_spec(np.random.default_rng([SEED, i]))
+        if data["name"] != "random":
+            continue
+        chains += 1
+        graph = nnspec.graph(nnspec.from_dict(data))
         activations.update(n.activation.name for n in graph.nodes if n.activation is not None)
         depths[len(graph.nodes)] += 1
         widths.update(n.shape[-1] for n in graph.nodes)
         float32 += graph.dtype == np.float32
         matrix_inputs += len(graph.inputs[0].shape) > 1
         two_outputs += len(graph.outputs) == 2
+    assert 400 < chains < 600
     assert set(activations) == set(REGISTRY)
     assert set(depths) == {1, 2, 3, 4, 5, 6}  # 1-5 layers, plus a second output's head
     assert {1, 64} <= widths
-    assert 300 < float32 < 700 and matrix_inputs > 100 and two_outputs > 200
+    assert 0.3 < float32 / chains < 0.7 and matrix_inputs > chains / 10 and two_outputs > chains / 5
+
+
+def _flags(layer: dict[str, Any]) -> set[str]:
+    """What a graph layer exercises beyond its type: padding kinds, groups, dilation, ceil mode, ..."""
+    flags = {layer["type"]}
+    padding = layer.get("padding")
+    flags.add(f"padding {padding if isinstance(padding, str) else type(padding).__name__}")
+    for key in ("groups", "dilation", "strides", "ceil_mode", "count_include_pad", "epsilon", "scale", "offset"):
+        if key in layer:
+            flags.add(f"{layer['type'][:4]} {key}")
+    if layer["type"] in ("add", "concat") and len(layer.get("inputs", [])) > 2:
+        flags.add(f"{layer['type']} of three")
+    return flags
+
+
+def test_the_graph_networks_cover_every_layer_type_and_option() -> None:
+    flags: Counter[str] = Counter()
+    dtypes: Counter[str] = Counter()
+    activations: set[str] = set()
+    for i in range(1000):
+        data = random_spec(np.random.default_rng([SEED, i]))
+        if data["name"] != "random_graph":
+            continue
+        graph = nnspec.graph(nnspec.from_dict(data))  # valid, as every draw
+        types = {n.op for n in graph.nodes}
+        assert graph.dtype == np.float32 or not types & FLOAT32_ONLY  # onnxruntime has no float64 kernels there
+        for layer in data["layers"]:
+            flags.update(_flags(layer))
+        dtypes.update(i.get("dtype", data["dtype"]) for i in data["inputs"])
+        flags.update({"two inputs"} if len(graph.inputs) == 2 else set())
+        flags.update({"two outputs"} if len(graph.outputs) == 2 else set())
+        activations.update(n.activation.name for n in graph.nodes if n.activation is not None)
+    assert set(LAYERS) <= set(flags)
+    for option in (
+        "padding same",
+        "padding valid",
+        "padding int",
+        "padding list",
+        "conv groups",
+        "conv dilation",
+        "conv strides",
+        "max_ ceil_mode",
+        "avg_ ceil_mode",
+        "avg_ count_include_pad",
+        "batc epsilon",
+        "laye scale",
+        "add of three",
+        "two inputs",
+        "two outputs",
+    ):
+        assert flags[option] >= 10, option
+    assert min(dtypes["float32"], dtypes["float64"], dtypes["int32"]) >= 10 and dtypes["int64"] >= 50
+    assert set(activations) == set(REGISTRY)
 
 
 # Networks on which the measurements once found both sides outside their bound of the float64 oracle
@@ -362,3 +483,172 @@ def test_unknown_fault_kind_is_refused(two_heads: Graph) -> None:
 def test_the_injector_does_not_import_onnx() -> None:
     code = "import sys, nnspec.faults; sys.exit('onnx' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+# --- the injector in graph networks ------------------------------------------------------------------
+
+CONV_NET: dict[str, Any] = {
+    "format": "nnspec/1",
+    "name": "conv_net",
+    "inputs": [{"name": "x", "shape": [2, 6]}],
+    "layers": [
+        {
+            "type": "conv1d",
+            "name": "c1",
+            "filters": 4,
+            "kernel_size": 3,
+            "groups": 2,
+            "padding": "same",
+            "activation": "tanh",
+            "weights": {"init": "normal", "seed": 1, "std": 1.0},
+            "bias": [0.1, -0.2, 0.3, 0.4],
+        },
+        {"type": "batch_norm", "name": "bn", "mean": [0.1, 0.2, -0.3, 0.5], "variance": [1.0, 2.0, 0.5, 1.5]},
+        {"type": "avg_pool1d", "name": "pool", "pool_size": 3, "strides": 2, "padding": "same"},  # pads 0, 1
+        {
+            "type": "conv1d",
+            "name": "side",
+            "inputs": ["x"],
+            "filters": 2,
+            "kernel_size": 2,
+            "strides": 2,
+            "weights": {"init": "normal", "seed": 2, "std": 1.0},
+        },
+        {"type": "concat", "name": "cat", "inputs": ["pool", "side"], "axis": 1},
+        {"type": "layer_norm", "name": "ln", "scale": [1.5, 0.5, 2.0], "offset": [0.0, 1.0, -1.0]},
+    ],
+}
+
+
+@pytest.fixture
+def conv_net() -> Graph:
+    return nnspec.graph(nnspec.from_dict(CONV_NET))
+
+
+def _faults(graph: Graph, kind: str, seeds: int = 40) -> list[tuple[str, Graph]]:
+    found = []
+    for seed in range(seeds):
+        faulty = inject(graph, kind, np.random.default_rng(seed))
+        assert faulty is not None
+        layer = faulted_layer(graph, faulty)
+        assert layer is not None
+        found.append((layer, faulty))
+    return found
+
+
+def _caught(graph: Graph, faulty: Graph) -> bool:
+    return not nnspec.check(nnspec.from_dict(CONV_NET), onnx_model=to_bytes(to_onnx(faulty))).passed
+
+
+def test_a_convolution_weight_fault_counts_the_receptive_field(conv_net: Graph) -> None:
+    u = Precision.of(np.float32).u
+    terms = {"c1": 2 // 2 * 3 + 1, "side": 2 * 2}  # in_channels / groups x kernel, + the bias
+    for layer, faulty in _faults(conv_net, "weight"):
+        w, w2 = conv_net.node(layer).params["weights"], faulty.node(layer).params["weights"]
+        (i,) = _changed(w, w2)
+        assert abs(float(w2.flat[i]) / float(w.flat[i]) - 1) == pytest.approx(1000 * gamma(terms[layer], u), rel=1e-3)
+
+
+def test_a_flipped_kernel_is_caught(conv_net: Graph) -> None:
+    layer, faulty = _faults(conv_net, "flip", seeds=1)[0]
+    w = conv_net.node(layer).params["weights"]
+    np.testing.assert_array_equal(faulty.node(layer).params["weights"], w[..., ::-1])
+    assert _caught(conv_net, faulty)
+
+
+def test_a_param_fault_changes_one_normalization_parameter(conv_net: Graph) -> None:
+    u = Precision.of(np.float32).u
+    seen = set()
+    for layer, faulty in _faults(conv_net, "param"):
+        node, changed = conv_net.node(layer), faulty.node(layer)
+        (key,) = [k for k in node.params if not np.array_equal(node.params[k], changed.params[k])]
+        (i,) = _changed(node.params[key], changed.params[key])
+        if layer == "bn":  # gamma_7, and what float32's epsilon (9.99999975e-06) moves 1/sqrt(variance + epsilon)
+            denominator = float(node.params["variance"][i]) + 1e-5
+            relative = gamma(7, u) + math.sqrt(denominator / (denominator - abs(1e-5 - float(np.float32(1e-5))))) - 1
+        else:
+            relative = gamma(3 + 3, u)  # layer_norm over D = 3 features: gamma_{D+3}
+        ratio = float(changed.params[key].flat[i]) / float(node.params[key].flat[i])
+        assert abs(ratio - 1) == pytest.approx(1000 * relative, rel=1e-3)
+        seen.add(f"{layer}.{key}")
+    assert seen == {"bn.mean", "bn.variance", "ln.scale", "ln.offset"}  # bn has no scale or offset here
+
+
+def test_attribute_faults_are_those_an_exporter_gets_wrong(conv_net: Graph) -> None:
+    seen = {}
+    for layer, faulty in _faults(conv_net, "attribute"):
+        before, after = conv_net.node(layer), faulty.node(layer)
+        changed = sorted(k for k in {*before.attrs, *after.attrs} if before.attrs.get(k) != after.attrs.get(k))
+        seen[(layer, after.op, *changed)] = (before.attrs, after.attrs)
+    assert set(seen) == {
+        ("bn", "batch_norm", "epsilon"),
+        ("ln", "layer_norm", "epsilon"),
+        ("pool", "avg_pool1d", "pads"),
+        ("pool", "avg_pool1d", "count_include_pad"),
+        ("pool", "max_pool1d", "count_include_pad"),  # the other kind of pool
+    }  # c1 pads [1, 1] alike: no swap there
+    assert seen[("bn", "batch_norm", "epsilon")][1]["epsilon"] == 1e-3
+    assert seen[("pool", "avg_pool1d", "pads")][1]["pads"] == [1, 0]
+
+
+def test_swapped_concat_inputs_are_caught_in_the_concat(conv_net: Graph) -> None:
+    layer, faulty = _faults(conv_net, "wiring", seeds=1)[0]
+    assert layer == "cat"
+    assert faulty.node("cat").inputs == ("side", "pool")
+    assert faulty.node("cat").input_shapes == ((2, 3), (4, 3))
+    assert _caught(conv_net, faulty)
+    assert inject(two_heads_graph(), "wiring", np.random.default_rng(0)) is None  # no merge
+
+
+def two_heads_graph() -> Graph:
+    return nnspec.graph(nnspec.from_dict(TWO_HEADS))
+
+
+def test_a_merge_may_be_rewired_to_an_earlier_value_of_its_shape() -> None:
+    layers = [
+        {"type": "dense", "name": "d1", "units": 3, "weights": {"init": "normal", "seed": 1}},
+        {"type": "dense", "name": "d2", "units": 3, "weights": {"init": "normal", "seed": 2}},
+        {"type": "add", "name": "sum", "inputs": ["d1", "d2"]},
+    ]
+    spec = {"format": "nnspec/1", "name": "skip", "inputs": [{"name": "x", "shape": [3]}], "layers": layers}
+    graph = nnspec.graph(nnspec.from_dict(spec))
+    reads = {faulty.node(layer).inputs for layer, faulty in _faults(graph, "wiring")}
+    assert reads == {("x", "d2"), ("d2", "d2"), ("d1", "x"), ("d1", "d1")}
+
+
+def test_a_chain_seed_draws_the_chain_it_drew_before_graph_networks() -> None:
+    from nnspec.faults import _chain_spec
+
+    chains = 0
+    for i in range(40):
+        rng, alone = np.random.default_rng([SEED, i]), np.random.default_rng([SEED, i])
+        data = random_spec(rng)
+        if data["name"] == "random":
+            chains += 1
+            assert data == _chain_spec(alone)
+            assert rng.bit_generator.state == alone.bit_generator.state
+    assert 10 < chains < 30
+
+
+def test_one_generator_never_draws_the_same_network_twice() -> None:
+    rng = np.random.default_rng(SEED)
+    drawn = [json.dumps(random_spec(rng)) for _ in range(60)]
+    assert len(set(drawn)) == 60
+    assert any('"random_graph"' in d for d in drawn) and any('"random"' in d for d in drawn)
+
+
+def test_a_float64_param_fault_is_sized_by_the_stored_epsilon_too() -> None:
+    """In float64, float32(1e-5) moves 1/sqrt(1 + 1e-5) by 1.3e-13 relative, 160 times gamma_7: the fault is
+    1000 times that, so that onnxruntime's own (allowed) use of float32(epsilon) cannot hide it."""
+    layers = [{"type": "batch_norm", "name": "bn", "mean": [0.5], "variance": [1.0]}]
+    spec = {"format": "nnspec/1", "name": "bn64", "dtype": "float64", "inputs": [{"name": "x", "shape": [1]}]}
+    graph = nnspec.graph(nnspec.from_dict({**spec, "layers": layers}))
+    for seed in range(4):
+        faulty = inject(graph, "param", np.random.default_rng(seed))
+        assert faulty is not None
+        before, after = graph.node("bn").params, faulty.node("bn").params
+        (ratio,) = [after[k][0] / before[k][0] for k in before if after[k][0] != before[k][0]]
+        assert 1.2e-10 < abs(ratio - 1) < 1.4e-10
+        assert not nnspec.check(
+            nnspec.from_dict({**spec, "layers": layers}), onnx_model=to_bytes(to_onnx(faulty))
+        ).passed
