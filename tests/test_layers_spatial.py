@@ -615,3 +615,19 @@ def test_a_max_pool_over_nan_is_unbounded_since_runtimes_differ():
     }
     report = nnspec.check(nnspec.from_dict(spec), inputs=np.array([[[np.nan, 1, 2, np.nan]]], dtype=np.float32))
     assert report.passed and report.outputs[0].unbounded == 2
+
+
+@pytest.mark.parametrize(
+    "pool", [{"type": "avg_pool1d", "name": "p", "pool_size": 2}, {"type": "global_avg_pool", "name": "p"}]
+)
+def test_an_average_whose_sum_overflows_is_unbounded_not_a_false_alarm(pool):
+    # Found by the fuzzer: 3e38 + 3e38 is inf in float32 before the division, though the mean is representable.
+    spec = {
+        "format": "nnspec/1",
+        "name": "big",
+        "inputs": [{"name": "x", "shape": [1, 4]}],
+        "layers": [{"type": "conv1d", "name": "c", "filters": 1, "kernel_size": 1, "weights": [[[1.0]]]}, pool],
+    }
+    x = np.array([[[3e38, 3e38, -3e38, -3e38]]], dtype=np.float32)
+    report = nnspec.check(nnspec.from_dict(spec), inputs=x)
+    assert report.passed and report.outputs[0].unbounded > 0

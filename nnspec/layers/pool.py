@@ -177,8 +177,11 @@ def _mean_bound(
     within gamma_{m+1} (Higham lemma 3.1): `sum_of_products` with k = m + 1 and the mean's weights 1 / count,
     which are positive, so the map and its absolute value are the same. Padding adds exact zeros.
     """
-    value, error, _ = sum_of_products(x, e, mean, m + 1, None, precision)
-    return elementwise(value, error)
+    value, error, magnitude = sum_of_products(x, e, mean, m + 1, None, precision)
+    # The sum before the division reaches up to m times the mean's magnitude: where that may overflow, a
+    # correct implementation returns inf or NaN (3e38 + 3e38 = inf, though the mean is representable).
+    overflow = m * magnitude * (1 + (m + 1) * precision.u) >= precision.max
+    return elementwise(value, np.where(overflow, np.inf, error))
 
 
 def window_formula(node: Node) -> str:
