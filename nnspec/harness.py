@@ -385,6 +385,7 @@ def step_results(graph: Graph, tracer: Runner, name: str, cases: Sequence[Case])
     precision, wide_precision = Precision.of(graph.dtype), Precision.of(np.float64)
     wide = graph.widened()
     pairs: dict[str, list[Pair]] = {n.name: [] for n in graph.nodes}
+    kernels: dict[str, Callable[..., np.ndarray]] = {}  # built once, for layers the model holds in no tensor
     for case in cases:
         got = tracer.run(case.feeds)
         values = {**case.feeds, **got}
@@ -392,8 +393,10 @@ def step_results(graph: Graph, tracer: Runner, name: str, cases: Sequence[Case])
             # A layer whose output the model holds in no tensor of its name (dropout emits no node) is not
             # checked itself; the layers after it read what its kernel makes of the values the model fed it.
             if node.name not in values and all(i in values for i in node.inputs):
+                if node.name not in kernels:
+                    kernels[node.name] = LAYERS[node.op].numpy(node)
                 with np.errstate(all="ignore"):
-                    values[node.name] = LAYERS[node.op].numpy(node)(*(values[i] for i in node.inputs))
+                    values[node.name] = kernels[node.name](*(values[i] for i in node.inputs))
         batch = next(iter(case.feeds.values())).shape[0]
         for node, wide_node in zip(graph.nodes, wide.nodes, strict=True):
             if node.name not in got or any(i not in values for i in node.inputs):
