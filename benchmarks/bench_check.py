@@ -28,7 +28,7 @@ from _timing import compare  # noqa: E402
 
 import nnspec  # noqa: E402
 from nnspec.inputs import random_cases  # noqa: E402
-from nnspec.onnx_export import to_bytes  # noqa: E402
+from nnspec.onnxio.export import to_bytes  # noqa: E402
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 

@@ -25,7 +25,7 @@ from .spec import from_dict as _validate_dict
 if TYPE_CHECKING:
     import onnx
 
-DEFAULT_OPSET = 17  # kept equal to nnspec.onnx_export.DEFAULT_OPSET; repeated here so `import nnspec` needs no onnx
+DEFAULT_OPSET = 17  # kept equal to nnspec.onnxio.export.DEFAULT_OPSET; repeated here so `import nnspec` needs no onnx
 
 SpecLike = Spec | str | Path
 
@@ -60,7 +60,7 @@ def to_numpy(spec: SpecLike) -> NumpyModel:
 
 def check_opset(opset: int) -> None:
     """Refuse opsets outside what both onnx and the installed onnxruntime support."""
-    from .onnx_export import MIN_OPSET, max_opset
+    from .onnxio.export import MIN_OPSET, max_opset
 
     top = min(max_opset(), onnxruntime_max_opset())
     if not MIN_OPSET <= opset <= top:
@@ -72,7 +72,7 @@ def check_opset(opset: int) -> None:
 
 def to_onnx(spec: SpecLike, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
     """The spec as an ONNX model (checked by onnx.checker with full_check)."""
-    from .onnx_export import to_onnx as export
+    from .onnxio.export import to_onnx as export
 
     return export(graph(spec), opset)
 
@@ -96,7 +96,7 @@ def _model_bytes(model: Any) -> tuple[bytes, str]:
             raise ModelFileError("no such file", source=str(path)) from None
         except OSError as exc:
             raise ModelFileError(f"cannot read: {exc.strerror}", source=str(path)) from None
-    from .onnx_export import to_bytes
+    from .onnxio.export import to_bytes
 
     return to_bytes(model), "ONNX model"
 
@@ -139,8 +139,9 @@ def check(
     Raises:
         NNSpecError: invalid spec, inputs, tolerance or model file (`InputDataError`, `SpecError`, ...).
     """
-    from .onnx_export import elem_type_of, interface, load_model, to_bytes
-    from .onnx_export import to_onnx as export
+    from .onnxio.export import elem_type_of, to_bytes
+    from .onnxio.export import to_onnx as export
+    from .onnxio.model import interface, load_model
 
     tol = Tolerance() if rtol is None and atol is None else Tolerance.given(rtol, atol)
     if not isinstance(spec, Spec):
@@ -183,7 +184,7 @@ def check(
     candidates = list(kinds.values())
 
     def traced(runner: Runner) -> Runner:
-        from .onnx_export import with_outputs
+        from .onnxio.model import with_outputs
 
         kind = next(name for name, made in kinds.items() if made is runner)
         return make_runner(kind, with_outputs(data, [n.name for n in g.nodes]), provider, label)

@@ -291,7 +291,7 @@ def compile_(
 
     Exit 1, writing nothing, when the check fails.
     """
-    from .onnx_export import to_bytes
+    from .onnxio.export import to_bytes
 
     s = api.load(spec)
     g = api.graph(s)
@@ -377,7 +377,7 @@ def run(
     if backend == "numpy":
         results = api.to_numpy(s).run(feeds)
     else:
-        from .onnx_export import to_bytes
+        from .onnxio.export import to_bytes
         from .runners import OnnxRuntimeRunner
 
         api.check_opset(opset)

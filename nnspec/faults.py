@@ -3,7 +3,7 @@
 `random_spec(rng)` draws a valid spec, half of them chains of dense and activation layers, half graph
 networks of every other layer type; `inject(graph, kind, rng)` returns the resolved network with
 one fault of `kind` (see KINDS), or None when this network offers no place for it. A faulty graph is
-exported with nnspec.onnx_export.to_onnx and checked against the original spec, as a broken exporter
+exported with nnspec.onnxio.export.to_onnx and checked against the original spec, as a broken exporter
 or a hand-edited model would be. `effect` tells a fault that changes the outputs on the check's inputs
 from an equivalent mutant, which no correct checker can catch on those inputs.
 """

@@ -34,7 +34,8 @@ def write_repro(
     model_bytes: bytes,
 ) -> Path:
     """Write the reproduction for `layer`; `values` holds the reference's inputs and layer outputs."""
-    from .onnx_export import extract, tensor_bytes
+    from .onnxio.export import tensor_bytes
+    from .onnxio.model import extract
 
     folder = Path(folder)
     try:

@@ -107,7 +107,7 @@ class OnnxRuntimeRunner:
 @lru_cache(maxsize=1)
 def onnxruntime_max_opset() -> int:
     """The newest default-domain opset the installed onnxruntime loads (probed once with a tiny model)."""
-    from .onnx_export import max_opset, probe_model
+    from .onnxio.export import max_opset, probe_model
 
     ort = _ort()
     options = ort.SessionOptions()
@@ -127,7 +127,7 @@ class ReferenceRunner:
     def __init__(self, model_bytes: bytes, *, source: str | None = None) -> None:
         from onnx.reference import ReferenceEvaluator
 
-        from .onnx_export import load_model
+        from .onnxio.model import load_model
 
         self.name = "onnx-reference"
         self.session = ReferenceEvaluator(load_model(model_bytes, source or "ONNX model"))

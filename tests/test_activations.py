@@ -17,7 +17,7 @@ import nnspec
 from nnspec import activations
 from nnspec.activations import REGISTRY, Activation
 from nnspec.layers import LAYERS
-from nnspec.onnx_export import Builder
+from nnspec.onnxio.export import Builder
 from nnspec.runners import onnxruntime_max_opset
 
 OPSETS = sorted({13, 17, 18, 20, onnxruntime_max_opset()})

@@ -35,7 +35,7 @@ from nnspec.faults import FLOAT32_ONLY, KINDS, effect, faulted_layer, gamma, inj
 from nnspec.inputs import random_cases
 from nnspec.ir import Graph
 from nnspec.layers import LAYERS
-from nnspec.onnx_export import to_bytes, to_onnx
+from nnspec.onnxio.export import to_bytes, to_onnx
 
 SEED = 2026
 NETWORKS = int(os.environ.get("NNSPEC_FAULT_NETWORKS", "1000"))

@@ -489,7 +489,7 @@ def test_damaged_weight_and_input_files_end_cleanly(cli, tmp_path_factory, data,
 def test_damaged_onnx_models_end_cleanly(cli, tmp_path_factory, data) -> None:
     """`nnspec check --onnx` on a compiled model damaged at random: agreement (0), a disagreement (1)
     reported as such, or a clean refusal (2); never a traceback."""
-    from nnspec.onnx_export import to_bytes
+    from nnspec.onnxio.export import to_bytes
 
     folder = tmp_path_factory.mktemp("models")
     (folder / "spec.json").write_text(json.dumps(THREE_LAYER))

@@ -14,8 +14,8 @@ from onnx import numpy_helper
 import nnspec
 from nnspec.harness import Tolerance, compare
 from nnspec.layers import LAYERS
-from nnspec.onnx_export import to_bytes
-from nnspec.onnx_export import to_onnx as export_graph
+from nnspec.onnxio.export import to_bytes
+from nnspec.onnxio.export import to_onnx as export_graph
 
 
 def _tamper(model: onnx.ModelProto, name: str, change) -> bytes:

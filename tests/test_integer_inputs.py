@@ -22,7 +22,8 @@ from nnspec.feeds import check_feeds, id_ranges
 from nnspec.files import load_arrays
 from nnspec.harness import interface_problems
 from nnspec.inputs import edge_case, random_cases
-from nnspec.onnx_export import elem_type_of, interface
+from nnspec.onnxio.export import elem_type_of
+from nnspec.onnxio.model import interface
 
 TOKENS: dict[str, Any] = {
     "format": "nnspec/1",

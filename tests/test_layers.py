@@ -17,7 +17,7 @@ from onnx import numpy_helper
 
 import nnspec
 from nnspec.layers import LAYERS
-from nnspec.onnx_export import MIN_OPSET, max_opset
+from nnspec.onnxio.export import MIN_OPSET, max_opset
 from nnspec.runners import onnxruntime_max_opset
 from nnspec.spec import Spec
 

@@ -17,7 +17,7 @@ import nnspec
 from nnspec.activations import REGISTRY, Activation, Precision
 from nnspec.affine import Affine, Source
 from nnspec.layers import LAYERS
-from nnspec.onnx_export import MIN_OPSET, max_opset
+from nnspec.onnxio.export import MIN_OPSET, max_opset
 from nnspec.runners import onnxruntime_max_opset
 
 OPSETS = sorted({MIN_OPSET, 17, min(max_opset(), onnxruntime_max_opset())})

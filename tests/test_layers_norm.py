@@ -24,7 +24,7 @@ from nnspec.errors import SpecError
 from nnspec.inputs import random_cases
 from nnspec.layers import LAYERS
 from nnspec.layers.norm import _layer_norm_error, _mean_last_axis, batch_norm_bound, gamma
-from nnspec.onnx_export import Builder, to_bytes
+from nnspec.onnxio.export import Builder, to_bytes
 
 F32, F64 = Precision.of(np.float32), Precision.of(np.float64)
 

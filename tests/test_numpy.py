@@ -183,7 +183,7 @@ def test_a_layer_read_by_two_later_layers_is_kept_for_both() -> None:
     """h is no output, and is read by a and, after m, by c: the evaluator frees it only after c."""
     import onnxruntime
 
-    from nnspec.onnx_export import to_bytes
+    from nnspec.onnxio.export import to_bytes
 
     spec = nnspec.from_dict(SHARED)
     p = np.concatenate([[[1.0, -2.0, 0.5], [0.0, 0.0, 0.0]], batch(6, 3, seed=5)])

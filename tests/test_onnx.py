@@ -13,7 +13,7 @@ import pytest
 from onnx import TensorProto, numpy_helper
 
 import nnspec
-from nnspec.onnx_export import to_bytes
+from nnspec.onnxio.export import to_bytes
 from nnspec.runners import onnxruntime_max_opset
 
 OPSETS = sorted({13, 17, 18, 20, onnxruntime_max_opset()})

@@ -39,7 +39,7 @@ import nnspec
 from nnspec.activations import Precision
 from nnspec.bounds import propagate
 from nnspec.errors import NNSpecError
-from nnspec.onnx_export import MIN_OPSET, max_opset, to_bytes
+from nnspec.onnxio.export import MIN_OPSET, max_opset, to_bytes
 from nnspec.runners import onnxruntime_max_opset
 
 # The node-test modules of the operators nnspec lowers to, and of the activations it names.

@@ -9,7 +9,7 @@ import re
 import onnxruntime  # noqa: F401
 import pytest
 
-import nnspec.onnx_export  # noqa: F401
+import nnspec.onnxio.export  # noqa: F401
 from nnspec.layers import LAYERS
 
 # NOTE: onnx and onnxruntime are imported here, before pytester snapshots sys.modules: it drops modules

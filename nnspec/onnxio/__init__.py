@@ -1,0 +1,1 @@
+"""ONNX in and out: the one package that imports `onnx` (export, model reading, import)."""
