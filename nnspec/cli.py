@@ -320,6 +320,82 @@ def compile_(
     out.print(f"wrote {target} (opset {opset}, {g.parameter_count} parameters, {human_bytes(len(data))}){summary}")
 
 
+@command("import", short_help="Lift an ONNX model into a reviewable spec and its weights.")
+@reports_errors
+def import_(
+    model: Annotated[Path, typer.Argument(metavar="MODEL", help="The ONNX model file (.onnx).", show_default=False)],
+    output: Annotated[
+        Path,
+        typer.Option(
+            "-o",
+            "--output",
+            metavar="PATH",
+            help="The spec to write (.json); its weights go beside it in one .npz of the same stem.",
+            show_default=False,
+        ),
+    ],
+    outputs: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--outputs",
+            metavar="NAME",
+            help="Import only what computes this graph output (repeatable; default: every output).",
+            show_default=False,
+        ),
+    ] = None,
+    name: Annotated[
+        str | None,
+        typer.Option(
+            "--name", metavar="NAME", help="The spec's name (default: the model's graph name).", show_default=False
+        ),
+    ] = None,
+    no_check: Annotated[
+        bool, typer.Option("--no-check", help="Skip the cross-check of the imported spec against the model.")
+    ] = False,
+) -> None:
+    """Lift an ONNX model into a spec: every layer as data, every weight bit for bit in SPEC's .npz.
+
+    Unless --no-check, the imported spec is then checked against the very file it came from. Exit 0 when
+    written; 1, writing nothing, when the check fails; 2, writing nothing, for a model that cannot be lifted
+    (every node the format has no layer for is listed).
+    """
+    from .fields import NAME_RE
+    from .onnxio.importer import Staged, lift_model
+
+    if output.suffix.lower() != ".json":
+        raise NNSpecError(f"expected a spec file name ending in .json, found {output.name!r}")
+    if name is not None and not NAME_RE.match(name):
+        raise NNSpecError(f"--name: expected a name of letters, digits, '_', '.', '-' (not first), found {name!r}")
+    imported = lift_model(model, outputs=outputs, name=name, weights_file=output.with_suffix(".npz").name)
+    staged = Staged(imported, output)
+    try:
+        summary = ""
+        if not no_check:
+            report = api.check(staged.spec, onnx_model=model)
+            if not report.passed:
+                from .render import print_report
+
+                print_report(report, err)
+                err.print(
+                    f"[bold red]not written:[/bold red] {output} (the imported spec disagrees with {model.name})",
+                    markup=True,
+                )
+                raise typer.Exit(1)
+            summary = f"; checked against {model.name}: PASS on {len(report.cases)} batches"
+        staged.commit()
+    except BaseException:
+        staged.discard()
+        raise
+    g = api.graph(staged.spec)
+    out.print(
+        f"wrote {output} and {output.with_suffix('.npz').name} ({len(g.nodes)} layers, {g.parameter_count:,} "
+        f"parameters){summary}",
+        markup=False,
+    )
+    for note in imported.notes:
+        out.print(f"  {note}", markup=False)
+
+
 @command(short_help="Run a spec's model on arrays from a file.")
 @reports_errors
 def run(

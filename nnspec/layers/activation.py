@@ -9,6 +9,7 @@ from ..activations import Precision
 from ..affine import Affine, activate
 from ..fields import ActivationField
 from ..ir import LayerPlan, Node, Source
+from ..lifting import ACTIVATION_OP, Lifted, ModelView, OnnxNode
 from ..lowering import OpBuilder
 from .base import Kernel, LayerSpec, LayerType, register
 
@@ -44,6 +45,13 @@ def formula(node: Node) -> str:
     return f"{node.activation.label}({node.inputs[0]})"
 
 
+def lift(node: OnnxNode, view: ModelView) -> Lifted | None:
+    """An activation the importer recognised (its lowering traced as a pattern), standing alone."""
+    if node.op != ACTIVATION_OP:
+        return None
+    return Lifted("activation", {"activation": node.attrs["activation"]}, {}, node.inputs, (node,), node.outputs[0])
+
+
 EXAMPLES = (
     {
         "format": "nnspec/1",
@@ -66,5 +74,6 @@ register(
         formula,
         doc=__doc__ or "",
         examples=EXAMPLES,
+        lift=lift,
     )
 )

@@ -12,6 +12,7 @@ from ..activations import Precision
 from ..affine import Affine
 from ..fields import Name, StrictModel
 from ..ir import LayerPlan, Node, Source
+from ..lifting import Lift
 from ..lowering import OpBuilder
 
 Kernel = Callable[..., np.ndarray]
@@ -58,6 +59,9 @@ class LayerType:
     examples: tuple[dict[str, Any], ...] = ()
     # Checks of a node's loaded parameters (numbers from files are seen only once loaded): raises SpecError.
     loaded: Callable[[Node], None] | None = None
+    # Recognises the type's ONNX pattern (its own lowering, and other exporters' idioms for the same layer)
+    # at a node, for `nnspec import`: see nnspec.lifting. None: the importer never produces this type.
+    lift: Lift | None = None
 
 
 LAYERS: dict[str, LayerType] = {}

@@ -15,9 +15,10 @@ from ..affine import Affine, activate, elementwise, sum_of_products, unfold
 from ..errors import SpecError
 from ..fields import ActivationField, WeightField, parse_activation, spec_error
 from ..ir import LayerPlan, Node, ParamPlan, Source
+from ..lifting import Lifted, ModelView, OnnxNode, Unliftable, computed, int_list
 from ..lowering import OpBuilder
 from .base import Kernel, LayerType, register
-from .spatial import PerAxis, Window, WindowSpec
+from .spatial import PerAxis, Window, WindowSpec, compact, lift_window
 
 
 class Conv(WindowSpec):
@@ -264,6 +265,37 @@ EXAMPLES_2D = (
     },
 )
 
+
+def lift(node: OnnxNode, view: ModelView) -> Lifted | None:
+    """Conv by constant weights of rank 3 (conv1d) or 4 (conv2d), with an optional constant bias."""
+    if node.op != "Conv":
+        return None
+    x, w, *rest = node.inputs
+    weights = view.const(w)
+    if weights is None or not computed(view, [x]):
+        return None
+    rank = weights.ndim - 2
+    if rank not in (1, 2):
+        raise Unliftable(f"a {rank}-D convolution (the format has conv1d and conv2d)")
+    kernel = int_list(node.attrs.get("kernel_shape") or weights.shape[2:])
+    if kernel != list(weights.shape[2:]):
+        raise Unliftable(f"kernel_shape {kernel} differs from its weights' {list(weights.shape[2:])}")
+    fields: dict[str, object] = {"filters": int(weights.shape[0]), "kernel_size": compact(kernel)}
+    fields |= lift_window(node, rank)
+    dilation = int_list(node.attrs.get("dilations") or [1] * rank)
+    if any(d != 1 for d in dilation):
+        fields["dilation"] = compact(dilation)
+    if int(node.attrs.get("group", 1)) != 1:
+        fields["groups"] = int(node.attrs["group"])
+    params = {"weights": weights}
+    if rest and rest[0]:
+        bias = view.const(rest[0])
+        if bias is None:
+            raise Unliftable("its bias is computed, not a constant")
+        params["bias"] = bias
+    return Lifted(f"conv{rank}d", fields, params, (x,), (node,), node.outputs[0])
+
+
 for _name, _spec, _examples in (("conv1d", Conv1D, EXAMPLES_1D), ("conv2d", Conv2D, EXAMPLES_2D)):
     register(
         LayerType(
@@ -275,5 +307,6 @@ for _name, _spec, _examples in (("conv1d", Conv1D, EXAMPLES_1D), ("conv2d", Conv
             formula,
             doc=__doc__ or "",
             examples=_examples,
+            lift=lift,
         )
     )

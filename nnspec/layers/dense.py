@@ -12,6 +12,7 @@ from ..activations import Activation, Precision
 from ..affine import Affine, activate, linear
 from ..fields import ActivationField, WeightField, parse_activation
 from ..ir import LayerPlan, Node, ParamPlan, Source
+from ..lifting import Lifted, ModelView, OnnxNode, Unliftable, computed
 from ..lowering import OpBuilder
 from .base import Kernel, LayerSpec, LayerType, register
 
@@ -89,6 +90,64 @@ def formula(node: Node) -> str:
     return f"{node.activation.label}({affine})"
 
 
+def lift(node: OnnxNode, view: ModelView) -> Lifted | None:
+    """Gemm by constant weights (transB either way; alpha and beta folded in), or MatMul by a constant
+    [in, units] matrix (how the layer is lowered for inputs of more than one axis), then an optional Add of
+    a constant bias."""
+    if node.op == "Gemm":
+        return _lift_gemm(node, view)
+    if node.op != "MatMul":
+        return None
+    x, w = node.inputs
+    matrix = view.const(w)
+    if matrix is None or matrix.ndim != 2 or not computed(view, [x]):
+        return None
+    params = {"weights": np.ascontiguousarray(matrix.T)}
+    nodes, out = [node], node.outputs[0]
+    add = view.sole_consumer(out)
+    if add is not None and add.op == "Add":
+        other = add.inputs[1] if add.inputs[0] == out else add.inputs[0]
+        bias = view.const(other)
+        if bias is not None and bias.shape[-1:] == (matrix.shape[1],) and bias.size == matrix.shape[1]:
+            params["bias"] = bias.reshape(-1)
+            nodes.append(add)
+            out = add.outputs[0]
+    return Lifted("dense", {"units": int(matrix.shape[1])}, params, (x,), tuple(nodes), out)
+
+
+def _lift_gemm(node: OnnxNode, view: ModelView) -> Lifted | None:
+    a, b, *rest = node.inputs
+    matrix = view.const(b)
+    if matrix is None or not computed(view, [a]):
+        return None
+    if node.attrs.get("transA", 0):
+        raise Unliftable("transA=1 (the input transposed) has no dense form")
+    weights = matrix if node.attrs.get("transB", 0) else matrix.T
+    units = int(weights.shape[0])
+    notes = []
+    alpha, beta = float(node.attrs.get("alpha", 1.0)), float(node.attrs.get("beta", 1.0))
+    if alpha != 1.0:
+        weights = weights * weights.dtype.type(alpha)
+        notes.append(f"{node.describe()}: alpha={alpha:g} multiplied into the weights")
+    params = {"weights": np.ascontiguousarray(weights)}
+    c = rest[0] if rest and rest[0] else None
+    if c is not None:
+        bias = view.const(c)
+        if bias is None:
+            raise Unliftable("its C input is computed, not a constant bias")
+        if bias.size == 1:
+            bias = np.full(units, bias.reshape(()), dtype=bias.dtype)
+            notes.append(f"{node.describe()}: its one bias value repeated for each of the {units} units")
+        elif bias.size != units or bias.shape[-1] != units:
+            raise Unliftable(f"a bias of shape {list(bias.shape)} (expected [{units}], one per unit)")
+        bias = bias.reshape(units)
+        if beta != 1.0:
+            bias = bias * bias.dtype.type(beta)
+            notes.append(f"{node.describe()}: beta={beta:g} multiplied into the bias")
+        params["bias"] = bias
+    return Lifted("dense", {"units": units}, params, (a,), (node,), node.outputs[0], tuple(notes))
+
+
 EXAMPLES = (
     {
         "format": "nnspec/1",
@@ -124,5 +183,15 @@ EXAMPLES = (
 )
 
 register(
-    LayerType("dense", Dense, numpy_kernel, onnx_lowering, error_bound, formula, doc=__doc__ or "", examples=EXAMPLES)
+    LayerType(
+        "dense",
+        Dense,
+        numpy_kernel,
+        onnx_lowering,
+        error_bound,
+        formula,
+        doc=__doc__ or "",
+        examples=EXAMPLES,
+        lift=lift,
+    )
 )

@@ -12,6 +12,7 @@ from ..activations import Precision
 from ..affine import Affine
 from ..fields import WeightField
 from ..ir import LayerPlan, Node, ParamPlan, Source
+from ..lifting import Lifted, ModelView, OnnxNode, computed
 from ..lowering import OpBuilder
 from .base import Kernel, LayerSpec, LayerType, register
 
@@ -103,6 +104,19 @@ EXAMPLES = (
     },
 )
 
+
+def lift(node: OnnxNode, view: ModelView) -> Lifted | None:
+    """Gather of rows (axis 0) of a constant 2-D table by computed ids."""
+    if node.op != "Gather" or int(node.attrs.get("axis", 0)) != 0:
+        return None
+    table, ids = node.inputs
+    weights = view.const(table)
+    if weights is None or weights.ndim != 2 or not computed(view, [ids]):
+        return None
+    fields = {"input_dim": int(weights.shape[0]), "output_dim": int(weights.shape[1])}
+    return Lifted("embedding", fields, {"weights": weights}, (ids,), (node,), node.outputs[0])
+
+
 register(
     LayerType(
         "embedding",
@@ -113,5 +127,6 @@ register(
         formula,
         doc=Embedding.__doc__ or "",
         examples=EXAMPLES,
+        lift=lift,
     )
 )

@@ -13,6 +13,7 @@ from ..affine import Affine, Source, elementwise, unfold
 from ..errors import SpecError
 from ..ir import LayerPlan, Node
 from ..ir import Source as Input
+from ..lifting import Lifted, ModelView, OnnxNode, Unliftable, computed, rank_of
 from ..lowering import OpBuilder
 from .base import Kernel, LayerSpec, LayerType, register
 
@@ -254,6 +255,34 @@ CONCAT_EXAMPLES = (
     },
 )
 
+
+def _lift_elementwise(ops: tuple[str, ...], kind: str) -> Callable[[OnnxNode, ModelView], Lifted | None]:
+    def lift(node: OnnxNode, view: ModelView) -> Lifted | None:
+        if node.op not in ops or len(node.inputs) < 2 or not computed(view, node.inputs):
+            return None
+        shapes = {view.shape(i) for i in node.inputs}
+        if len(shapes) > 1 and None not in shapes:
+            raise Unliftable(
+                f"its inputs are broadcast ({', '.join(str(list(s or [])) for s in shapes)}); the "
+                f"format's {kind} takes sources of one shape"
+            )
+        return Lifted(kind, {}, {}, tuple(node.inputs), (node,), node.outputs[0])
+
+    return lift
+
+
+def concat_lift(node: OnnxNode, view: ModelView) -> Lifted | None:
+    """Concat of computed values along any axis but the batch's."""
+    if node.op != "Concat" or not computed(view, node.inputs):
+        return None
+    axis = int(node.attrs["axis"])
+    rank = rank_of(view, node.inputs[0])
+    if axis == 0 or (rank is not None and axis == -rank):
+        raise Unliftable("it joins along the batch axis")
+    fields = {} if axis == -1 or (rank is not None and axis == rank - 1) else {"axis": axis}
+    return Lifted("concat", fields, {}, tuple(node.inputs), (node,), node.outputs[0])
+
+
 register(
     LayerType(
         "add",
@@ -264,6 +293,7 @@ register(
         lambda n: " + ".join(n.inputs),
         Add.__doc__ or "",
         ADD_EXAMPLES,
+        lift=_lift_elementwise(("Add", "Sum"), "add"),
     )
 )
 register(
@@ -276,6 +306,7 @@ register(
         lambda n: " ⊙ ".join(n.inputs),
         Multiply.__doc__ or "",
         MULTIPLY_EXAMPLES,
+        lift=_lift_elementwise(("Mul",), "multiply"),
     )
 )
 register(
@@ -288,5 +319,6 @@ register(
         concat_formula,
         Concat.__doc__ or "",
         CONCAT_EXAMPLES,
+        lift=concat_lift,
     )
 )

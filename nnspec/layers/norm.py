@@ -19,6 +19,7 @@ from ..errors import SpecError
 from ..fields import Init, Inline, WeightField, spec_error
 from ..ir import LayerPlan, Node, ParamPlan
 from ..ir import Source as Input
+from ..lifting import Lifted, ModelView, OnnxNode, Unliftable, computed, last_axis, tidy_float
 from ..lowering import OpBuilder
 from .base import Kernel, LayerSpec, LayerType, register
 
@@ -468,6 +469,114 @@ LAYER_NORM_EXAMPLES = (
     },
 )
 
+
+def _without_defaults(params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Drop a scale of exact ones and an offset of exact zeros: the format's defaults, the same numbers."""
+    out = dict(params)
+    if "scale" in out and np.all(out["scale"] == 1):
+        del out["scale"]
+    if "offset" in out and not np.any(out["offset"]) and not np.signbit(out["offset"]).any():
+        del out["offset"]
+    return out
+
+
+def batch_norm_lift(node: OnnxNode, view: ModelView) -> Lifted | None:
+    """BatchNormalization at inference, every statistic a constant."""
+    if node.op != "BatchNormalization" or not computed(view, node.inputs[:1]):
+        return None
+    if node.attrs.get("training_mode", 0) or len([o for o in node.outputs if o]) > 1:
+        raise Unliftable("training mode (running statistics updated); the format holds inference only")
+    arrays = [view.const(i) for i in node.inputs[1:5]]
+    if any(a is None for a in arrays):
+        raise Unliftable("a statistic or scale that is computed, not a constant")
+    scale, offset, mean, variance = (a.reshape(-1) for a in arrays)  # type: ignore[union-attr]
+    params = _without_defaults({"mean": mean, "variance": variance, "scale": scale, "offset": offset})
+    fields = {"epsilon": tidy_float(node.attrs.get("epsilon", 1e-5))}
+    return Lifted("batch_norm", fields, params, node.inputs[:1], (node,), node.outputs[0])
+
+
+def layer_norm_lift(node: OnnxNode, view: ModelView) -> Lifted | None:
+    """LayerNormalization over the last axis (opset 17), or the same from primitives as nnspec and PyTorch
+    write it below opset 17: ReduceMean, Sub, Mul (or Pow 2), ReduceMean, Add epsilon, Sqrt, Div, then an
+    optional Mul by the scale and Add of the offset."""
+    if node.op == "LayerNormalization":
+        x = node.inputs[0]
+        if not computed(view, [x]):
+            return None
+        if not last_axis(view, x, int(node.attrs.get("axis", -1))):
+            raise Unliftable(f"axis={node.attrs.get('axis')} (the format normalizes the last axis)")
+        params = {}
+        for key, value in zip(("scale", "offset"), node.inputs[1:3], strict=False):
+            if value:
+                array = view.const(value)
+                if array is None:
+                    raise Unliftable(f"its {key} is computed, not a constant")
+                params[key] = array.reshape(-1)
+        fields = {"epsilon": tidy_float(node.attrs.get("epsilon", 1e-5))}
+        return Lifted("layer_norm", fields, _without_defaults(params), (x,), (node,), node.outputs[0])
+    if node.op == "ReduceMean":
+        return _composed_layer_norm(node, view)
+    return None
+
+
+def _mean_of_last(node: OnnxNode | None, view: ModelView) -> bool:
+    if node is None or node.op != "ReduceMean" or not node.attrs.get("keepdims", 1):
+        return False
+    axes = node.attrs.get("axes") or []
+    return len(axes) == 1 and last_axis(view, node.inputs[0], int(axes[0]))
+
+
+def _composed_layer_norm(mean: OnnxNode, view: ModelView) -> Lifted | None:
+    x = mean.inputs[0]
+    if not _mean_of_last(mean, view) or not computed(view, [x]):
+        return None
+    sub = view.sole_consumer(mean.outputs[0])
+    if sub is None or sub.op != "Sub" or list(sub.inputs) != [x, mean.outputs[0]]:
+        return None
+    centred = sub.outputs[0]
+    readers = view.consumers(centred)
+    square = next((r for r in readers if r.op in ("Mul", "Pow")), None)
+    divide = next((r for r in readers if r.op == "Div" and r.inputs[0] == centred), None)
+    if len(readers) != 2 or square is None or divide is None:
+        return None
+    if square.op == "Mul" and list(square.inputs) != [centred, centred]:
+        return None
+    if square.op == "Pow" and not _equals(view.const(square.inputs[1]), 2.0):
+        return None
+    variance = view.sole_consumer(square.outputs[0])
+    if not _mean_of_last(variance, view):
+        return None
+    assert variance is not None
+    add = view.sole_consumer(variance.outputs[0])
+    if add is None or add.op != "Add":
+        return None
+    epsilon = view.const(next(i for i in add.inputs if i != variance.outputs[0]))
+    sqrt = view.sole_consumer(add.outputs[0])
+    if epsilon is None or epsilon.size != 1 or sqrt is None or sqrt.op != "Sqrt":
+        return None
+    if divide.inputs[1] != sqrt.outputs[0]:
+        return None
+    nodes = [mean, sub, square, variance, add, sqrt, divide]
+    out = divide.outputs[0]
+    params = {}
+    for op, key in (("Mul", "scale"), ("Add", "offset")):
+        step = view.sole_consumer(out)
+        if step is None or step.op != op:
+            continue
+        operand = view.const(next((i for i in step.inputs if i != out), ""))
+        if operand is None or operand.size != (view.shape(out) or (None,))[-1]:
+            continue
+        params[key] = operand.reshape(-1)
+        nodes.append(step)
+        out = step.outputs[0]
+    fields = {"epsilon": float(epsilon.reshape(()))}
+    return Lifted("layer_norm", fields, params, (x,), tuple(nodes), out)
+
+
+def _equals(array: np.ndarray | None, value: float) -> bool:
+    return array is not None and array.size == 1 and float(array.reshape(())) == value
+
+
 register(
     LayerType(
         "batch_norm",
@@ -479,6 +588,7 @@ register(
         doc=BatchNorm.__doc__ or "",
         examples=BATCH_NORM_EXAMPLES,
         loaded=_checked,
+        lift=batch_norm_lift,
     )
 )
 register(
@@ -491,5 +601,6 @@ register(
         layer_norm_formula,
         doc=LayerNorm.__doc__ or "",
         examples=LAYER_NORM_EXAMPLES,
+        lift=layer_norm_lift,
     )
 )

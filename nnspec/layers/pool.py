@@ -15,9 +15,10 @@ from ..activations import Precision
 from ..affine import Affine, elementwise, sum_of_products, unfold
 from ..errors import SpecError
 from ..ir import LayerPlan, Node, Source
+from ..lifting import Lifted, ModelView, OnnxNode, Unliftable, computed, int_list
 from ..lowering import OpBuilder
 from .base import Kernel, LayerSpec, LayerType, register
-from .spatial import PerAxis, Window, WindowSpec, axis_label
+from .spatial import PerAxis, Window, WindowSpec, axis_label, compact, lift_window
 
 
 class Pool(WindowSpec):
@@ -319,6 +320,111 @@ EXAMPLES: dict[str, tuple[dict, ...]] = {
     ),
 }
 
+_POOLS = {"MaxPool": "max_pool", "AveragePool": "avg_pool"}
+_GLOBALS = {"GlobalAveragePool": "global_avg_pool", "GlobalMaxPool": "global_max_pool"}
+
+
+def _pool_fields(node: OnnxNode, rank: int) -> dict[str, object]:
+    if len([o for o in node.outputs if o]) > 1:
+        raise Unliftable("its indices output (the format's pools output values only)")
+    if any(d != 1 for d in int_list(node.attrs.get("dilations") or [])):
+        raise Unliftable(f"dilations {node.attrs['dilations']} (the format's pools have none)")
+    kernel = int_list(node.attrs["kernel_shape"])
+    fields: dict[str, object] = {"pool_size": compact(kernel), **lift_window(node, rank)}
+    if fields["strides"] == fields["pool_size"] or int_list(node.attrs.get("strides") or [1] * rank) == kernel:
+        del fields["strides"]  # the format's default stride is the pool size
+    if node.attrs.get("ceil_mode", 0):
+        fields["ceil_mode"] = True
+    if node.op == "AveragePool" and node.attrs.get("count_include_pad", 0):
+        fields["count_include_pad"] = True
+    return fields
+
+
+def window_lift(node: OnnxNode, view: ModelView) -> Lifted | None:
+    """MaxPool or AveragePool over 1 or 2 spatial axes, and the 1-D pool some exporters write as
+    Unsqueeze, a 2-D pool with a window of 1 along the new axis, then Squeeze."""
+    if node.op == "Unsqueeze":
+        return _lift_unsqueezed(node, view)
+    if node.op not in _POOLS or not computed(view, node.inputs[:1]):
+        return None
+    rank = len(node.attrs["kernel_shape"])
+    if rank not in (1, 2):
+        raise Unliftable(f"a {rank}-D pool (the format has 1-D and 2-D pools)")
+    fields = _pool_fields(node, rank)
+    return Lifted(f"{_POOLS[node.op]}{rank}d", fields, {}, node.inputs[:1], (node,), node.outputs[0])
+
+
+def _lift_unsqueezed(node: OnnxNode, view: ModelView) -> Lifted | None:
+    axes = int_list(node.attrs.get("axes") or [])
+    shape = view.shape(node.inputs[0])
+    pool = view.sole_consumer(node.outputs[0])
+    if len(axes) != 1 or shape is None or len(shape) != 3 or pool is None or pool.op not in _POOLS:
+        return None
+    squeeze = view.sole_consumer(pool.outputs[0])
+    axis = axes[0] % 4
+    if (
+        squeeze is None
+        or squeeze.op != "Squeeze"
+        or [a % 4 for a in int_list(squeeze.attrs.get("axes") or [])] != [axis]
+    ):
+        return None
+    if axis not in (2, 3):
+        return None
+    other = 3 - axis  # the original length axis, in the 2-D pool's spatial axes (2 or 3) -> index 0 or 1
+    a = pool.attrs
+    kernel, strides = int_list(a["kernel_shape"]), int_list(a.get("strides") or [1, 1])
+    pads = int_list(a.get("pads") or [0, 0, 0, 0])
+    i, j = axis - 2, other - 2
+    if kernel[i] != 1 or strides[i] != 1 or pads[i] or pads[i + 2] or a.get("auto_pad", "NOTSET") not in ("NOTSET", ""):
+        return None
+    flat = OnnxNode(
+        pool.op,
+        pool.name,
+        pool.inputs,
+        pool.outputs,
+        {**a, "kernel_shape": [kernel[j]], "strides": [strides[j]], "pads": [pads[j], pads[j + 2]], "dilations": [1]},
+    )
+    fields = _pool_fields(flat, 1)
+    return Lifted(f"{_POOLS[pool.op]}1d", fields, {}, node.inputs[:1], (node, pool, squeeze), squeeze.outputs[0])
+
+
+def global_lift(node: OnnxNode, view: ModelView) -> Lifted | None:
+    """GlobalAveragePool / GlobalMaxPool, then what drops the 1-sized spatial axes: Flatten(axis=1), a
+    Reshape to [N, C], or a Squeeze of the spatial axes."""
+    if node.op not in _GLOBALS or not computed(view, node.inputs[:1]):
+        return None
+    shape = view.shape(node.outputs[0])
+    after = view.sole_consumer(node.outputs[0])
+    if after is None or not _drops_spatial(after, shape, view):
+        raise Unliftable(
+            "its [C, 1, ...] output is read as such (the format's global pools output [C]; a Flatten after it "
+            "is what they lift with)"
+        )
+    return Lifted(_GLOBALS[node.op], {}, {}, node.inputs[:1], (node, after), after.outputs[0])
+
+
+def _drops_spatial(node: OnnxNode, shape: tuple[int | None, ...] | None, view: ModelView) -> bool:
+    if node.op == "Flatten":
+        return int(node.attrs.get("axis", 1)) == 1
+    rank = len(shape) if shape is not None else None
+    if node.op == "Squeeze" and rank is not None:
+        return sorted(a % rank for a in int_list(node.attrs.get("axes") or [])) == list(range(2, rank))
+    if node.op == "Reshape" and shape is not None:
+        target = view.const(node.inputs[1])
+        return (
+            target is not None
+            and target.size == 2
+            and int(target[1]) in (-1, shape[1])
+            and int(target[0])
+            in (
+                0,
+                -1,
+                shape[0],
+            )
+        )
+    return False
+
+
 for _spec in (MaxPool1D, MaxPool2D, AvgPool1D, AvgPool2D):
     _name = _spec.model_fields["type"].annotation.__args__[0]
     register(
@@ -331,6 +437,7 @@ for _spec in (MaxPool1D, MaxPool2D, AvgPool1D, AvgPool2D):
             window_formula,
             doc=__doc__ or "",
             examples=EXAMPLES[_name],
+            lift=window_lift,
         )
     )
 for _spec in (GlobalAvgPool, GlobalMaxPool):
@@ -345,5 +452,6 @@ for _spec in (GlobalAvgPool, GlobalMaxPool):
             global_formula,
             doc=__doc__ or "",
             examples=EXAMPLES[_name],
+            lift=global_lift,
         )
     )

@@ -17,6 +17,7 @@ from ..affine import Affine, elementwise, unfold
 from ..errors import SpecError
 from ..fields import spec_error
 from ..ir import LayerPlan, Node, Source
+from ..lifting import Lifted, ModelView, OnnxNode, Unliftable, computed, int_list
 from ..lowering import OpBuilder
 from .base import Kernel, LayerSpec, LayerType, register
 
@@ -287,6 +288,74 @@ DROPOUT_EXAMPLES = (
     },
 )
 
+
+def flatten_lift(node: OnnxNode, view: ModelView) -> Lifted | None:
+    """Flatten(axis=1): everything after the batch axis in one."""
+    if node.op != "Flatten" or not computed(view, node.inputs):
+        return None
+    if int(node.attrs.get("axis", 1)) != 1:
+        raise Unliftable(f"axis={node.attrs['axis']} (the format flattens everything after the batch axis)")
+    return Lifted("flatten", {}, {}, node.inputs, (node,), node.outputs[0])
+
+
+def reshape_lift(node: OnnxNode, view: ModelView) -> Lifted | None:
+    """Reshape to a constant shape that keeps the batch axis (0, -1 or the batch size the model fixes);
+    a Squeeze or Unsqueeze of known axes is a reshape as well."""
+    if node.op not in ("Reshape", "Squeeze", "Unsqueeze") or not computed(view, node.inputs[:1]):
+        return None
+    before, after = view.shape(node.inputs[0]), view.shape(node.outputs[0])
+    if node.op == "Reshape":
+        target = view.const(node.inputs[1])
+        if target is None:
+            raise Unliftable("its shape is computed, not a constant")
+        if node.attrs.get("allowzero", 0):
+            raise Unliftable("allowzero=1")
+        dims = int_list(target.reshape(-1))
+        if not dims or dims[0] not in (0, -1, *(before[:1] if before else [])):
+            raise Unliftable(f"shape {dims} does not keep the batch axis first")
+        per_sample = [before[k] if d == 0 and before and k < len(before) else d for k, d in enumerate(dims)][1:]
+        if any(d is None for d in per_sample) or not per_sample:
+            raise Unliftable(f"shape {dims}: its sizes depend on the input's, which are unknown here")
+        if dims[0] == -1 and -1 in per_sample:
+            raise Unliftable(f"shape {dims} leaves two sizes to infer")
+        shape = per_sample
+    else:
+        if after is None or any(d is None for d in after[1:]):
+            raise Unliftable("the shapes around it are unknown")
+        axes = [a % len(after if node.op == "Unsqueeze" else before or after) for a in int_list(node.attrs["axes"])]
+        if 0 in axes:
+            raise Unliftable("it changes the batch axis")
+        shape = list(after[1:])
+    return Lifted("reshape", {"shape": shape}, {}, node.inputs[:1], (node,), node.outputs[0])
+
+
+def transpose_lift(node: OnnxNode, view: ModelView) -> Lifted | None:
+    """Transpose that keeps the batch axis first."""
+    if node.op != "Transpose" or not computed(view, node.inputs):
+        return None
+    perm = int_list(node.attrs.get("perm") or [])
+    if not perm:
+        rank = len(view.shape(node.inputs[0]) or ())
+        perm = list(range(rank))[::-1]
+    if perm[0] != 0:
+        raise Unliftable(f"perm {perm} moves the batch axis")
+    return Lifted("transpose", {"perm": perm}, {}, node.inputs, (node,), node.outputs[0])
+
+
+def dropout_lift(node: OnnxNode, view: ModelView) -> Lifted | None:
+    """Dropout at inference: an identity that records its rate."""
+    if node.op != "Dropout" or not computed(view, node.inputs[:1]):
+        return None
+    training = view.const(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] else None
+    if len(node.inputs) > 2 and node.inputs[2] and (training is None or bool(training.reshape(()))):
+        raise Unliftable("training mode (it drops values); the format holds inference only")
+    if len([o for o in node.outputs if o]) > 1 and view.consumers(node.outputs[1]):
+        raise Unliftable("its mask output is read")
+    ratio = view.const(node.inputs[1]) if len(node.inputs) > 1 and node.inputs[1] else None
+    rate = float(ratio.reshape(())) if ratio is not None else float(node.attrs.get("ratio", 0.5))
+    return Lifted("dropout", {"rate": float(str(np.float32(rate)))}, {}, node.inputs[:1], (node,), node.outputs[0])
+
+
 register(
     LayerType(
         "flatten",
@@ -297,6 +366,7 @@ register(
         lambda n: f"flatten({n.inputs[0]})",
         Flatten.__doc__ or "",
         FLATTEN_EXAMPLES,
+        lift=flatten_lift,
     )
 )
 register(
@@ -309,6 +379,7 @@ register(
         lambda n: f"reshape({n.inputs[0]}; {list(n.shape)})",
         Reshape.__doc__ or "",
         RESHAPE_EXAMPLES,
+        lift=reshape_lift,
     )
 )
 register(
@@ -321,6 +392,7 @@ register(
         lambda n: f"transpose({n.inputs[0]}; {n.attrs['perm']})",
         Transpose.__doc__ or "",
         TRANSPOSE_EXAMPLES,
+        lift=transpose_lift,
     )
 )
 register(
@@ -333,5 +405,6 @@ register(
         lambda n: f"dropout({n.inputs[0]}; {n.attrs['rate']:g}, identity at inference)",
         Dropout.__doc__ or "",
         DROPOUT_EXAMPLES,
+        lift=dropout_lift,
     )
 )

@@ -21,6 +21,7 @@ from pydantic import PlainValidator, WithJsonSchema, model_validator
 from ..errors import SpecError, suggest
 from ..fields import kind_of, spec_error
 from ..ir import Shape, Source
+from ..lifting import OnnxNode, Unliftable, int_list
 from .base import LayerSpec
 
 PADDING_NAMES = ("valid", "same")
@@ -307,3 +308,28 @@ class WindowSpec(LayerSpec):
                     "padding or set ceil_mode to false",
                     ("ceil_mode",),
                 )
+
+
+# --- import ----------------------------------------------------------------------------------------
+
+
+def compact(values: Sequence[int]) -> int | list[int]:
+    """One number when every axis has the same, else the list (as a reviewer would write it)."""
+    return int(values[0]) if len(set(values)) == 1 else [int(v) for v in values]
+
+
+def lift_window(node: OnnxNode, rank: int) -> dict[str, Any]:
+    """`strides` and `padding` spec fields from a Conv or pool node's attributes (ONNX's defaults filled)."""
+    auto = node.attrs.get("auto_pad", "NOTSET")
+    strides = int_list(node.attrs.get("strides") or [1] * rank)
+    pads = int_list(node.attrs.get("pads") or [0] * (2 * rank))
+    if auto in ("NOTSET", ""):
+        begins, ends = pads[:rank], pads[rank:]
+        padding: str | int | list[int] = "valid" if not any(pads) else compact(begins) if begins == ends else pads
+    elif auto == "VALID":
+        padding = "valid"
+    elif auto == "SAME_UPPER":
+        padding = "same"
+    else:
+        raise Unliftable(f"auto_pad={auto} (the format's 'same' is SAME_UPPER: the odd pad at the end)")
+    return {"strides": compact(strides), "padding": padding}
