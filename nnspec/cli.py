@@ -371,7 +371,7 @@ def import_(
     try:
         summary = ""
         if not no_check:
-            report = api.check(staged.spec, onnx_model=model)
+            report = api.check(staged.spec, onnx_model=imported.model)
             if not report.passed:
                 from .render import print_report
 

@@ -51,6 +51,7 @@ class Imported:
     document: dict[str, Any]
     arrays: dict[str, np.ndarray]
     notes: list[str] = field(default_factory=list)
+    model: onnx.ModelProto | None = None  # the file as read (external data loaded), to check the spec against
 
 
 # --- reading ------------------------------------------------------------------------------------
@@ -185,13 +186,13 @@ def _upgrade(model: onnx.ModelProto, notes: list[str], source: str) -> onnx.Mode
     opset = default_opset(model)
     if opset >= MIN_OPSET:
         return model
-    from onnx import version_converter
+    import onnx.version_converter
 
     foreign = sorted({n.domain for n in model.graph.node if n.domain not in ("", "ai.onnx")})
     if foreign:
         return model  # the converter handles the default domain only; those nodes are refused below
     try:
-        upgraded = version_converter.convert_model(model, MIN_OPSET)
+        upgraded = onnx.version_converter.convert_version(model, MIN_OPSET)
     except Exception as exc:  # the converter raises bare RuntimeErrors
         raise ModelFileError(
             f"cannot upgrade the model from opset {opset} to {MIN_OPSET} (onnx.version_converter: {_first_line(exc)})",
@@ -508,7 +509,7 @@ def lift_model(
     )
     notes.append(f"imported from {path.name}: {producer}, opset {opset}")
     document["description"] = _description(original, path, producer, opset, notes, renamed)
-    return Imported(document, arrays, notes)
+    return Imported(document, arrays, notes, original)
 
 
 def _gap(node: OnnxNode) -> str:

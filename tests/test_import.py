@@ -1,0 +1,256 @@
+"""`nnspec import`: ONNX models lifted into specs, checked against the very files they came from.
+
+Round trips go spec -> compile -> import for every layer type's examples and every activation, at the
+opsets nnspec writes; models other tools write are in tests/test_import_exporters.py.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import nnspec
+from nnspec.activations import REGISTRY, Choice
+from nnspec.layers import LAYERS
+from nnspec.onnxio.export import MIN_OPSET, max_opset, to_bytes, to_onnx
+from nnspec.onnxio.importer import Staged, UnliftableModel, lift_model
+from nnspec.runners import onnxruntime_max_opset
+
+OPSETS = sorted({MIN_OPSET, 17, min(max_opset(), onnxruntime_max_opset())})
+EXAMPLES = [
+    pytest.param(name, example, id=f"{name}-{example['name']}")
+    for name, entry in sorted(LAYERS.items())
+    for example in entry.examples
+]
+
+
+def _compiled(tmp_path: Path, document: dict[str, Any], opset: int = 17) -> tuple[nnspec.Spec, Path]:
+    spec = nnspec.from_dict(copy.deepcopy(document), base_dir=tmp_path)
+    model = tmp_path / "model.onnx"
+    model.write_bytes(to_bytes(to_onnx(nnspec.graph(spec), opset)))
+    return spec, model
+
+
+def _imported(tmp_path: Path, model: Path, **kwargs: Any) -> nnspec.Spec:
+    staged = Staged(lift_model(model, weights_file="imported.npz", **kwargs), tmp_path / "imported.json")
+    staged.commit()
+    return nnspec.load(tmp_path / "imported.json")
+
+
+@pytest.mark.parametrize("name", sorted(LAYERS))
+def test_every_layer_type_can_be_imported(name):
+    assert callable(LAYERS[name].lift), f"layer type {name!r} has no lift: `nnspec import` cannot produce it"
+
+
+@pytest.mark.parametrize("opset", OPSETS)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize(("name", "example"), EXAMPLES)
+def test_compiled_examples_import_and_check_against_their_file(tmp_path, name, example, dtype, opset):
+    spec, model = _compiled(tmp_path, {**example, "dtype": dtype}, opset)
+    imported = _imported(tmp_path, model)
+    original, lifted = nnspec.graph(spec), nnspec.graph(imported)
+    assert [o.name for o in lifted.outputs] == [o.name for o in original.outputs]
+    assert any(n.op == name for n in lifted.nodes) or name in ("dropout", "activation"), "the type was lifted as such"
+    # every array the import holds is one the model stores, bit for bit (up to the layout)
+    stored = {a.tobytes() for n in original.nodes for a in (*n.params.values(), *(p.T for p in n.params.values()))}
+    for node in lifted.nodes:
+        for key, array in node.params.items():
+            assert np.ascontiguousarray(array).tobytes() in stored or np.all(array == 1) or not np.any(array), (
+                node.name,
+                key,
+            )
+    report = nnspec.check(imported, onnx_model=model)
+    assert report.passed, str(report)
+
+
+def _activation_settings() -> list[Any]:
+    settings = []
+    for name, entry in sorted(REGISTRY.items()):
+        if name == "linear":
+            continue
+        params: dict[str, Any] = {}
+        for key, default in entry.params.items():
+            params[key] = default.values[-1] if isinstance(default, Choice) else round(float(default) * 0.75 + 0.05, 3)
+        settings.append(pytest.param(name, {}, id=name))
+        if params:
+            settings.append(pytest.param(name, params, id=f"{name}-{'-'.join(map(str, params.values()))}"))
+    return settings
+
+
+@pytest.mark.parametrize("opset", OPSETS)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize(("activation", "params"), _activation_settings())
+def test_every_activation_is_recognised_with_its_parameters(tmp_path, activation, params, dtype, opset):
+    act: Any = {"name": activation, **params} if params else activation
+    document = {
+        "format": "nnspec/1",
+        "name": "act",
+        "dtype": dtype,
+        "inputs": [{"name": "x", "shape": [3]}],
+        "layers": [
+            {"type": "dense", "name": "h", "units": 4, "activation": act, "weights": {"init": "normal", "seed": 1}}
+        ],
+    }
+    _, model = _compiled(tmp_path, document, opset)
+    imported = _imported(tmp_path, model)
+    (node,) = nnspec.graph(imported).nodes
+    assert node.activation is not None
+    assert node.activation.name == activation
+    expected = {**REGISTRY[activation].defaults(), **params}
+    assert dict(node.activation.params) == pytest.approx(expected)
+
+
+def test_import_writes_spec_and_weights_and_checks(tmp_path, cli):
+    _, model = _compiled(tmp_path, LAYERS["conv2d"].examples[0])
+    result = cli("import", model, "-o", tmp_path / "net.json")
+    assert result.exit_code == 0, result.output
+    assert "checked against model.onnx: PASS" in result.stdout
+    written = json.loads((tmp_path / "net.json").read_text())
+    assert written["format"] == "nnspec/1"
+    with np.load(tmp_path / "net.npz", allow_pickle=False) as arrays:
+        keys = set(arrays.files)
+    refs = {
+        layer[k]["key"]
+        for layer in written["layers"]
+        for k in layer
+        if isinstance(layer[k], dict) and "key" in layer[k]
+    }
+    assert refs == keys
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", "net.json", "net.npz"]
+    assert cli("check", tmp_path / "net.json", "--onnx", model).exit_code == 0
+
+
+def _model(nodes: list[onnx.NodeProto], inits: list[np.ndarray], names: list[str], opset: int = 17) -> bytes:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])
+    graph = helper.make_graph(
+        nodes, "g", [x], [y], initializer=[numpy_helper.from_array(a, n) for a, n in zip(inits, names, strict=True)]
+    )
+    opsets = [helper.make_opsetid("", opset)]
+    model = helper.make_model(graph, opset_imports=opsets, ir_version=helper.find_min_ir_version_for(opsets))
+    return model.SerializeToString()
+
+
+def test_every_node_without_a_layer_is_listed_and_nothing_is_written(tmp_path, cli):
+    w = np.ones((4, 4), np.float32)
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["h"], name="fc"),
+        helper.make_node("CumSum", ["h", "axis"], ["c"], name="running_total"),
+        helper.make_node("TopK", ["c", "k"], ["y", "idx"], name="pick_best"),
+    ]
+    data = _model(nodes, [w, np.array(1, np.int64), np.array([2], np.int64)], ["w", "axis", "k"])
+    (tmp_path / "m.onnx").write_bytes(data)
+    result = cli("import", tmp_path / "m.onnx", "-o", tmp_path / "s.json")
+    assert result.exit_code == 2
+    assert "CumSum 'running_total'" in result.stderr and "TopK 'pick_best'" in result.stderr
+    assert "Traceback" not in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"not an onnx model at all", b"\x08\x07\x12\x00\xff\xff\xff", b"{}"],
+    ids=["empty", "text", "junk", "json"],
+)
+def test_a_damaged_or_foreign_file_is_a_clean_error(tmp_path, cli, content):
+    (tmp_path / "m.onnx").write_bytes(content)
+    result = cli("import", tmp_path / "m.onnx", "-o", tmp_path / "s.json")
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "s.json").exists()
+
+
+def test_a_truncated_model_is_a_clean_error(tmp_path, cli):
+    _, model = _compiled(tmp_path, LAYERS["dense"].examples[0])
+    data = model.read_bytes()
+    for cut in (len(data) // 3, len(data) - 7):
+        model.write_bytes(data[:cut])
+        result = cli("import", model, "-o", tmp_path / "s.json")
+        assert result.exit_code == 2, result.output
+        assert "Traceback" not in result.output
+
+
+def test_external_data_is_read_only_inside_the_models_folder(tmp_path, cli):
+    from onnx.external_data_helper import convert_model_to_external_data
+
+    _, model = _compiled(tmp_path, LAYERS["dense"].examples[0])
+    proto = onnx.load(model)
+    convert_model_to_external_data(proto, all_tensors_to_one_file=True, location="weights.bin", size_threshold=0)
+    onnx.save(proto, tmp_path / "ext.onnx")
+    result = cli("import", tmp_path / "ext.onnx", "-o", tmp_path / "s.json")
+    assert result.exit_code == 0, result.output
+    outside = tmp_path / "inner"
+    outside.mkdir()
+    for tensor in proto.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = "../weights.bin"
+    onnx.save(proto, outside / "escape.onnx", save_as_external_data=False)
+    result = cli("import", outside / "escape.onnx", "-o", outside / "s.json")
+    assert result.exit_code == 2
+    assert "inside the model's folder" in result.stderr
+
+
+def test_outputs_cut_the_graph_to_what_they_need(tmp_path, cli):
+    w = np.arange(16, dtype=np.float32).reshape(4, 4) / 10
+    nodes = [
+        helper.make_node("Gemm", ["x", "w"], ["h"], name="fc", transB=1),
+        helper.make_node("Softmax", ["h"], ["probabilities"], name="sm", axis=1),
+        helper.make_node("ArgMax", ["h"], ["y"], name="pick", axis=1),
+    ]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])
+    outs = [
+        helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 4]),
+        helper.make_tensor_value_info("y", TensorProto.INT64, ["N", 1]),
+    ]
+    graph = helper.make_graph(nodes, "g", [x], outs, initializer=[numpy_helper.from_array(w, "w")])
+    opsets = [helper.make_opsetid("", 17)]
+    model = helper.make_model(graph, opset_imports=opsets, ir_version=helper.find_min_ir_version_for(opsets))
+    onnx.save(model, tmp_path / "m.onnx")
+    refused = cli("import", tmp_path / "m.onnx", "-o", tmp_path / "s.json")
+    assert refused.exit_code == 2 and "ArgMax 'pick'" in refused.stderr
+    result = cli("import", tmp_path / "m.onnx", "-o", tmp_path / "s.json", "--outputs", "probabilities")
+    assert result.exit_code == 0, result.output
+    spec = nnspec.load(tmp_path / "s.json")
+    assert [o.name for o in nnspec.graph(spec).outputs] == ["probabilities"]
+    unknown = cli("import", tmp_path / "m.onnx", "-o", tmp_path / "t.json", "--outputs", "label")
+    assert unknown.exit_code == 2 and "probabilities" in unknown.stderr
+
+
+def test_an_old_opset_is_upgraded_and_said_so(tmp_path):
+    w = (np.arange(12, dtype=np.float32).reshape(3, 4) - 6) / 7
+    b = np.array([0.1, -0.2, 0.3], np.float32)
+    nodes = [
+        helper.make_node("Gemm", ["x", "w", "b"], ["h"], name="fc", transB=1),
+        helper.make_node("Relu", ["h"], ["r"], name="relu"),
+        helper.make_node("Softmax", ["r"], ["y"], name="sm", axis=1),
+    ]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])
+    graph = helper.make_graph(
+        nodes, "old", [x], [y], [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")]
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 9)], ir_version=4)
+    onnx.save(model, tmp_path / "old.onnx")
+    imported = lift_model(tmp_path / "old.onnx")
+    description = imported.document["description"]
+    assert "opset 9" in description and "upgraded from opset 9 to 13" in description.lower()
+    layers = imported.document["layers"]
+    assert [layer["type"] for layer in layers] == ["dense", "activation"]
+    assert layers[0]["activation"] == "relu" and layers[1]["activation"] == "softmax"
+    assert np.array_equal(imported.arrays[layers[0]["weights"]["key"]], w)
+
+
+def test_an_unliftable_attribute_is_named(tmp_path):
+    w = np.ones((4, 4), np.float32)
+    nodes = [helper.make_node("Gemm", ["x", "w"], ["y"], name="odd", transA=1)]
+    (tmp_path / "m.onnx").write_bytes(_model(nodes, [w], ["w"]))
+    with pytest.raises(UnliftableModel, match=r"Gemm 'odd': transA=1"):
+        lift_model(tmp_path / "m.onnx")
