@@ -2,23 +2,33 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import ModelFileError, NNSpecError
+from .errors import BackendUnavailable, ModelFileError, NNSpecError
 from .evaluator import NumpyModel
 from .graph import build_graph
 from .harness import (
     Report,
     Tolerance,
     cross_check,
+    fixed_batch,
     interface_problems,
 )
 from .inputs import DEFAULT_BATCH_SIZES, given_cases, non_finite_notes, random_cases, random_origin
 from .ir import Graph
 from .limits import PROTOBUF_MAX_BYTES, Limits, human_bytes
-from .runners import NumpyRunner, Runner, make_runner, onnxruntime_max_opset
+from .runners import (
+    ChunkedRunner,
+    ModelNotRunnable,
+    NumpyRunner,
+    RenamedRunner,
+    Runner,
+    make_runner,
+    onnxruntime_max_opset,
+    onnxruntime_version,
+)
 from .spec import Spec, read_spec
 from .spec import from_dict as _validate_dict
 
@@ -101,6 +111,47 @@ def _model_bytes(model: Any) -> tuple[bytes, str]:
     return to_bytes(model), "ONNX model"
 
 
+def _adapter(renamed: Mapping[str, str], outputs: Collection[str], rows: int | None) -> Callable[[Runner], Runner]:
+    """How a candidate runner is wrapped: spec names to the model's (`renamed`, keyed by spec input or output
+    name) and back, and batches run in chunks of `rows` (a model's fixed first dim)."""
+    ins = {k: v for k, v in renamed.items() if k not in outputs}
+    outs = {k: v for k, v in renamed.items() if k in outputs}
+
+    def adapt(runner: Runner) -> Runner:
+        if renamed:
+            runner = RenamedRunner(runner, ins, outs)
+        return runner if rows is None else ChunkedRunner(runner, rows)
+
+    return adapt
+
+
+def _candidates(
+    kinds: Sequence[str], data: bytes, provider: str, label: str, *, given: bool, notes: list[str]
+) -> dict[str, Runner]:
+    """The candidate runners by kind. A given model that onnxruntime cannot load is run by onnx's reference
+    evaluator instead (noted); a fresh export keeps the error, which names --runner onnx-reference."""
+    made: dict[str, Runner] = {}
+    for kind in dict.fromkeys(kinds):
+        if kind in made:  # onnx-reference, already standing in for onnxruntime
+            continue
+        try:
+            made[kind] = make_runner(kind, data, provider, label)
+        except ModelNotRunnable as exc:
+            if not (given and kind == "onnxruntime"):
+                raise
+            ort = f"onnxruntime {onnxruntime_version()}"
+            try:
+                made.setdefault("onnx-reference", make_runner("onnx-reference", data, provider, label))
+            except ModelNotRunnable as also:
+                raise BackendUnavailable(
+                    f"no runner can run this model: {ort} cannot ({exc.reason}), nor can onnx's reference evaluator "
+                    f"({also.reason})",
+                    source=label,
+                ) from None
+            notes.append(f"{ort} cannot run this model ({exc.reason}): checked with onnx's reference evaluator instead")
+    return made
+
+
 def check(
     spec: SpecLike,
     *,
@@ -152,6 +203,7 @@ def check(
     # Layer outputs are tensors named after the layers in models nnspec compiles; in other models a
     # tensor of that name may hold something else, so only nnspec's models are checked layer by layer.
     stepwise = True
+    adapt = _adapter({}, (), None)  # a fresh export has the spec's names and takes any batch size
     if onnx_model is None:
         check_opset(opset)
         data, label = to_bytes(export(g, opset)), f"fresh export (opset {opset})"
@@ -171,6 +223,10 @@ def check(
         elif not recorded:
             notes.append("the model carries no nnspec spec hash (not compiled by nnspec): checked end to end only")
         stepwise = "nnspec.version" in iface["metadata"]
+        chunks = None if problems else fixed_batch(g, iface)
+        if chunks is not None:
+            notes.append(chunks[1])
+        adapt = _adapter(g.onnx_names, {o.name for o in g.outputs}, chunks[0] if chunks else None)
     if inputs is not None:
         cases, origin = given_cases(g, inputs), "given"
         notes += non_finite_notes(cases[0].feeds)
@@ -180,20 +236,22 @@ def check(
     reference = NumpyRunner(g)
     if problems:
         return cross_check(g, reference, reference, cases, tol, problems=problems, notes=notes, inputs=origin)
-    kinds = {name: make_runner(name, data, provider, label) for name in dict.fromkeys(runners)}
-    candidates = list(kinds.values())
+    kinds = _candidates(runners, data, provider, label, given=onnx_model is not None, notes=notes)
+    candidates = [adapt(made) for made in kinds.values()]
 
     def traced(runner: Runner) -> Runner:
         from .onnxio.model import with_outputs
 
-        kind = next(name for name, made in kinds.items() if made is runner)
-        return make_runner(kind, with_outputs(data, [n.name for n in g.nodes]), provider, label)
+        kind = next(name for name, made in zip(kinds, candidates, strict=True) if made is runner)
+        return adapt(make_runner(kind, with_outputs(data, [n.name for n in g.nodes]), provider, label))
 
     report = cross_check(
         g, reference, candidates, cases, tol, traced=traced, stepwise=stepwise, notes=notes, inputs=origin
     )
     report.notes.insert(0, f"candidate: {label}")
-    if repro is not None and report.divergence is not None:
+    if repro is not None and report.divergence is not None and g.onnx_names:
+        report.notes.append("no reproduction written: the model names its values otherwise than the spec (onnx_names)")
+    elif repro is not None and report.divergence is not None:
         from .repro import write_repro
 
         case = next(c for c in cases if c.label == report.divergence["case"])

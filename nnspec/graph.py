@@ -108,6 +108,33 @@ def _outputs(spec: Spec, names: list[str], shapes: dict[str, tuple[int, ...]]) -
     return tuple(TensorInfo(ref, shapes[ref]) for ref in spec.outputs)
 
 
+def _check_onnx_names(spec: Spec, outputs: tuple[TensorInfo, ...], names: list[str]) -> None:
+    """Keys name a network input or an output; no two inputs (or outputs) take the same name in the model."""
+    ends = {"input": [i.name for i in spec.inputs], "output": [o.name for o in outputs]}
+    shown = f"inputs: {', '.join(ends['input'])}; outputs: {', '.join(ends['output'])}"
+    renamed = spec.onnx_names or {}
+    for key in renamed:
+        if key in ends["input"] or key in ends["output"]:
+            continue
+        if key in names:
+            why = f'found {key!r}, a layer that is not an output (list it in "outputs" to expose it)'
+        else:
+            why = f"found unknown {key!r}{suggest(key, [*ends['input'], *ends['output']])}"
+        raise SpecError(f"expected a network input or output ({shown}), {why}", ("onnx_names", key))
+    for kind, ends_of_kind in ends.items():
+        taken: dict[str, str] = {}
+        for name in ends_of_kind:
+            in_model = renamed.get(name, name)
+            if in_model in taken:
+                key = name if name in renamed else taken[in_model]
+                raise SpecError(
+                    f"expected each {kind} to have its own name in the ONNX model, found {in_model!r} for both "
+                    f"{taken[in_model]!r} and {name!r}",
+                    ("onnx_names", key),
+                )
+            taken[in_model] = name
+
+
 def _input_dtype(spec: Spec, k: int) -> str | None:
     """An input's dtype: an integer type by name, or None for the network's own float dtype."""
     dtype = spec.inputs[k].dtype
@@ -218,6 +245,7 @@ def build_graph(spec: Spec, limits: Limits | None = None) -> Graph:
                     f"expected an output name{suggest(key, [o.name for o in outputs])} (outputs: {shown}), found {key!r}",
                     ("tolerance", key),
                 )
+        _check_onnx_names(spec, outputs, names)
         _check_limits(spec, plans, dtype.itemsize, limits)
         nodes = []
         for i, (layer, plan, sources) in enumerate(zip(spec.layers, plans, wiring, strict=True)):
@@ -256,4 +284,5 @@ def build_graph(spec: Spec, limits: Limits | None = None) -> Graph:
         outputs=outputs,
         description=spec.description,
         tolerances={k: (t.rtol, t.atol) for k, t in (spec.tolerance or {}).items()},
+        onnx_names=dict(spec.onnx_names or {}),
     )

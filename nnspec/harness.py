@@ -488,30 +488,72 @@ def _divergence(node: Node, result: OutputResult, runner: str, case: str | None)
 INTEGER_ELEM_TYPES = {"int64": 7, "int32": 6}
 
 
+def _called(graph: Graph, name: str) -> str:
+    """A spec input or output as messages name it: `'x'`, or `'x' ('onnx::Gemm_0' in the model)`."""
+    renamed = graph.onnx_names.get(name)
+    return f"{name!r}" if renamed is None else f"{name!r} ({renamed!r} in the model)"
+
+
 def interface_problems(graph: Graph, iface: Mapping[str, Any], elem_type: int) -> list[str]:
     """Ways an existing model's inputs and outputs differ from the spec's (names, element type, dims).
 
+    Each spec input and output is looked up under its name in the model (`graph.onnx_names`, else its own).
     `elem_type` is the network dtype's ONNX element type; an integer input (ids) expects its own.
     """
     problems = []
     for kind, expected in (("input", graph.inputs), ("output", graph.outputs)):
         found = iface[f"{kind}s"]
         for info in expected:
-            if info.name not in found:
-                problems.append(f"the model has no {kind} {info.name!r} (its {kind}s: {', '.join(found) or 'none'})")
+            in_model = graph.onnx_names.get(info.name, info.name)
+            if in_model not in found:
+                problems.append(
+                    f"the model has no {kind} {_called(graph, info.name)} (its {kind}s: {', '.join(found) or 'none'}; "
+                    'if the model calls it otherwise, say so in the spec\'s "onnx_names")'
+                )
                 continue
-            dims, elem = found[info.name]
+            dims, elem = found[in_model]
             want = INTEGER_ELEM_TYPES[info.dtype] if info.dtype in INTEGER_ELEM_TYPES else elem_type
             if elem != want:
                 problems.append(
-                    f"{kind} {info.name!r} has ONNX element type {elem}, expected {want} "
+                    f"{kind} {_called(graph, info.name)} has ONNX element type {elem}, expected {want} "
                     f"({info.dtype if info.dtype in INTEGER_ELEM_TYPES else graph.dtype.name})"
                 )
             if [d for d in dims[1:]] != list(info.shape) or not dims:
                 problems.append(
-                    f"{kind} {info.name!r} has dims {dims}, expected ['N', {', '.join(map(str, info.shape))}]"
+                    f"{kind} {_called(graph, info.name)} has dims {dims}, expected "
+                    f"['N', {', '.join(map(str, info.shape))}]"
                 )
-        extra = [name for name in found if name not in {i.name for i in expected}]
+        mapped = {graph.onnx_names.get(i.name, i.name) for i in expected}
+        extra = [name for name in found if name not in mapped]
         if kind == "input" and extra:
             problems.append(f"the model has inputs the spec does not: {', '.join(extra)}")
+    fixed = fixed_first_dims(graph, iface)
+    if fixed and (len(set(fixed.values())) > 1 or min(fixed.values()) < 1):
+        sizes = ", ".join(f"{what} {rows}" for what, rows in fixed.items())
+        problems.append(
+            f"expected one fixed batch size >= 1 for every input and output whose first dim is fixed, found {sizes}"
+        )
     return problems
+
+
+def fixed_first_dims(graph: Graph, iface: Mapping[str, Any]) -> dict[str, int]:
+    """The spec's inputs and outputs whose first (batch) dim the model fixes, as messages name them, and that dim."""
+    fixed = {}
+    for kind, values in (("input", graph.inputs), ("output", graph.outputs)):
+        for info in values:
+            dims, _ = iface[f"{kind}s"].get(graph.onnx_names.get(info.name, info.name), ([], 0))
+            if dims and isinstance(dims[0], int):
+                fixed[f"{kind} {_called(graph, info.name)}"] = dims[0]
+    return fixed
+
+
+def fixed_batch(graph: Graph, iface: Mapping[str, Any]) -> tuple[int, str] | None:
+    """The one batch size a model with fixed first dims accepts, and the report's note saying so; None when
+    it accepts any. Call only on a model without `interface_problems`, which ensures a single size."""
+    fixed = fixed_first_dims(graph, iface)
+    if not fixed:
+        return None
+    rows = next(iter(fixed.values()))
+    inputs_fixed = all(f"input {_called(graph, i.name)}" in fixed for i in graph.inputs)
+    which = "its inputs' first dim is" if inputs_fixed else f"the first dim of {', '.join(fixed)} is"
+    return rows, f"the model accepts batches of {rows} only ({which} fixed): run in chunks of {rows}"

@@ -91,6 +91,9 @@ class Graph:
     outputs: tuple[TensorInfo, ...]
     description: str | None = None
     tolerances: dict[str, tuple[float, float]] = field(default_factory=dict)  # output -> (rtol, atol), from the spec
+    # input or output -> its name in the ONNX model the spec was imported from; for checking that model only,
+    # so it is no part of the fingerprint (a fresh export uses the spec's names)
+    onnx_names: dict[str, str] = field(default_factory=dict)
 
     def node(self, name: str) -> Node:
         return next(n for n in self.nodes if n.name == name)

@@ -21,7 +21,19 @@ PROVIDER_OPTIONS: dict[str, dict[str, str]] = {"cpu": {}, "cuda": {"use_tf32": "
 
 
 # onnxruntime's message when no kernel matches a node's operator and types.
-_MISSING_KERNEL = re.compile(r"Could not find an implementation for (\w+)\(\d+\) node with name '([^']*)'")
+_MISSING_KERNEL = re.compile(r"Could not find an implementation for (\w+)\((\d+)\) node with name '([^']*)'")
+
+
+class ModelNotRunnable(BackendUnavailable):
+    """A runtime is installed and usable here but cannot load this model; `reason` says why in one line."""
+
+    def __init__(self, message: str, reason: str, *, source: str | None = None) -> None:
+        super().__init__(message, source=source)
+        self.reason = reason
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 class Runner(Protocol):
@@ -89,19 +101,28 @@ class OnnxRuntimeRunner:
         except Exception as exc:  # onnxruntime raises its own untyped errors
             missing = _MISSING_KERNEL.search(str(exc))
             if missing:
-                op, node = missing.groups()
-                raise BackendUnavailable(
+                op, version, node = missing.groups()
+                raise ModelNotRunnable(
                     f"onnxruntime's {provider} provider has no {op} kernel for this model's element type (node "
                     f"{node!r}; its CPU provider has no float64 Conv, AveragePool or global pools): check it with "
                     "--runner onnx-reference (onnx's own evaluator), or as a float32 spec",
+                    f"its {provider} provider has no {op}-{version} kernel for these element types"
+                    + (f" (node {node!r})" if node else ""),
                     source=source,
                 ) from None
-            raise BackendUnavailable(f"onnxruntime cannot load the model: {exc}", source=source) from None
+            raise ModelNotRunnable(
+                f"onnxruntime cannot load the model: {exc}", _first_line(exc), source=source
+            ) from None
         self.output_names = [o.name for o in self.session.get_outputs()]
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         results = self.session.run(None, dict(feeds))
         return dict(zip(self.output_names, results, strict=True))
+
+
+def onnxruntime_version() -> str:
+    """The installed onnxruntime's version, for messages ("1.32.0")."""
+    return str(_ort().__version__)
 
 
 @lru_cache(maxsize=1)
@@ -130,7 +151,13 @@ class ReferenceRunner:
         from .onnxio.model import load_model
 
         self.name = "onnx-reference"
-        self.session = ReferenceEvaluator(load_model(model_bytes, source or "ONNX model"))
+        model = load_model(model_bytes, source or "ONNX model")
+        try:
+            self.session = ReferenceEvaluator(model)
+        except Exception as exc:  # an operator it does not implement, mostly; its errors have no common base
+            raise ModelNotRunnable(
+                f"onnx's reference evaluator cannot load the model: {_first_line(exc)}", _first_line(exc), source=source
+            ) from None
         self.output_names = list(self.session.output_names)
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -153,3 +180,46 @@ def make_runner(name: str, data: bytes, provider: str = "cpu", source: str = "ON
 
         raise NNSpecError(f"expected a runner ({', '.join(RUNNERS)}), found {name!r}{suggest(name, RUNNERS)}")
     return RUNNERS[name](data, provider, source)
+
+
+# --- adapters for models from elsewhere ----------------------------------------------------------
+
+
+class RenamedRunner:
+    """A model whose inputs and outputs have other names than the spec's (the spec's `onnx_names`): feeds go
+    in under the model's names, and outputs come back under the spec's."""
+
+    def __init__(self, runner: Runner, inputs: Mapping[str, str], outputs: Mapping[str, str]) -> None:
+        self.name = runner.name
+        self.runner = runner
+        self.inputs = dict(inputs)  # spec name -> model name
+        self.outputs = dict(outputs)
+        self.back = {model: spec for spec, model in outputs.items()}
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        got = self.runner.run({self.inputs.get(k, k): v for k, v in feeds.items()})
+        # A model tensor that merely shares a renamed output's spec name is something else: left out.
+        return {self.back.get(k, k): v for k, v in got.items() if k in self.back or k not in self.outputs}
+
+
+class ChunkedRunner:
+    """A model that takes batches of exactly `rows` rows (a fixed first dim): any batch is run in chunks of
+    `rows`, the last one padded by repeating its last row, the padded rows' outputs dropped."""
+
+    def __init__(self, runner: Runner, rows: int) -> None:
+        self.name = runner.name
+        self.runner = runner
+        self.rows = rows
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        total = min((len(v) for v in feeds.values()), default=0)
+        if total == 0:
+            return self.runner.run(feeds)
+        parts: list[dict[str, np.ndarray]] = []
+        for start in range(0, total, self.rows):
+            chunk = {k: v[start : start + self.rows] for k, v in feeds.items()}
+            real = min(self.rows, total - start)
+            if real < self.rows:
+                chunk = {k: np.concatenate([v, np.repeat(v[-1:], self.rows - real, axis=0)]) for k, v in chunk.items()}
+            parts.append({k: out[:real] for k, out in self.runner.run(chunk).items()})
+        return {k: np.concatenate([part[k] for part in parts]) for k in parts[0]}

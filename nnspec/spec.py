@@ -19,6 +19,10 @@ FORMAT = "nnspec/1"
 _FORMAT_RE = re.compile(r"^nnspec/(\d+)(?:\.(\d+))?$")
 _NUMBER_RE = re.compile(r"-?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?")
 _SPECIAL_RE = re.compile(r"-?(?:NaN|Infinity)")
+# An ONNX name in `onnx_names` is at most this long: exporters' names run to a few hundred characters
+# (TensorFlow scope paths such as 'model/dense_2/BiasAdd/ReadVariableOp:0'), and every message that
+# quotes a name stays readable.
+ONNX_NAME_MAX = 1024
 
 # One member per registered layer type, told apart by its "type" tag.
 Layer = Annotated[Union[tuple(t.spec for t in LAYERS.values())], Field(discriminator="type")]  # type: ignore[valid-type]  # noqa: UP007
@@ -54,6 +58,11 @@ class Spec(StrictModel):
     tolerance: dict[str, OutputTolerance] | None = Field(
         None, description="per output name, a flat tolerance for the cross-check instead of the derived bound"
     )
+    onnx_names: dict[str, Annotated[str, Field(min_length=1, max_length=ONNX_NAME_MAX)]] | None = Field(
+        None,
+        description="per input or output name, its name in the ONNX model the spec was imported from "
+        "(e.g. 'onnx::Gemm_0'), used by `nnspec check --onnx`; a fresh export uses the spec's names",
+    )
 
     _base_dir: Path | None = PrivateAttr(default=None)
     _source: str | None = PrivateAttr(default=None)
@@ -78,6 +87,23 @@ class Spec(StrictModel):
             return value
         hint = suggest(value, ["float32", "float64"]) if isinstance(value, str) else ""
         raise spec_error(f"expected 'float32' or 'float64', found {value!r}{hint}")
+
+    @field_validator("onnx_names", mode="before")
+    @classmethod
+    def _onnx_names(cls, value: Any) -> Any:
+        """Each ONNX name a non-empty string of at most ONNX_NAME_MAX characters (the keys: see build_graph)."""
+        if not isinstance(value, dict):
+            return value
+        for key, name in value.items():
+            if not isinstance(name, str):
+                raise spec_error(f"expected the value's name in the ONNX model (a string), found {kind_of(name)}", key)
+            if not 1 <= len(name) <= ONNX_NAME_MAX:
+                raise spec_error(
+                    f"expected a name of 1 to {ONNX_NAME_MAX} characters, found "
+                    + (repr(name) if not name else f"{len(name):,} characters"),
+                    key,
+                )
+        return value
 
     @field_validator("layers", mode="before")
     @classmethod
