@@ -308,9 +308,9 @@ def reshape_lift(node: OnnxNode, view: ModelView) -> Lifted | None:
         target = view.const(node.inputs[1])
         if target is None:
             raise Unliftable("its shape is computed, not a constant")
-        if node.attrs.get("allowzero", 0):
-            raise Unliftable("allowzero=1")
         dims = int_list(target.reshape(-1))
+        if node.attrs.get("allowzero", 0) and 0 in dims:
+            raise Unliftable(f"allowzero=1 with a 0 in shape {dims} (an empty axis)")
         if not dims or dims[0] not in (0, -1, *(before[:1] if before else [])):
             raise Unliftable(f"shape {dims} does not keep the batch axis first")
         per_sample = [before[k] if d == 0 and before and k < len(before) else d for k, d in enumerate(dims)][1:]

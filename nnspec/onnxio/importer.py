@@ -233,8 +233,9 @@ class View:
         self.opset = default_opset(model)
         self.dtype = dtype
         self.consts: dict[str, np.ndarray] = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-        self.shapes = _inferred_shapes(model)
-        self.outputs = [o.name for o in model.graph.output]
+        self.shapes, self.types = _inferred(model)
+        self.graph_outputs = [o.name for o in model.graph.output]
+        self.outputs = list(self.graph_outputs)  # the values that hold them, once identities are removed
         self.inputs = [i.name for i in model.graph.input if i.name not in self.consts]
         self.aliases: dict[str, str] = {}
         folded = 0
@@ -250,8 +251,10 @@ class View:
             if node.op == "Constant":
                 self.consts[node.outputs[0]] = _constant_value(node)
                 folded += 1
-            elif node.op == "Identity" and node.outputs[0] not in self.outputs:
+            elif self._identity(node):
                 self.aliases[node.outputs[0]] = node.inputs[0]
+                if node.outputs[0] in self.outputs:  # the layer computing the input takes the output's name
+                    self.outputs[self.outputs.index(node.outputs[0])] = node.inputs[0]
             elif (
                 node.inputs
                 and all(not i or i in self.consts for i in node.inputs)
@@ -265,6 +268,23 @@ class View:
             notes.append(f"folded {folded} constant node(s) into the weights they compute")
         self.nodes = nodes
         self._index()
+
+    def _identity(self, node: OnnxNode) -> bool:
+        """Identity, or a Cast to the type the value already has; one whose output is a graph output only
+        when its input is computed and is no graph output itself (else it stays, as a linear activation)."""
+        same = node.op == "Identity" or (
+            node.op == "Cast" and self.types.get(node.inputs[0]) == node.attrs.get("to") is not None
+        )
+        if not same:
+            return False
+        if node.outputs[0] not in self.outputs:
+            return True
+        source = node.inputs[0]
+        return source not in self.consts and source not in self.inputs and source not in self.outputs
+
+    def held(self, output: str) -> str:
+        """The value that holds a graph output."""
+        return self.outputs[self.graph_outputs.index(output)]
 
     def _index(self) -> None:
         self._producer = {out: n for n in self.nodes for out in n.outputs}
@@ -382,17 +402,20 @@ def _constant_value(node: OnnxNode) -> np.ndarray:
     raise UnliftableModel(f"Constant {node.name!r} holds no tensor the format can use")
 
 
-def _inferred_shapes(model: onnx.ModelProto) -> dict[str, tuple[int | None, ...]]:
+def _inferred(model: onnx.ModelProto) -> tuple[dict[str, tuple[int | None, ...]], dict[str, int]]:
+    """Each value's shape (None where a dim is unknown) and element type, as shape inference finds them."""
     try:
         inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
     except Exception:  # noqa: BLE001 - shapes are a help for the lifts, not a requirement
         inferred = model
-    shapes = {}
+    shapes, types = {}, {}
     for v in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
         t = v.type.tensor_type
+        if t.elem_type:
+            types[v.name] = t.elem_type
         if t.HasField("shape"):
             shapes[v.name] = tuple(d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim)
-    return shapes
+    return shapes, types
 
 
 # --- recognising activations --------------------------------------------------------------------
@@ -438,15 +461,21 @@ def _fuse_activation(lifted: Lifted, view: View, keep: set[str]) -> Lifted:
     )
 
 
-def _name_of(node: OnnxNode, value: str) -> str | None:
-    """A readable layer name: the module path PyTorch writes in node names (`/encoder/fc1/Gemm` -> `encoder.fc1`),
-    else the value's own name where it is a valid nnspec name."""
-    if "/" in node.name:
-        parts = [p for p in node.name.split("/") if p]
-        if len(parts) > 1:
-            parts = parts[:-1]
-        candidate = re.sub(r"[^A-Za-z0-9_.\-]", "_", ".".join(parts[-1:]))
-        if candidate and NAME_RE.match(candidate):
+def _name_of(node: OnnxNode, value: str, kind: str) -> str | None:
+    """A readable layer name: the module path PyTorch writes in node names (`/layer1/layer1.0/conv1/Conv` ->
+    `layer1.0.conv1`; a bare index of nn.Sequential, `/3/Gemm`, -> `dense_3`), else the value's own name
+    where it is a valid nnspec name."""
+    parts = [p for p in node.name.split("/") if p][:-1] if node.name.startswith("/") else []
+    if parts:
+        qualified = ""
+        for part in parts:
+            qualified = (
+                part if qualified and part.startswith(qualified + ".") else ".".join(filter(None, [qualified, part]))
+            )
+        candidate = re.sub(r"[^A-Za-z0-9_.\-]", "_", qualified)
+        if candidate and not NAME_RE.match(candidate):
+            candidate = f"{kind}_{candidate}"
+        if NAME_RE.match(candidate):
             return candidate
     return value if NAME_RE.match(value) else None
 
@@ -481,7 +510,7 @@ def lift_model(
 
     inputs, renamed = _inputs(model, view, dtype, source)
     graph_outputs = [o.name for o in model.graph.output]
-    keep = set(graph_outputs)
+    keep = set(view.outputs)
     layers: list[Lifted] = []
     gaps: list[str] = []
     claimed: set[int] = set()
@@ -520,7 +549,15 @@ def _gap(node: OnnxNode) -> str:
 
 def _network_dtype(model: onnx.ModelProto, source: str) -> np.dtype:
     inits = {t.name for t in model.graph.initializer}
-    types = [v.type.tensor_type.elem_type for v in [*model.graph.input, *model.graph.output] if v.name not in inits]
+    values = [v for v in [*model.graph.input, *model.graph.output] if v.name not in inits]
+    types = [v.type.tensor_type.elem_type for v in values if v.type.HasField("tensor_type")]
+    others = [v.name for v in values if not v.type.HasField("tensor_type")]
+    if others:
+        raise UnliftableModel(
+            f"expected tensors, found {', '.join(map(repr, others))}, which are not (a sequence or a map, such as "
+            "ZipMap writes): import the tensor outputs with --outputs",
+            source=source,
+        )
     floats = {_FLOAT_TYPES[t] for t in types if t in _FLOAT_TYPES}
     if len(floats) > 1:
         raise UnliftableModel("expected one float type for the whole network, found float32 and float64", source=source)
@@ -589,21 +626,24 @@ def _document(
     holds.update({i["name"]: i["name"] for i in inputs if i["name"] not in renamed})
     taken = {i["name"] for i in inputs}
     # graph outputs name the layers that compute them; other layers are named after their nodes
-    out_names: dict[str, str] = {}
-    for value in graph_outputs:
-        out_names[value] = _unique(_valid_name(value, "output"), taken)
+    out_names: dict[str, str] = {}  # the value holding a graph output -> its layer's name
+    onnx_name: dict[str, str] = {}
+    for output in graph_outputs:
+        value = view.held(output)
+        out_names[value] = _unique(_valid_name(output, "output"), taken)
+        onnx_name[value] = output
     arrays: dict[str, np.ndarray] = {}
     entries: list[dict[str, Any]] = []
     previous: str | None = inputs[0]["name"] if inputs else None
     for i, lifted in enumerate(layers):
         if lifted.output in out_names:
             layer_name = out_names[lifted.output]
-            if layer_name != lifted.output:
-                renamed[layer_name] = lifted.output
+            if layer_name != onnx_name[lifted.output]:
+                renamed[layer_name] = onnx_name[lifted.output]
         else:
             first = lifted.nodes[0]
             layer_name = _unique(
-                _name_of(first, lifted.output) or f"{lifted.type}_{i}", taken | set(out_names.values())
+                _name_of(first, lifted.output, lifted.type) or f"{lifted.type}_{i}", taken | set(out_names.values())
             )
         taken.add(layer_name)
         try:
@@ -626,9 +666,10 @@ def _document(
         previous = layer_name
     outputs = []
     computed = {lifted.output for lifted in layers}
-    for value in graph_outputs:
+    for output in graph_outputs:
+        value = view.held(output)
         if value not in computed:
-            raise UnliftableModel(f"output {value!r} is computed by no layer (an input or a constant)", source=source)
+            raise UnliftableModel(f"output {output!r} is computed by no layer (an input or a constant)", source=source)
         outputs.append(holds[value])
     document: dict[str, Any] = {"format": "nnspec/1", "name": name, "description": ""}
     if dtype != np.float32:

@@ -70,6 +70,17 @@ def _gelu_erf_torch(g: Any, x: str, out: str | None) -> str:
 
 
 def _gelu_tanh_torch(g: Any, x: str, out: str | None) -> str:
+    cube = g.op("Mul", [x, g.op("Mul", [x, x])])
+    inner = g.op("Mul", [g.const(math.sqrt(2 / math.pi)), g.op("Add", [x, g.op("Mul", [g.const(0.044715), cube])])])
+    return g.op("Mul", [g.const(0.5), g.op("Mul", [x, g.op("Add", [g.const(1.0), g.op("Tanh", [inner])])])], out)
+
+
+def _softplus_thresholded(g: Any, x: str, out: str | None) -> str:
+    # PyTorch's softplus(beta=1, threshold=20): n above 20, where log(1 + exp(n)) rounds to n in float32
+    return g.op("Where", [g.op("Greater", [x, g.const(20.0)]), x, g.op("Softplus", [x])], out)
+
+
+def _gelu_tanh_pow(g: Any, x: str, out: str | None) -> str:
     cube = g.op("Pow", [x, g.const(3.0)])
     inner = g.op("Mul", [g.const(math.sqrt(2 / math.pi)), g.op("Add", [x, g.op("Mul", [g.const(0.044715), cube])])])
     half_x = g.op("Mul", [g.const(0.5), x])
@@ -105,7 +116,12 @@ def _relu_as_max(g: Any, x: str, out: str | None) -> str:
 
 # activation name -> (parameters fixed by the idiom, the idiom as a lowering)
 FOREIGN: dict[str, tuple[tuple[Mapping[str, Any], Lowering], ...]] = {
-    "gelu": (({"approximate": "none"}, _gelu_erf_torch), ({"approximate": "tanh"}, _gelu_tanh_torch)),
+    "gelu": (
+        ({"approximate": "none"}, _gelu_erf_torch),
+        ({"approximate": "tanh"}, _gelu_tanh_torch),
+        ({"approximate": "tanh"}, _gelu_tanh_pow),
+    ),
+    "softplus": (({}, _softplus_thresholded),),
     "softsign": (({}, _softsign_composed),),
     "silu": (({}, _silu_torch),),
     "hard_swish": (({}, _hard_swish_torch),),
@@ -231,8 +247,15 @@ def _match_node(p: Pattern, want: str, have: str, view: Any, state: _State) -> _
     return None
 
 
-def _tidy(value: float, dtype: np.dtype) -> float:
-    """A float32 parameter as its shortest decimal (0.2, not 0.20000000298), the same float32 either way."""
+def _tidy(value: float, dtype: np.dtype, default: Any = None) -> float:
+    """A parameter as the activation's default where it is that number in the model (float attributes are
+    float32), else, in float32 models, as its shortest decimal (0.2, not 0.20000000298)."""
+    if (
+        isinstance(default, float)
+        and np.float32(default) == np.float32(value)
+        and (dtype == np.float32 or default == value or np.float32(default) == value)
+    ):
+        return default
     return float(str(np.float32(value))) if dtype == np.float32 else float(value)
 
 
@@ -245,7 +268,8 @@ def match_at(patterns: Sequence[Pattern], end: OnnxNode, view: Any) -> tuple[Act
         inner = {o for n in state.nodes if n is not end for o in n.outputs}
         if any(view.consumers_outside(value, state.nodes) for value in inner):
             continue
-        params = {**p.fixed, **{k: _tidy(v, view.dtype) for k, v in state.params.items()}}
+        defaults = p.activation.defaults()
+        params = {**p.fixed, **{k: _tidy(v, view.dtype, defaults.get(k)) for k, v in state.params.items()}}
         activation = Activation(p.activation, {k: params[k] for k in p.activation.params})
         if not _confirmed(p, activation, state, view):
             continue
