@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -81,10 +82,25 @@ def check_opset(opset: int) -> None:
 
 
 def to_onnx(spec: SpecLike, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
-    """The spec as an ONNX model (checked by onnx.checker with full_check)."""
+    """The spec as an ONNX model (checked by onnx.checker with full_check), carrying the spec without its
+    weights in its metadata (`nnspec.spec`), so that `nnspec import` gives back this very spec."""
+    from .onnxio.export import set_structure
     from .onnxio.export import to_onnx as export
 
-    return export(graph(spec), opset)
+    if not isinstance(spec, Spec):
+        spec = load(spec)
+    g = graph(spec)
+    return set_structure(export(g, opset), structure(spec, g))
+
+
+def structure(spec: Spec, g: Graph) -> str:
+    """The spec as canonical JSON with each weight field (weights, bias, mean, ...) written as `true`: what
+    a compiled model records of its spec, its numbers being the model's own initializers."""
+    weights = {node.index: set(node.params) for node in g.nodes if node.params}
+    data = spec.model_dump(mode="json", exclude_none=True, exclude={"layers": weights})  # type: ignore[dict-item]
+    for index, keys in weights.items():
+        data["layers"][index].update(dict.fromkeys(sorted(keys), True))
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
 
 
 def _model_bytes(model: Any) -> tuple[bytes, str]:

@@ -16,15 +16,20 @@ from .weights import materialize
 
 def layer_names(spec: Spec) -> list[str]:
     """Every layer's name: its own, or `<type>_<index>` (with a suffix if that is taken)."""
-    taken = {layer.name for layer in spec.layers if layer.name} | {i.name for i in spec.inputs}
+    return auto_names([(layer.type, layer.name) for layer in spec.layers], [i.name for i in spec.inputs])
+
+
+def auto_names(layers: list[tuple[str, str | None]], inputs: list[str]) -> list[str]:
+    """`layer_names` over (type, name) pairs, for documents not (yet) validated."""
+    taken = {name for _, name in layers if name} | set(inputs)
     names = []
-    for i, layer in enumerate(spec.layers):
-        if layer.name:
-            names.append(layer.name)
+    for i, (kind, given) in enumerate(layers):
+        if given:
+            names.append(given)
             continue
-        name, k = f"{layer.type}_{i}", 1
+        name, k = f"{kind}_{i}", 1
         while name in taken:
-            name, k = f"{layer.type}_{i}_{k}", k + 1
+            name, k = f"{kind}_{i}_{k}", k + 1
         taken.add(name)
         names.append(name)
     return names

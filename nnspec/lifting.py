@@ -56,6 +56,9 @@ class Lifted:
     nodes: tuple[OnnxNode, ...]
     output: str
     notes: tuple[str, ...] = ()
+    # params that hold exactly the format's default (a scale of ones): left out of a spec, unless the model's
+    # recorded spec names them
+    defaults: frozenset[str] = frozenset()
 
 
 class ModelView(Protocol):

@@ -42,7 +42,7 @@ def test_compile_default_output_is_name_in_cwd(cli, write_spec, party, tmp_path,
     assert "cross-check passed" in result.stdout
     model = onnx.load(work / "party.onnx")
     assert model.opset_import[0].version == 17
-    assert [p.key for p in model.metadata_props] == ["nnspec.version", "nnspec.spec_sha256"]
+    assert [p.key for p in model.metadata_props] == ["nnspec.version", "nnspec.spec_sha256", "nnspec.spec"]
 
 
 def test_compile_opset_and_no_check(cli, write_spec, party, tmp_path):

@@ -470,14 +470,14 @@ LAYER_NORM_EXAMPLES = (
 )
 
 
-def _without_defaults(params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Drop a scale of exact ones and an offset of exact zeros: the format's defaults, the same numbers."""
-    out = dict(params)
-    if "scale" in out and np.all(out["scale"] == 1):
-        del out["scale"]
-    if "offset" in out and not np.any(out["offset"]) and not np.signbit(out["offset"]).any():
-        del out["offset"]
-    return out
+def _defaults(params: dict[str, np.ndarray]) -> frozenset[str]:
+    """A scale of exact ones and an offset of exact (positive) zeros: the format's defaults, the same numbers."""
+    found = set()
+    if "scale" in params and np.all(params["scale"] == 1):
+        found.add("scale")
+    if "offset" in params and not np.any(params["offset"]) and not np.signbit(params["offset"]).any():
+        found.add("offset")
+    return frozenset(found)
 
 
 def batch_norm_lift(node: OnnxNode, view: ModelView) -> Lifted | None:
@@ -490,9 +490,9 @@ def batch_norm_lift(node: OnnxNode, view: ModelView) -> Lifted | None:
     if any(a is None for a in arrays):
         raise Unliftable("a statistic or scale that is computed, not a constant")
     scale, offset, mean, variance = (a.reshape(-1) for a in arrays)  # type: ignore[union-attr]
-    params = _without_defaults({"mean": mean, "variance": variance, "scale": scale, "offset": offset})
+    params = {"mean": mean, "variance": variance, "scale": scale, "offset": offset}
     fields = {"epsilon": tidy_float(node.attrs.get("epsilon", 1e-5))}
-    return Lifted("batch_norm", fields, params, node.inputs[:1], (node,), node.outputs[0])
+    return Lifted("batch_norm", fields, params, node.inputs[:1], (node,), node.outputs[0], defaults=_defaults(params))
 
 
 def layer_norm_lift(node: OnnxNode, view: ModelView) -> Lifted | None:
@@ -513,7 +513,7 @@ def layer_norm_lift(node: OnnxNode, view: ModelView) -> Lifted | None:
                     raise Unliftable(f"its {key} is computed, not a constant")
                 params[key] = array.reshape(-1)
         fields = {"epsilon": tidy_float(node.attrs.get("epsilon", 1e-5))}
-        return Lifted("layer_norm", fields, _without_defaults(params), (x,), (node,), node.outputs[0])
+        return Lifted("layer_norm", fields, params, (x,), (node,), node.outputs[0], defaults=_defaults(params))
     if node.op == "ReduceMean":
         return _composed_layer_norm(node, view)
     return None

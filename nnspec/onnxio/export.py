@@ -115,6 +115,16 @@ def to_onnx(graph: Graph, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
     return model
 
 
+STRUCTURE_KEY = "nnspec.spec"  # metadata: the spec without its numbers (see nnspec.api.structure)
+
+
+def set_structure(model: onnx.ModelProto, text: str) -> onnx.ModelProto:
+    """Record the spec's structure in the model's metadata, for a lossless `nnspec import`."""
+    props = {p.key: p.value for p in model.metadata_props}
+    helper.set_model_props(model, {**props, STRUCTURE_KEY: text})
+    return model
+
+
 def to_bytes(model: onnx.ModelProto) -> bytes:
     """The model's bytes, the same for the same model every time; refused above protobuf's 2 GiB."""
     from .. import limits

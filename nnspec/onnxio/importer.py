@@ -9,6 +9,7 @@ whole. The document is validated by the same `Spec` and graph resolution as any 
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import tempfile
@@ -510,7 +511,9 @@ def lift_model(
 
     inputs, renamed = _inputs(model, view, dtype, source)
     graph_outputs = [o.name for o in model.graph.output]
-    keep = set(view.outputs)
+    recorded = None if outputs else _recorded(original)
+    recorded_names = set(_layer_names(recorded)) if recorded else set()
+    keep = set(view.outputs) | recorded_names
     layers: list[Lifted] = []
     gaps: list[str] = []
     claimed: set[int] = set()
@@ -534,11 +537,75 @@ def lift_model(
             source=source,
         )
     document, arrays = _document(
-        model, view, layers, inputs, renamed, graph_outputs, dtype, weights_file, name or _graph_name(model), source
+        model,
+        view,
+        layers,
+        inputs,
+        renamed,
+        graph_outputs,
+        dtype,
+        weights_file,
+        name or _graph_name(model),
+        source,
+        keep_defaults=recorded is not None,
+        recorded_names=recorded_names,
     )
+    if recorded is not None:
+        overlaid = _overlay(recorded, document, arrays)
+        if overlaid is None:
+            notes.append("its recorded nnspec spec does not match its graph (edited since?): lifted from the graph")
+        else:
+            document, arrays = overlaid
+            notes.append("the layers as its recorded nnspec spec has them, every weight from the model itself")
     notes.append(f"imported from {path.name}: {producer}, opset {opset}")
     document["description"] = _description(original, path, producer, opset, notes, renamed)
     return Imported(document, arrays, notes, original)
+
+
+def _recorded(model: onnx.ModelProto) -> dict[str, Any] | None:
+    """The spec (its numbers left out) that nnspec records in the models it compiles, if well formed."""
+    from .export import STRUCTURE_KEY
+
+    text = next((p.value for p in model.metadata_props if p.key == STRUCTURE_KEY), None)
+    try:
+        data = json.loads(text) if text else None
+    except ValueError:
+        return None
+    ok = isinstance(data, dict) and isinstance(data.get("layers"), list) and isinstance(data.get("inputs"), list)
+    ok = ok and all(isinstance(layer, dict) and isinstance(layer.get("type"), str) for layer in data["layers"])
+    return data if ok and all(isinstance(i, dict) for i in data["inputs"]) else None
+
+
+def _layer_names(document: Mapping[str, Any]) -> list[str]:
+    from ..graph import auto_names
+
+    pairs = [
+        (layer["type"], layer.get("name") if isinstance(layer.get("name"), str) else None)
+        for layer in document["layers"]
+    ]
+    return auto_names(pairs, [str(i.get("name")) for i in document["inputs"]])
+
+
+def _overlay(
+    recorded: dict[str, Any], document: dict[str, Any], arrays: dict[str, np.ndarray]
+) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
+    """The recorded spec with each of its weight fields (`true`) taken from the lifted layer of the same name
+    and type; None where a recorded layer has no such counterpart (the graph was edited)."""
+    lifted = {entry["name"]: entry for entry in document["layers"]}
+    merged = json.loads(json.dumps(recorded))
+    used: set[str] = set()
+    for layer, layer_name in zip(merged["layers"], _layer_names(recorded), strict=True):
+        for key, value in list(layer.items()):
+            if value is not True:
+                continue
+            twin = lifted.get(layer_name)
+            if twin is None or twin["type"] != layer["type"] or not isinstance(twin.get(key), dict):
+                return None
+            layer[key] = twin[key]
+            used.add(twin[key]["key"])
+    merged["name"] = document["name"]
+    merged.pop("description", None)
+    return merged, {key: arrays[key] for key in arrays if key in used}
 
 
 def _gap(node: OnnxNode) -> str:
@@ -621,6 +688,8 @@ def _document(
     weights_file: str,
     name: str,
     source: str,
+    keep_defaults: bool = False,
+    recorded_names: set[str] | frozenset[str] = frozenset(),
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     holds: dict[str, str] = {renamed_inv: spec for spec, renamed_inv in renamed.items()}
     holds.update({i["name"]: i["name"] for i in inputs if i["name"] not in renamed})
@@ -636,7 +705,9 @@ def _document(
     entries: list[dict[str, Any]] = []
     previous: str | None = inputs[0]["name"] if inputs else None
     for i, lifted in enumerate(layers):
-        if lifted.output in out_names:
+        if lifted.output in recorded_names:  # a model nnspec compiled names its values after the layers
+            layer_name = lifted.output
+        elif lifted.output in out_names:
             layer_name = out_names[lifted.output]
             if layer_name != onnx_name[lifted.output]:
                 renamed[layer_name] = onnx_name[lifted.output]
@@ -658,6 +729,8 @@ def _document(
         for key, value in lifted.fields.items():
             entry[key] = value.to_json() if isinstance(value, Activation) else value
         for key, array in lifted.params.items():
+            if key in lifted.defaults and not keep_defaults:
+                continue
             _check_param(array, dtype, lifted, key, source)
             arrays[f"{layer_name}.{key}"] = np.ascontiguousarray(array)
             entry[key] = {"file": weights_file, "key": f"{layer_name}.{key}"}
