@@ -297,3 +297,25 @@ def test_an_edited_model_is_imported_as_it_now_is(tmp_path):
     onnx.save(model, tmp_path / "rewired.onnx")
     lifted = lift_model(tmp_path / "rewired.onnx")
     assert "does not match its graph" in lifted.document["description"]
+
+
+@pytest.mark.parametrize("keepdims", [0, 1])
+def test_a_mean_over_every_spatial_axis_is_a_global_pool(tmp_path, keepdims):
+    """PyTorch's dynamo exporter writes adaptive_avg_pool2d(1) as ReduceMean (then a Reshape to [N, C])."""
+    w = (np.arange(6, dtype=np.float32).reshape(2, 3) - 2) / 3
+    axes = numpy_helper.from_array(np.array([2, 3], np.int64), "axes")
+    nodes = [helper.make_node("ReduceMean", ["x", "axes"], ["m"], name="mean", keepdims=keepdims)]
+    pooled = "m"
+    if keepdims:
+        nodes.append(helper.make_node("Reshape", ["m", "shape"], ["flat"], name="view", allowzero=1))
+        pooled = "flat"
+    nodes.append(helper.make_node("Gemm", [pooled, "w"], ["y"], name="fc", transB=1))
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 4, 5])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])
+    inits = [axes, numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.array([-1, 3], np.int64), "shape")]
+    graph = helper.make_graph(nodes, "g", [x], [y], inits)
+    opsets = [helper.make_opsetid("", 18)]
+    onnx.save(helper.make_model(graph, opset_imports=opsets, ir_version=8), tmp_path / "m.onnx")
+    spec = _imported(tmp_path, tmp_path / "m.onnx")
+    assert [n.op for n in nnspec.graph(spec).nodes] == ["global_avg_pool", "dense"]
+    assert nnspec.check(spec, onnx_model=tmp_path / "m.onnx").passed

@@ -322,6 +322,7 @@ EXAMPLES: dict[str, tuple[dict, ...]] = {
 
 _POOLS = {"MaxPool": "max_pool", "AveragePool": "avg_pool"}
 _GLOBALS = {"GlobalAveragePool": "global_avg_pool", "GlobalMaxPool": "global_max_pool"}
+_REDUCTIONS = {"ReduceMean": "global_avg_pool", "ReduceMax": "global_max_pool"}
 
 
 def _pool_fields(node: OnnxNode, rank: int) -> dict[str, object]:
@@ -389,8 +390,20 @@ def _lift_unsqueezed(node: OnnxNode, view: ModelView) -> Lifted | None:
 
 
 def global_lift(node: OnnxNode, view: ModelView) -> Lifted | None:
-    """GlobalAveragePool / GlobalMaxPool, then what drops the 1-sized spatial axes: Flatten(axis=1), a
-    Reshape to [N, C], or a Squeeze of the spatial axes."""
+    """GlobalAveragePool / GlobalMaxPool (or ReduceMean / ReduceMax over every spatial axis, as PyTorch's
+    dynamo exporter writes them), then what drops the 1-sized spatial axes: Flatten(axis=1), a Reshape to
+    [N, C], or a Squeeze of the spatial axes."""
+    if node.op in _REDUCTIONS and computed(view, node.inputs[:1]):
+        shape = view.shape(node.inputs[0])
+        axes = node.attrs.get("axes") or []
+        if shape is None or len(shape) < 3 or sorted(int(a) % len(shape) for a in axes) != list(range(2, len(shape))):
+            return None
+        if not node.attrs.get("keepdims", 1):
+            return Lifted(_REDUCTIONS[node.op], {}, {}, node.inputs[:1], (node,), node.outputs[0])
+        after = view.sole_consumer(node.outputs[0])
+        if after is None or not _drops_spatial(after, view.shape(node.outputs[0]), view):
+            return None
+        return Lifted(_REDUCTIONS[node.op], {}, {}, node.inputs[:1], (node, after), after.outputs[0])
     if node.op not in _GLOBALS or not computed(view, node.inputs[:1]):
         return None
     shape = view.shape(node.outputs[0])
