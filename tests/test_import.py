@@ -319,3 +319,27 @@ def test_a_mean_over_every_spatial_axis_is_a_global_pool(tmp_path, keepdims):
     spec = _imported(tmp_path, tmp_path / "m.onnx")
     assert [n.op for n in nnspec.graph(spec).nodes] == ["global_avg_pool", "dense"]
     assert nnspec.check(spec, onnx_model=tmp_path / "m.onnx").passed
+
+
+def test_a_constant_that_would_fill_memory_is_not_folded(tmp_path):
+    """ConstantOfShape asking for 2**40 numbers: declared sizes are read first; the node is left unfolded."""
+    shape = numpy_helper.from_array(np.array([1 << 20, 1 << 20], np.int64), "shape")
+    nodes = [
+        helper.make_node("ConstantOfShape", ["shape"], ["huge"], name="bomb"),
+        helper.make_node("Add", ["x", "huge"], ["y"], name="add"),
+    ]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])
+    graph = helper.make_graph(nodes, "g", [x], [y], [shape])
+    opsets = [helper.make_opsetid("", 17)]
+    onnx.save(helper.make_model(graph, opset_imports=opsets, ir_version=8), tmp_path / "m.onnx")
+    with pytest.raises(UnliftableModel, match="ConstantOfShape 'bomb'"):
+        lift_model(tmp_path / "m.onnx")
+
+
+def test_a_model_file_beyond_the_budgets_is_refused_unread(tmp_path, cli, monkeypatch):
+    _, model = _compiled(tmp_path, LAYERS["dense"].examples[0])
+    monkeypatch.setenv("NNSPEC_MAX_WEIGHT_BYTES", "64")
+    monkeypatch.setenv("NNSPEC_MAX_SPEC_BYTES", "64")
+    result = cli("import", model, "-o", tmp_path / "s.json")
+    assert result.exit_code == 2 and "refused unread" in result.stderr

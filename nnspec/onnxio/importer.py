@@ -67,6 +67,14 @@ def read_model(path: Path, limits: Limits) -> onnx.ModelProto:
             raise ModelFileError(
                 f"expected an ONNX file of at most 2 GiB (protobuf's limit), found {human_bytes(size)}", source=source
             )
+        # a model file is its weights and its graph: no larger than the weight and spec budgets together
+        budget = limits.max_weight_bytes + limits.max_spec_bytes
+        if size > budget:
+            raise LimitError(
+                f"expected an ONNX file of at most {human_bytes(budget)} (NNSPEC_MAX_WEIGHT_BYTES + "
+                f"NNSPEC_MAX_SPEC_BYTES), found {human_bytes(size)}; it is refused unread",
+                source=source,
+            )
         data = path.read_bytes()
     except FileNotFoundError:
         raise ModelFileError("no such file", source=source) from None
@@ -230,7 +238,8 @@ def _plain(value: Any) -> Any:
 class View:
     """The cleaned model, as the lifts and patterns see it (nnspec.lifting.ModelView)."""
 
-    def __init__(self, model: onnx.ModelProto, dtype: np.dtype, notes: list[str]) -> None:
+    def __init__(self, model: onnx.ModelProto, dtype: np.dtype, notes: list[str], limits: Limits) -> None:
+        self.limits = limits
         self.opset = default_opset(model)
         self.dtype = dtype
         self.consts: dict[str, np.ndarray] = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
@@ -260,6 +269,7 @@ class View:
                 node.inputs
                 and all(not i or i in self.consts for i in node.inputs)
                 and (node.op not in _NONDETERMINISTIC and "." not in node.op)
+                and self._small(node)
             ):
                 self._fold(proto, node)
                 folded += 1
@@ -298,6 +308,17 @@ class View:
         while name in self.aliases:
             name = self.aliases[name]
         return name
+
+    def _small(self, node: OnnxNode) -> bool:
+        """A constant node is folded only when shape inference declares every output's size, within the
+        parameter budget (an Expand or ConstantOfShape could otherwise ask for any amount of memory)."""
+        total = 0
+        for out in node.outputs:
+            shape = self.shapes.get(out) if out else ()
+            if shape is None or any(d is None for d in shape):
+                return False
+            total += int(np.prod(shape, dtype=np.float64))
+        return total <= self.limits.max_parameters
 
     def _fold(self, proto: onnx.NodeProto, node: OnnxNode) -> None:
         from onnx.reference import ReferenceEvaluator
@@ -506,7 +527,7 @@ def lift_model(
     opset = default_opset(original)
     model = _upgrade(_cut(original, outputs, source), notes, source)
     dtype = _network_dtype(model, source)
-    view = View(model, dtype, notes)
+    view = View(model, dtype, notes, limits)
     _recognise_activations(view)
 
     inputs, renamed = _inputs(model, view, dtype, source)
