@@ -343,3 +343,85 @@ def test_a_model_file_beyond_the_budgets_is_refused_unread(tmp_path, cli, monkey
     monkeypatch.setenv("NNSPEC_MAX_SPEC_BYTES", "64")
     result = cli("import", model, "-o", tmp_path / "s.json")
     assert result.exit_code == 2 and "refused unread" in result.stderr
+
+
+def _save(path: Path, nodes: list[onnx.NodeProto], inits: dict[str, np.ndarray], x: list[Any], y: list[Any]) -> Path:
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, x)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, y)],
+        [numpy_helper.from_array(a, k) for k, a in inits.items()],
+    )
+    opsets = [helper.make_opsetid("", 17)]
+    onnx.save(helper.make_model(graph, opset_imports=opsets, ir_version=8), path)
+    return path
+
+
+def _random(*shape: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+IDIOMS = {
+    "gemm_transB0_alpha_beta": (
+        [helper.make_node("Gemm", ["x", "w", "c"], ["y"], name="fc", alpha=0.5, beta=2.0)],
+        {"w": _random(4, 3), "c": _random(1, 3, seed=1)},
+        ["N", 4],
+        ["N", 3],
+        ["dense"],
+    ),
+    "transpose_then_matmul_then_add": (
+        [
+            helper.make_node("Transpose", ["w"], ["wt"], name="t", perm=[1, 0]),
+            helper.make_node("MatMul", ["x", "wt"], ["h"], name="mm"),
+            helper.make_node("Add", ["b", "h"], ["y"], name="bias"),
+        ],
+        {"w": _random(3, 4), "b": _random(3, seed=1)},
+        ["N", 4],
+        ["N", 3],
+        ["dense"],
+    ),
+    "sum_of_three_and_dropout": (
+        [
+            helper.make_node("Relu", ["x"], ["r"], name="relu"),
+            helper.make_node("Tanh", ["x"], ["t"], name="tanh"),
+            helper.make_node("Sum", ["x", "r", "t"], ["s"], name="sum"),
+            helper.make_node("Dropout", ["s", "ratio"], ["y"], name="drop"),
+        ],
+        {"ratio": np.array(0.25, np.float32)},
+        ["N", 4],
+        ["N", 4],
+        ["activation", "activation", "add", "dropout"],
+    ),
+    "pool1d_as_unsqueeze_pool2d_squeeze": (
+        [
+            helper.make_node("Unsqueeze", ["x", "axis"], ["u"], name="u"),
+            helper.make_node("MaxPool", ["u"], ["p"], name="pool", kernel_shape=[1, 3], strides=[1, 2]),
+            helper.make_node("Squeeze", ["p", "axis"], ["y"], name="s"),
+        ],
+        {"axis": np.array([2], np.int64)},
+        ["N", 2, 9],
+        ["N", 2, 4],
+        ["max_pool1d"],
+    ),
+    "conv_same_upper_and_uneven_pads": (
+        [
+            helper.make_node("Conv", ["x", "w1"], ["c"], name="c1", auto_pad="SAME_UPPER", strides=[2, 2]),
+            helper.make_node("Conv", ["c", "w2", "b2"], ["y"], name="c2", pads=[0, 1, 1, 2], group=2),
+        ],
+        {"w1": _random(4, 2, 3, 3), "w2": _random(4, 2, 2, 2, seed=1), "b2": _random(4, seed=2)},
+        ["N", 2, 7, 7],
+        ["N", 4, 4, 6],
+        ["conv2d", "conv2d"],
+    ),
+}
+
+
+@pytest.mark.parametrize("idiom", sorted(IDIOMS))
+def test_exporter_idioms_are_lifted_and_check_against_their_file(tmp_path, idiom):
+    nodes, inits, x, y, types = IDIOMS[idiom]
+    model = _save(tmp_path / "m.onnx", nodes, inits, x, y)
+    spec = _imported(tmp_path, model)
+    assert [n.op for n in nnspec.graph(spec).nodes] == types
+    report = nnspec.check(spec, onnx_model=model)
+    assert report.passed, str(report)
