@@ -501,3 +501,72 @@ def test_damaged_onnx_models_end_cleanly(cli, tmp_path_factory, data) -> None:
     assert "Traceback" not in result.output
     if result.exit_code == 2:
         assert result.stderr.startswith("error: "), result.stderr
+
+
+FIXTURE_MODELS = Path(__file__).parent / "fixtures" / "onnx"
+_IMPORT_SOURCES = ("torch_lenet.onnx", "torch_layernorm_gelu_opset14.onnx", "sklearn_mlp_regressor.onnx")
+
+
+@settings(
+    max_examples=EXAMPLES // 4,
+    deadline=PER_EXAMPLE_SECONDS * 1000,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(data=st.data(), source=st.sampled_from(_IMPORT_SOURCES))
+def test_damaged_models_import_cleanly(cli, tmp_path_factory, data, source: str) -> None:
+    """`nnspec import` on exporters' models (and a compiled one) damaged at random: imported and checked (0),
+    a check that fails (1), or a clean refusal (2) that writes nothing; never a traceback."""
+    from nnspec.onnxio.export import to_bytes
+
+    fixtures = Path(__file__).parent / "fixtures" / "onnx"
+    original = (
+        (fixtures / source).read_bytes()
+        if data.draw(st.booleans())
+        else to_bytes(nnspec.to_onnx(nnspec.from_dict(THREE_LAYER)))
+    )
+    folder = tmp_path_factory.mktemp("imports")
+    (folder / "model.onnx").write_bytes(data.draw(damaged(original)))
+    result = cli("import", folder / "model.onnx", "-o", folder / "spec.json")
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert result.exit_code in (0, 1, 2), (result.exit_code, result.output)
+    assert "Traceback" not in result.output
+    if result.exit_code:
+        assert sorted(p.name for p in folder.iterdir()) == ["model.onnx"], "nothing written"
+    if result.exit_code == 2:
+        assert result.stderr.startswith("error: "), result.stderr
+
+
+@settings(
+    max_examples=EXAMPLES // 2,
+    deadline=PER_EXAMPLE_SECONDS * 1000,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(data=st.data(), source=st.sampled_from(sorted(p.name for p in FIXTURE_MODELS.glob("*.onnx"))))
+def test_models_with_odd_attributes_import_cleanly(tmp_path_factory, data, source: str) -> None:
+    """Exporters' models with attributes changed at random (kernel sizes, strides, pads, axes, epsilons,
+    auto_pad): lifted, or refused with a clean error naming the node; never an exception of another kind."""
+    import onnx
+
+    from nnspec.errors import NNSpecError
+    from nnspec.onnxio.importer import Staged, lift_model
+
+    model = onnx.load(FIXTURE_MODELS / source)
+    nodes = [n for n in model.graph.node if n.attribute]
+    for _ in range(data.draw(st.integers(1, 3))):
+        attr = data.draw(st.sampled_from([a for n in nodes for a in n.attribute]))
+        if attr.type == onnx.AttributeProto.INT:
+            attr.i = data.draw(st.integers(-3, 6))
+        elif attr.type == onnx.AttributeProto.INTS:
+            del attr.ints[:]
+            attr.ints.extend(data.draw(st.lists(st.integers(-2, 5), max_size=5)))
+        elif attr.type == onnx.AttributeProto.FLOAT:
+            attr.f = data.draw(st.sampled_from([0.0, -0.0, -1.0, 0.5, 1e30, float("nan"), float("inf")]))
+        elif attr.type == onnx.AttributeProto.STRING:
+            attr.s = data.draw(st.sampled_from([b"SAME_LOWER", b"SAME_UPPER", b"VALID", b"NOTSET", b"tanh", b"x"]))
+    folder = tmp_path_factory.mktemp("odd")
+    (folder / "m.onnx").write_bytes(model.SerializeToString())
+    try:
+        Staged(lift_model(folder / "m.onnx"), folder / "s.json").discard()
+    except NNSpecError:
+        pass
+    assert sorted(p.name for p in folder.iterdir()) == ["m.onnx"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import re
 import tempfile
@@ -53,6 +54,7 @@ class Imported:
     arrays: dict[str, np.ndarray]
     notes: list[str] = field(default_factory=list)
     model: onnx.ModelProto | None = None  # the file as read (external data loaded), to check the spec against
+    source: str = ""  # the model's path, for messages
 
 
 # --- reading ------------------------------------------------------------------------------------
@@ -580,7 +582,7 @@ def lift_model(
             notes.append("the layers as its recorded nnspec spec has them, every weight from the model itself")
     notes.append(f"imported from {path.name}: {producer}, opset {opset}")
     document["description"] = _description(original, path, producer, opset, notes, renamed)
-    return Imported(document, arrays, notes, original)
+    return Imported(document, arrays, notes, original, source)
 
 
 def _recorded(model: onnx.ModelProto) -> dict[str, Any] | None:
@@ -749,6 +751,11 @@ def _document(
             entry["inputs"] = sources
         for key, value in lifted.fields.items():
             entry[key] = value.to_json() if isinstance(value, Activation) else value
+            if not _finite(entry[key]):
+                raise UnliftableModel(
+                    f"{lifted.nodes[-1].describe()}: expected finite numbers for its {key}, found {entry[key]!r}",
+                    source=source,
+                )
         for key, array in lifted.params.items():
             if key in lifted.defaults and not keep_defaults:
                 continue
@@ -775,6 +782,16 @@ def _document(
     if renamed:
         document["onnx_names"] = dict(renamed)
     return document, arrays
+
+
+def _finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_finite(v) for v in value)
+    return True
 
 
 def _check_param(array: np.ndarray, dtype: np.dtype, lifted: Lifted, key: str, source: str) -> None:
@@ -820,18 +837,28 @@ class Staged:
             raise OutputError(f"expected a file name to write, found a folder: {target}")
         if not folder.is_dir():
             raise OutputError(f"folder {folder} does not exist")
-        self._npz = _temporary(folder, self.weights.name)
-        self._json = _temporary(folder, target.name)
+        self._npz = self._json = folder / ""  # nothing staged yet
         try:
+            self._npz = _temporary(folder, self.weights.name)
+            self._json = _temporary(folder, target.name)
             buffer = io.BytesIO()
             np.savez(buffer, **imported.arrays)
             self._npz.write_bytes(buffer.getvalue())
             staged = _with_weights_file(imported.document, self._npz.name)
             self._json.write_text(json_text(staged))
-            self.spec = load(self._json)
-            graph(self.spec)  # shapes, wiring and weights resolved as for any spec
+            try:
+                self.spec = load(self._json)
+                graph(self.spec)  # shapes, wiring and weights resolved as for any spec
+            except NNSpecError as exc:  # a lift that wrote what the format refuses: say where, in the model's terms
+                exc.source = None
+                raise UnliftableModel(
+                    f"the spec lifted from it is not valid: {exc}", source=imported.source or None
+                ) from None
             self.text = json_text(_with_weights_file(imported.document, self.weights.name))
             atomic_write(self._json, self.text.encode())
+        except OSError as exc:
+            self.discard()
+            raise OutputError(f"cannot write beside {target}: {exc.strerror or exc}") from None
         except BaseException:
             self.discard()
             raise
@@ -842,7 +869,8 @@ class Staged:
 
     def discard(self) -> None:
         for path in (self._npz, self._json):
-            path.unlink(missing_ok=True)
+            if path.is_file():
+                path.unlink(missing_ok=True)
 
 
 def _temporary(folder: Path, name: str) -> Path:
