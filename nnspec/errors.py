@@ -46,6 +46,12 @@ def missing(key: str, why: str = "it is required") -> str:
     return f"expected a {key!r} here ({why}), found none"
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (libraries' own errors can run to pages), or its type."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class NNSpecError(Exception):
     """Base of every error nnspec reports to a user; the CLI turns it into one line and an exit code."""
 

@@ -9,7 +9,7 @@ from typing import Protocol
 
 import numpy as np
 
-from .errors import BackendUnavailable, NNSpecError
+from .errors import BackendUnavailable, NNSpecError, first_line
 from .evaluator import NumpyModel
 from .ir import Graph
 
@@ -30,10 +30,6 @@ class ModelNotRunnable(BackendUnavailable):
     def __init__(self, message: str, reason: str, *, source: str | None = None) -> None:
         super().__init__(message, source=source)
         self.reason = reason
-
-
-def _first_line(exc: Exception) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 class Runner(Protocol):
@@ -111,7 +107,7 @@ class OnnxRuntimeRunner:
                     source=source,
                 ) from None
             raise ModelNotRunnable(
-                f"onnxruntime cannot load the model: {exc}", _first_line(exc), source=source
+                f"onnxruntime cannot load the model: {exc}", first_line(exc), source=source
             ) from None
         self.output_names = [o.name for o in self.session.get_outputs()]
 
@@ -156,7 +152,7 @@ class ReferenceRunner:
             self.session = ReferenceEvaluator(model)
         except Exception as exc:  # an operator it does not implement, mostly; its errors have no common base
             raise ModelNotRunnable(
-                f"onnx's reference evaluator cannot load the model: {_first_line(exc)}", _first_line(exc), source=source
+                f"onnx's reference evaluator cannot load the model: {first_line(exc)}", first_line(exc), source=source
             ) from None
         self.output_names = list(self.session.output_names)
 

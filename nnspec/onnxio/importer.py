@@ -14,7 +14,7 @@ import math
 import os
 import re
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from onnx import helper, numpy_helper
 
 from .._version import __version__
 from ..activations import Activation
-from ..errors import LimitError, ModelFileError, NNSpecError, OutputError
+from ..errors import LimitError, ModelFileError, NNSpecError, OutputError, first_line
 from ..fields import NAME_RE
 from ..files import json_text
 from ..layers import LAYERS
@@ -33,6 +33,7 @@ from ..lifting import ACTIVATION_OP, Lifted, OnnxNode, Unliftable
 from ..limits import PROTOBUF_MAX_BYTES, Limits, human_bytes
 from . import patterns
 from .export import MIN_OPSET
+from .model import tensors
 
 # Nodes whose outputs are not a function of their inputs, never folded.
 _NONDETERMINISTIC = frozenset({"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial"})
@@ -87,19 +88,19 @@ def read_model(path: Path, limits: Limits) -> onnx.ModelProto:
     try:
         model = onnx.load_from_string(data)
     except Exception as exc:  # protobuf's decode errors have no common base class
-        raise ModelFileError(f"not a valid ONNX model: {_first_line(exc)}", source=source) from None
+        raise ModelFileError(f"not a valid ONNX model: {first_line(exc)}", source=source) from None
     if not model.graph.node and not model.graph.output:
         raise ModelFileError("not a valid ONNX model: it has no graph", source=source)
     _load_external(model, path.parent, limits, source)
     try:
         onnx.checker.check_model(model)
     except Exception as exc:  # the checker's errors have no common base class either
-        raise ModelFileError(f"not a valid ONNX model: {_first_line(exc)}", source=source) from None
+        raise ModelFileError(f"not a valid ONNX model: {first_line(exc)}", source=source) from None
     return model
 
 
 def _load_external(model: onnx.ModelProto, folder: Path, limits: Limits, source: str) -> None:
-    external = [t for t in _tensors(model.graph) if t.data_location == onnx.TensorProto.EXTERNAL]
+    external = [t for t in tensors(model.graph) if t.data_location == onnx.TensorProto.EXTERNAL]
     if not external:
         return
     root = folder.resolve()
@@ -129,19 +130,6 @@ def _load_external(model: onnx.ModelProto, folder: Path, limits: Limits, source:
     from onnx.external_data_helper import load_external_data_for_model
 
     load_external_data_for_model(model, str(root))
-
-
-def _tensors(graph: onnx.GraphProto) -> Iterable[onnx.TensorProto]:
-    yield from graph.initializer
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.HasField("t"):
-                yield attr.t
-            yield from attr.tensors
-
-
-def _first_line(exc: Exception) -> str:
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 def default_opset(model: onnx.ModelProto) -> int:
@@ -206,7 +194,7 @@ def _upgrade(model: onnx.ModelProto, notes: list[str], source: str) -> onnx.Mode
         upgraded = onnx.version_converter.convert_version(model, MIN_OPSET)
     except Exception as exc:  # the converter raises bare RuntimeErrors
         raise ModelFileError(
-            f"cannot upgrade the model from opset {opset} to {MIN_OPSET} (onnx.version_converter: {_first_line(exc)})",
+            f"cannot upgrade the model from opset {opset} to {MIN_OPSET} (onnx.version_converter: {first_line(exc)})",
             source=source,
         ) from None
     notes.append(f"upgraded from opset {opset} to {MIN_OPSET} by onnx.version_converter before lifting")

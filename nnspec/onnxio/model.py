@@ -15,13 +15,13 @@ def load_model(data: bytes, source: str) -> onnx.ModelProto:
     A tensor stored as external data names a file to read; nnspec refuses it before anything reads
     it, wherever it points (models nnspec compiles always hold their weights inside).
     """
-    from ..errors import ModelFileError
+    from ..errors import ModelFileError, first_line
 
     try:
         model = onnx.load_from_string(data)
     except Exception as exc:  # protobuf's decode errors have no common base class
-        raise ModelFileError(f"not a valid ONNX model: {_first_line(exc)}", source=source) from None
-    for tensor in _tensors(model.graph):
+        raise ModelFileError(f"not a valid ONNX model: {first_line(exc)}", source=source) from None
+    for tensor in tensors(model.graph):
         if tensor.data_location == onnx.TensorProto.EXTERNAL:
             where = next((e.value for e in tensor.external_data if e.key == "location"), "?")
             raise ModelFileError(
@@ -32,15 +32,11 @@ def load_model(data: bytes, source: str) -> onnx.ModelProto:
     try:
         onnx.checker.check_model(model)
     except Exception as exc:  # the checker's errors have no common base class either
-        raise ModelFileError(f"not a valid ONNX model: {_first_line(exc)}", source=source) from None
+        raise ModelFileError(f"not a valid ONNX model: {first_line(exc)}", source=source) from None
     return model
 
 
-def _first_line(exc: Exception) -> str:
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-
-
-def _tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
+def tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
     """Every tensor a graph holds: initializers and tensor attributes, in subgraphs too."""
     yield from graph.initializer
     for node in graph.node:
@@ -49,7 +45,7 @@ def _tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
                 yield attr.t
             yield from attr.tensors
             for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
-                yield from _tensors(sub)
+                yield from tensors(sub)
 
 
 def interface(model: onnx.ModelProto) -> dict[str, Any]:
