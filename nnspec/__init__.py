@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ._version import __version__
-from .api import check, from_dict, graph, load, to_numpy, to_onnx
+from .api import check, from_dict, graph, import_onnx, load, to_numpy, to_onnx
 from .errors import InputDataError, LimitError, NNSpecError, SpecError, WeightError
 from .evaluator import NumpyModel
 from .harness import Report, Tolerance
@@ -26,6 +26,7 @@ __all__ = [
     "check",
     "from_dict",
     "graph",
+    "import_onnx",
     "load",
     "to_numpy",
     "to_onnx",

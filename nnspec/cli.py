@@ -320,12 +320,6 @@ def compile_(
     out.print(f"wrote {target} (opset {opset}, {g.parameter_count} parameters, {human_bytes(len(data))}){summary}")
 
 
-# The import's own check proves the lift: batches of 1 and 7 and the edge rows run every layer on every
-# kind of value. The serving-size batch of 64 that `nnspec check` adds costs ~9x the time and memory on a
-# 224x224 CNN (ResNet-18: 15 GB) and proves nothing more about the lift; it is left to `nnspec check`.
-IMPORT_BATCH_SIZES = (1, 7)
-
-
 @command("import", short_help="Lift an ONNX model into a reviewable spec and its weights.")
 @reports_errors
 def import_(
@@ -365,40 +359,24 @@ def import_(
     written; 1, writing nothing, when the check fails; 2, writing nothing, for a model that cannot be lifted
     (every node the format has no layer for is listed).
     """
-    from .fields import NAME_RE
-    from .onnxio.importer import Staged, lift_model
+    done = api.import_onnx(model, output, outputs=outputs, name=name, check_model=not no_check)
+    if done.spec is None:
+        from .render import print_report
 
-    if output.suffix.lower() != ".json":
-        raise NNSpecError(f"expected a spec file name ending in .json, found {output.name!r}")
-    if name is not None and not NAME_RE.match(name):
-        raise NNSpecError(f"--name: expected a name of letters, digits, '_', '.', '-' (not first), found {name!r}")
-    imported = lift_model(model, outputs=outputs, name=name, weights_file=output.with_suffix(".npz").name)
-    staged = Staged(imported, output)
-    try:
-        summary = ""
-        if not no_check:
-            report = api.check(staged.spec, onnx_model=imported.model, batch_sizes=IMPORT_BATCH_SIZES)
-            if not report.passed:
-                from .render import print_report
-
-                print_report(report, err)
-                err.print(
-                    f"[bold red]not written:[/bold red] {output} (the imported spec disagrees with {model.name})",
-                    markup=True,
-                )
-                raise typer.Exit(1)
-            summary = f"; checked against {model.name}: PASS on {len(report.cases)} batches"
-        staged.commit()
-    except BaseException:
-        staged.discard()
-        raise
-    g = api.graph(staged.spec)
+        assert done.report is not None
+        print_report(done.report, err)
+        err.print(
+            f"[bold red]not written:[/bold red] {output} (the imported spec disagrees with {model.name})", markup=True
+        )
+        raise typer.Exit(1)
+    g = api.graph(done.spec)
+    summary = f"; checked against {model.name}: PASS on {len(done.report.cases)} batches" if done.report else ""
     out.print(
         f"wrote {output} and {output.with_suffix('.npz').name} ({len(g.nodes)} layers, {g.parameter_count:,} "
         f"parameters){summary}",
         markup=False,
     )
-    for note in imported.notes:
+    for note in done.notes:
         out.print(f"  {note}", markup=False)
 
 

@@ -425,3 +425,30 @@ def test_exporter_idioms_are_lifted_and_check_against_their_file(tmp_path, idiom
     assert [n.op for n in nnspec.graph(spec).nodes] == types
     report = nnspec.check(spec, onnx_model=model)
     assert report.passed, str(report)
+
+
+def test_an_import_that_does_not_check_writes_nothing(tmp_path, cli):
+    """PyTorch's thresholded softplus (n itself above 20) is softplus to float32's precision, not float64's:
+    in a float64 model the lifted spec disagrees with the file, and the check says so before anything is
+    written."""
+    nodes = [
+        helper.make_node("Softplus", ["x"], ["sp"], name="sp"),
+        helper.make_node("Greater", ["x", "threshold"], ["above"], name="gt"),
+        helper.make_node("Where", ["above", "x", "sp"], ["y"], name="where"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.DOUBLE, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.DOUBLE, ["N", 4])],
+        [numpy_helper.from_array(np.array(20.0), "threshold")],
+    )
+    opsets = [helper.make_opsetid("", 17)]
+    onnx.save(helper.make_model(graph, opset_imports=opsets, ir_version=8), tmp_path / "m.onnx")
+    result = cli("import", tmp_path / "m.onnx", "-o", tmp_path / "s.json")
+    assert result.exit_code == 1, result.output
+    assert "not written" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+    done = nnspec.import_onnx(tmp_path / "m.onnx", tmp_path / "s.json")
+    assert done.spec is None and done.report is not None and not done.report.passed
+    assert nnspec.import_onnx(tmp_path / "m.onnx", tmp_path / "s.json", check_model=False).spec is not None
