@@ -255,3 +255,30 @@ def test_float32_uses_the_operator_once_the_opset_has_it(activation: str, opset:
     )
     assert op_types(nnspec.to_onnx(spec, opset=opset)) == [operator]
     assert nnspec.check(spec, opset=opset).passed
+
+
+def test_negative_zero_is_its_own_constant():
+    """A float64 leaky_relu with alpha = -0.0 next to a 0.0 constant: keyed by value, the two would share
+    one initializer, and onnxruntime would compute alpha * n = -0.0 where NumPy gives 0.0."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    spec = nnspec.from_dict(
+        {
+            "format": "nnspec/1",
+            "name": "zeros",
+            "dtype": "float64",
+            "inputs": [{"name": "x", "shape": [2]}],
+            "layers": [{"type": "activation", "activation": {"name": "leaky_relu", "alpha": -0.0}}],
+        }
+    )
+    model = nnspec.to_onnx(spec)
+    scalars = [numpy_helper.to_array(t) for t in model.graph.initializer if not t.dims]
+    assert any(a == 0 and np.signbit(a) for a in scalars) and any(a == 0 and not np.signbit(a) for a in scalars)
+    from nnspec.runners import OnnxRuntimeRunner
+
+    x = np.array([[-1.5, 2.0]])
+    got = OnnxRuntimeRunner(model.SerializeToString()).run({"x": x})
+    assert np.array_equal(
+        np.signbit(got["activation_0"]), np.signbit(nnspec.to_numpy(spec).run({"x": x})["activation_0"])
+    )

@@ -40,7 +40,7 @@ class Builder:
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
         self._names: set[str] = set()
-        self._consts: dict[tuple[float, ...], str] = {}
+        self._consts: dict[bytes, str] = {}  # a scalar's bytes: -0.0 and 0.0 are different constants
         self.scope = ""
 
     def _fresh(self, base: str) -> str:
@@ -62,7 +62,7 @@ class Builder:
     def const(self, value: float | np.ndarray, hint: str = "c") -> str:
         array = np.asarray(value, dtype=self.dtype)
         if array.ndim == 0:
-            key = (float(array),)
+            key = array.tobytes()
             if key in self._consts:
                 return self._consts[key]
             name = self._fresh(f"const_{float(array):g}")
