@@ -182,6 +182,7 @@ def check(
     opset: int = DEFAULT_OPSET,
     repro: str | Path | None = None,
     runners: Sequence[str] = ("onnxruntime",),
+    exact_file: bool = False,
 ) -> Report:
     """Prove that the ONNX form computes what the spec says: run both on the same inputs, compare every output.
 
@@ -198,6 +199,8 @@ def check(
         opset: the ONNX opset of the fresh export.
         repro: a folder to write a minimal reproduction to when a layer is found to diverge.
         runners: candidate runners, "onnxruntime" and/or "onnx-reference".
+        exact_file: for a model nnspec compiled, also fail when its file differs in any bit from a fresh
+            export of the spec (always reported, in `Report.differences`).
 
     Returns:
         A `Report`: `.passed`, per output `.outputs` (with `.worst_margin`, the largest error divided by
@@ -226,7 +229,8 @@ def check(
         data, label = to_bytes(export(g, opset)), f"fresh export (opset {opset})"
     else:
         data, label = _model_bytes(onnx_model)
-        iface = interface(load_model(data, label))
+        given_model = load_model(data, label)
+        iface = interface(given_model)
         problems = interface_problems(g, iface, elem_type_of(g.dtype))
         recorded = iface["metadata"].get("nnspec.spec_sha256")
         if recorded and recorded != g.fingerprint:
@@ -266,6 +270,11 @@ def check(
         g, reference, candidates, cases, tol, traced=traced, stepwise=stepwise, notes=notes, inputs=origin
     )
     report.notes.insert(0, f"candidate: {label}")
+    report.exact_file = exact_file
+    if onnx_model is not None and stepwise and not problems:
+        _compare_with_export(report, g, given_model, iface)
+    elif exact_file and onnx_model is not None:
+        report.problems.append("--exact-file: the model carries no nnspec metadata, so there is no export to compare")
     if repro is not None and report.divergence is not None and g.onnx_names:
         report.notes.append("no reproduction written: the model names its values otherwise than the spec (onnx_names)")
     elif repro is not None and report.divergence is not None:
@@ -278,6 +287,31 @@ def check(
     elif repro is not None:
         report.notes.append("no reproduction written: no layer was found to diverge")
     return report
+
+
+def _compare_with_export(report: Report, g: Graph, model: onnx.ModelProto, iface: Mapping[str, Any]) -> None:
+    """A model nnspec compiled against a fresh export of the spec at its opset: every initializer to the bit
+    and every node (nnspec.onnxio.diff). Files from another nnspec version, or renamed ones, are not compared
+    (their export may differ for reasons of no consequence); with exact_file that is a problem."""
+    from ._version import __version__
+    from .onnxio.diff import file_differences
+    from .onnxio.export import MIN_OPSET, max_opset
+    from .onnxio.export import to_onnx as export
+
+    version, opset = iface["metadata"].get("nnspec.version"), iface["opset"]
+    if version != __version__:
+        why = f"the model was compiled by nnspec {version} (this is {__version__}): not compared with a fresh export"
+        (report.problems if report.exact_file else report.notes).append(why)
+        return
+    if g.onnx_names or opset is None or not MIN_OPSET <= opset <= max_opset():
+        report.notes.append(
+            "the model was renamed or is at an opset nnspec does not write: not compared with a fresh export"
+        )
+        return
+    report.differences = file_differences(model, export(g, opset), g)
+    report.compared_with_export = True
+    if not report.differences:
+        report.notes.append(f"the file is the spec's export at opset {opset}: every initializer and node the same")
 
 
 # The import's own check proves the lift: batches of 1 and 7 and the edge rows run every layer on every

@@ -543,6 +543,14 @@ def check(
             show_default=False,
         ),
     ] = None,
+    exact_file: Annotated[
+        bool,
+        typer.Option(
+            "--exact-file",
+            help="With --onnx, for a model nnspec compiled: also fail when the file differs in any bit from a "
+            "fresh export of the spec (always reported).",
+        ),
+    ] = False,
 ) -> None:
     """Prove that the ONNX form computes what the spec says: run both on the same inputs, compare every output.
 
@@ -565,6 +573,7 @@ def check(
             ("--markdown", markdown),
             ("--html", html),
             ("--repro", repro),
+            ("--exact-file", True if exact_file else None),
         )
         for flag, value in one_spec:
             if value is not None:
@@ -586,6 +595,8 @@ def check(
         raise typer.Exit(code)
     if exclude:
         raise NNSpecError(f"--exclude applies to a folder, but {spec} is a file")
+    if exact_file and onnx is None:
+        raise NNSpecError("--exact-file compares a given model file (--onnx) with the spec's export")
     s = api.load(spec)
     g = api.graph(s)
     feeds = load_arrays(inputs, g.inputs) if inputs is not None else None
@@ -600,6 +611,7 @@ def check(
         opset=opset,
         repro=repro,
         runners=runners,
+        exact_file=exact_file,
     )
     writers: dict[str, Callable[[], str]] = {
         "--json": lambda: render.to_json(report),

@@ -127,6 +127,12 @@ class Report:
     # the candidate fed it, within that one layer's rounding bound (see `step_results`).
     steps: list[OutputResult] = field(default_factory=list)
     nondeterministic: list[str] = field(default_factory=list)
+    # A model nnspec compiled against a fresh export of its spec (nnspec.onnxio.diff): each initializer that
+    # differs (down to the weight) and each node. A verdict of its own: the check's comes from running the
+    # model (a weight one ulp off computes the spec within rounding), unless `exact_file` makes any fail it.
+    differences: list[dict[str, Any]] = field(default_factory=list)
+    compared_with_export: bool = False
+    exact_file: bool = False
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     inputs: str = ""  # where the input batches came from
@@ -138,6 +144,7 @@ class Report:
             and bool(self.outputs)
             and all(o.passed for o in self.outputs)
             and all(s.passed for s in self.steps)
+            and not (self.exact_file and self.differences)
         )
 
     def __str__(self) -> str:

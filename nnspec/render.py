@@ -110,7 +110,12 @@ def tolerance_line(report: Report) -> str:
 
 def verdict_lines(report: Report) -> list[str]:
     """Plain-text explanations: what failed, where, which side the oracle blames, where it started."""
-    lines = []
+    lines = [f"the file differs from the spec's export: {d['message']}" for d in report.differences]
+    if report.differences and not report.exact_file:
+        lines.append(
+            "(the file against the spec's export is a verdict of its own; the check's comes from running the model; "
+            "--exact-file makes any difference fail)"
+        )
     for o in report.outputs:
         if not o.passed:
             lines.append(
@@ -245,6 +250,15 @@ def junit_suites(items: list[tuple[str, dict[str, Any] | str | None]]) -> str:
                 case = ET.SubElement(suite, "testcase", classname=name, name="model interface")
                 ET.SubElement(case, "failure", message=data["problems"][0]).text = "\n".join(data["problems"])
                 cases, failures = 1, 1
+            if data.get("compared_with_export"):
+                case = ET.SubElement(suite, "testcase", classname=name, name="file vs the spec's export")
+                cases += 1
+                if data["differences"] and data.get("exact_file"):
+                    failures += 1
+                    messages = [d["message"] for d in data["differences"]]
+                    ET.SubElement(case, "failure", message=messages[0]).text = "\n".join(messages)
+                elif data["differences"]:
+                    ET.SubElement(case, "system-out").text = "\n".join(d["message"] for d in data["differences"])
             for o in [*data["outputs"], *data.get("steps", [])]:
                 label = f"{o['name']} [{o['candidate']} vs {o['reference']}]"
                 if o["reference"] == STEP_REFERENCE:
