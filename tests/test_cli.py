@@ -390,6 +390,7 @@ def test_check_junit_has_a_failure_per_failing_output_and_step(cli, write_spec, 
     result = cli("check", spec, "--onnx", model_path, "--junit", junit, "--json", report)
     assert result.exit_code == 1, result.output
     suite = ET.parse(junit).getroot()[0]
-    assert suite.get("tests") == "4" and suite.get("failures") == "2"  # the output l3 and layer l3's own step
+    # the output l3 and layer l3's own step fail; the file against the spec's export is a fifth case
+    assert suite.get("tests") == "5" and suite.get("failures") == "2"
     assert failed_cases(suite) == junit_failures(json.loads(report.read_text()))
     assert failed_cases(suite) == ["l3 [onnxruntime vs numpy]", "layer l3 step [onnxruntime]"]
