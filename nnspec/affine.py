@@ -21,7 +21,10 @@ times the bound squared elsewhere.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,6 +33,17 @@ from .activations import Activation, Precision
 
 # Jacobian entries kept per value before the oldest sources are condensed: 2^24 float64 = 128 MiB.
 JACOBIAN_BUDGET = 1 << 24
+_BUDGET: ContextVar[int] = ContextVar("jacobian_budget", default=JACOBIAN_BUDGET)
+
+
+@contextmanager
+def jacobian_budget(entries: int) -> Iterator[None]:
+    """Within this block, Jacobians beyond `entries` per value are folded (0: every per-row Jacobian is)."""
+    token = _BUDGET.set(entries)
+    try:
+        yield
+    finally:
+        _BUDGET.reset(token)
 
 
 @dataclass
@@ -71,7 +85,7 @@ class Source:
     def matmul(self, w: np.ndarray) -> Source:
         """Through y = x W^T (w: [units, d])."""
         rows, units = self.e.shape[0], w.shape[0]
-        if self.J is not None and (self.diagonal or self.J.ndim == 3) and rows * units * self.inputs > JACOBIAN_BUDGET:
+        if self.J is not None and (self.diagonal or self.J.ndim == 3) and rows * units * self.inputs > _BUDGET.get():
             return self.folded().matmul(w)  # the product would not fit: keep the bound, drop the cancellation
         if self.J is None:
             return Source(self.e, w, loose=self.loose)
@@ -83,7 +97,7 @@ class Source:
 
     def scale_rows(self, d: np.ndarray) -> Source:
         """Through y = d * x elementwise (d: [rows, d])."""
-        if self.J is not None and not self.diagonal and d.size * self.inputs > JACOBIAN_BUDGET:
+        if self.J is not None and not self.diagonal and d.size * self.inputs > _BUDGET.get():
             return self.folded().scale_rows(d)
         if self.J is None:
             return Source(self.e, d, diagonal=True, loose=self.loose)
@@ -95,7 +109,7 @@ class Source:
 
     def row_jacobian(self, m: np.ndarray) -> Source:
         """Through y_r = M_r x_r (m: [rows, d, d], one matrix per row)."""
-        if self.J is not None and m.shape[0] * m.shape[1] * self.inputs > JACOBIAN_BUDGET:
+        if self.J is not None and m.shape[0] * m.shape[1] * self.inputs > _BUDGET.get():
             return self.folded().row_jacobian(m)
         if self.J is None:
             return Source(self.e, m, loose=self.loose)
@@ -132,7 +146,7 @@ class Affine:
 
     def condensed(self, budget: int | None = None) -> Affine:
         """The same bound with the oldest sources folded into one elementwise source, within budget."""
-        budget = JACOBIAN_BUDGET if budget is None else budget
+        budget = _BUDGET.get() if budget is None else budget
         sources = list(self.sources)
         if sum(s.size for s in sources) <= budget:
             return self
@@ -159,7 +173,7 @@ def linear(x: Affine, w: np.ndarray, b: np.ndarray | None, p: Precision) -> Affi
     """
     k = w.shape[1] + (b is not None)
     gamma = k * p.u / (1 - k * p.u)
-    abs_w_t = np.abs(w).T
+    abs_w_t = _magnitudes(w).T
     magnitude = (np.abs(x.value) + x.bound()) @ abs_w_t
     n = x.value @ w.T
     if b is not None:
@@ -167,6 +181,24 @@ def linear(x: Affine, w: np.ndarray, b: np.ndarray | None, p: Precision) -> Affi
         n += b
     own = _overflowing(gamma * magnitude + k * p.tiny * (magnitude > 0), magnitude, gamma, p)
     return Affine(n, [*(s.matmul(w) for s in x.sources), Source(own)], terms=magnitude).condensed()
+
+
+_MAGNITUDES: dict[int, tuple[weakref.ref[np.ndarray], np.ndarray]] = {}
+_MAGNITUDES_KEPT = 64  # weight matrices whose |W| is remembered: a check bounds every layer on every batch
+
+
+def _magnitudes(w: np.ndarray) -> np.ndarray:
+    """|w|, remembered while the same array lives (entries of arrays gone are dropped on the next miss)."""
+    kept = _MAGNITUDES.get(id(w))
+    if kept is not None and kept[0]() is w:
+        return kept[1]
+    for key in [k for k, (ref, _) in _MAGNITUDES.items() if ref() is None]:
+        del _MAGNITUDES[key]
+    if len(_MAGNITUDES) >= _MAGNITUDES_KEPT:
+        _MAGNITUDES.pop(next(iter(_MAGNITUDES)))
+    magnitudes = np.abs(w)
+    _MAGNITUDES[id(w)] = (weakref.ref(w), magnitudes)
+    return magnitudes
 
 
 def _overflowing(own: np.ndarray, magnitude: np.ndarray, gamma: float, p: Precision) -> np.ndarray:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .activations import Precision
-from .affine import Affine, exact
+from .affine import Affine, exact, jacobian_budget
 from .ir import Graph
 from .layers import LAYERS
 
@@ -30,8 +30,16 @@ class Trace:
     loose: tuple[str, ...] = ()  # layers whose bound lost cancellation to the Jacobian memory budget
 
 
-def propagate(graph: Graph, feeds: Mapping[str, np.ndarray], precision: Precision) -> Trace:
-    """Run the network in float64 and carry the error bound of `precision` arithmetic alongside."""
+def propagate(
+    graph: Graph, feeds: Mapping[str, np.ndarray], precision: Precision, budget: int | None = None
+) -> Trace:
+    """Run the network in float64 and carry the error bound of `precision` arithmetic alongside.
+
+    `budget`: Jacobian entries kept per value (see nnspec.affine.jacobian_budget); None for the default.
+    """
+    if budget is not None:
+        with jacobian_budget(budget):
+            return propagate(graph, feeds, precision)
     wide = graph.widened()
     shapes = {name: np.shape(array) for name, array in feeds.items()}
     forms: dict[str, Affine] = {

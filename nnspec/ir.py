@@ -99,7 +99,11 @@ class Graph:
         return next(n for n in self.nodes if n.name == name)
 
     def widened(self) -> Graph:
-        """The same network in float64, its weights converted exactly (the float64 oracle)."""
+        """The same network in float64, its weights converted exactly (the float64 oracle); made once."""
+        return self._widened
+
+    @cached_property
+    def _widened(self) -> Graph:
         if self.dtype == np.float64:
             return self
         wide = np.dtype(np.float64)
