@@ -4,7 +4,7 @@ a correct implementation in the network's dtype may be from the exact result (se
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,15 +31,21 @@ class Trace:
 
 
 def propagate(
-    graph: Graph, feeds: Mapping[str, np.ndarray], precision: Precision, budget: int | None = None
+    graph: Graph,
+    feeds: Mapping[str, np.ndarray],
+    precision: Precision,
+    budget: int | None = None,
+    keep: Collection[str] | None = None,
 ) -> Trace:
     """Run the network in float64 and carry the error bound of `precision` arithmetic alongside.
 
     `budget`: Jacobian entries kept per value (see nnspec.affine.jacobian_budget); None for the default.
+    `keep`: the layers whose values and bounds the trace holds (None: all); the others are dropped as soon as
+    no later layer reads them, so that a deep network's trace costs its outputs, not all of its layers.
     """
     if budget is not None:
         with jacobian_budget(budget):
-            return propagate(graph, feeds, precision)
+            return propagate(graph, feeds, precision, keep=keep)
     wide = graph.widened()
     shapes = {name: np.shape(array) for name, array in feeds.items()}
     forms: dict[str, Affine] = {
@@ -52,8 +58,9 @@ def propagate(
             form = LAYERS[node.op].bound(node, [forms[i] for i in node.inputs], precision)
             forms[node.name] = form
             shape = (batch, *node.shape)
-            values[node.name] = form.value.reshape(shape)
-            errors[node.name] = form.bound().reshape(shape)
+            if keep is None or node.name in keep:
+                values[node.name] = form.value.reshape(shape)
+                errors[node.name] = form.bound().reshape(shape)
             if form.loose:
                 loose.append(node.name)
             if form.ambiguous is not None:

@@ -296,7 +296,7 @@ def cross_check(
         failing = next((r for r in runners if any(not o.passed for o in report.outputs if o.candidate == r.name)), None)
         if failing is not None:
             tracer = tracers.get(failing.name)
-            report.divergence = localize(graph, reference, lambda: tracer or traced(failing), traces, tol)
+            report.divergence = localize(graph, reference, lambda: tracer or traced(failing), traces, tol, budget)
     return report
 
 
@@ -325,9 +325,9 @@ def _end_to_end(
     traces: list[tuple[Case, Trace]] = []
     unsteady: set[str] = set()
     for case in cases:
-        trace = propagate(graph, case.feeds, precision, budget)
+        trace = propagate(graph, case.feeds, precision, budget, keep=outputs)
         # the float64 oracle's own bound is some 1e-9 of the network's: folded, it costs a forward pass
-        oracle_bound = propagate(graph, case.feeds, wide, FOLDED_BUDGET).errors if narrow else None
+        oracle_bound = propagate(graph, case.feeds, wide, FOLDED_BUDGET, keep=outputs).errors if narrow else None
         results: dict[str, dict[str, np.ndarray]] = {}
         for runner in sides:  # each side runs twice: results that change between runs are flagged
             try:
@@ -480,12 +480,18 @@ def localize(
     traced: Callable[[], Runner | None],
     traces: Sequence[tuple[Case, Trace]],
     tol: Tolerance,
+    budget: int | None = None,
 ) -> dict[str, Any] | None:
     """The first layer, in spec order, whose outputs disagree beyond their bound on some case."""
     runner = traced()
     if runner is None or not hasattr(reference, "trace"):
         return None
-    runs = [(case, trace, reference.trace(case.feeds), runner.run(case.feeds)) for case, trace in traces]  # type: ignore[attr-defined]
+    precision = Precision.of(graph.dtype)
+    # every layer's bound, which the check itself keeps for its outputs only: made again, on failure alone
+    runs = [
+        (case, propagate(graph, case.feeds, precision, budget), reference.trace(case.feeds), runner.run(case.feeds))  # type: ignore[attr-defined]
+        for case, _ in traces
+    ]
     for node in graph.nodes:  # layer by layer, so the first layer in spec order wins over the first batch
         for case, trace, expected, got in runs:
             if node.name not in got:

@@ -108,6 +108,11 @@ def convolve(x: np.ndarray, weights: np.ndarray, window: Window, groups: int) ->
     return np.ascontiguousarray(y.reshape(filters, n, *out).swapaxes(0, 1))
 
 
+# Bytes of im2col workspace the error bound of one convolution uses at a time: enough for a few 224x224
+# samples of a first layer, so that batches of 64 run in chunks rather than in gigabytes at once.
+BOUND_WORKSPACE = 256 << 20
+
+
 def _bias_shape(node: Node) -> tuple[int, ...]:
     return (-1, *(1,) * (len(node.shape) - 1))
 
@@ -162,8 +167,16 @@ def error_bound(node: Node, inputs: Sequence[Affine], precision: Precision) -> A
     magnitudes = np.abs(weights)
     bias = node.params["bias"].reshape(_bias_shape(node)) if "bias" in node.params else None
 
+    # The bound convolves three float64 arrays, each through its own im2col copy: a few samples at a time,
+    # so that the copy stays within BOUND_WORKSPACE whatever the batch (same numbers, a bounded peak).
+    per_sample = max(1, node.scratch + math.prod(node.input_shapes[0])) * 8
+    chunk = max(1, BOUND_WORKSPACE // per_sample)
+
     def apply(a: np.ndarray, absolute: bool) -> np.ndarray:
-        return convolve(a, magnitudes if absolute else weights, window, groups)
+        w = magnitudes if absolute else weights
+        if a.shape[0] <= chunk:
+            return convolve(a, w, window, groups)
+        return np.concatenate([convolve(a[i : i + chunk], w, window, groups) for i in range(0, a.shape[0], chunk)])
 
     k = weights[0].size + (bias is not None)
     value, error, terms = sum_of_products(x, e, apply, k, bias, precision)
