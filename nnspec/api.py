@@ -21,6 +21,7 @@ from .harness import (
 from .inputs import DEFAULT_BATCH_SIZES, given_cases, non_finite_notes, random_cases, random_origin
 from .ir import Graph
 from .limits import PROTOBUF_MAX_BYTES, Limits, human_bytes
+from .power import power_rows, pre_activation_name
 from .runners import (
     ChunkedRunner,
     ModelNotRunnable,
@@ -264,10 +265,26 @@ def check(
         from .onnxio.model import with_outputs
 
         kind = next(name for name, made in zip(kinds, candidates, strict=True) if made is runner)
-        return adapt(make_runner(kind, with_outputs(data, [n.name for n in g.nodes]), provider, label))
+        exposed = [n.name for n in g.nodes] + [
+            p for n in g.nodes if (p := pre_activation_name(n)) not in (None, n.name)
+        ]
+        return adapt(make_runner(kind, with_outputs(data, exposed), provider, label))
+
+    # the parameter test's own rows (nnspec.power): enough for the widest layer, run through the traced model only
+    extra = power_rows(g)
+    power_cases = random_cases(g, seed, [extra], edges=False) if extra and stepwise and tol.mode == "derived" else []
 
     report = cross_check(
-        g, reference, candidates, cases, tol, traced=traced, stepwise=stepwise, notes=notes, inputs=origin
+        g,
+        reference,
+        candidates,
+        cases,
+        tol,
+        traced=traced,
+        stepwise=stepwise,
+        notes=notes,
+        inputs=origin,
+        power_cases=power_cases,
     )
     report.notes.insert(0, f"candidate: {label}")
     report.exact_file = exact_file

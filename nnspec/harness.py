@@ -16,6 +16,7 @@ from .errors import InputDataError, NNSpecError
 from .inputs import Case, repeat_differs
 from .ir import Graph, Node
 from .layers import LAYERS
+from .power import PowerResult, collect_samples, test_layers
 from .runners import Runner
 
 
@@ -133,6 +134,9 @@ class Report:
     differences: list[dict[str, Any]] = field(default_factory=list)
     compared_with_export: bool = False
     exact_file: bool = False
+    # Per dense and conv layer of each candidate: which parameters it applies, tested against the spec's
+    # (nnspec.power); a parameter found changed fails the check.
+    weights: list[PowerResult] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     inputs: str = ""  # where the input batches came from
@@ -145,6 +149,7 @@ class Report:
             and all(o.passed for o in self.outputs)
             and all(s.passed for s in self.steps)
             and not (self.exact_file and self.differences)
+            and all(w.passed for w in self.weights)
         )
 
     def __str__(self) -> str:
@@ -241,6 +246,7 @@ def cross_check(
     problems: Sequence[str] = (),
     notes: Sequence[str] = (),
     inputs: str = "",
+    power_cases: Sequence[Case] = (),
 ) -> Report:
     """Run the reference and every candidate on every case and compare every output of the graph.
 
@@ -248,7 +254,9 @@ def cross_check(
     The float64 oracle is compared with every side too (for float32 networks), so that a failure
     says which side is wrong. `traced(candidate)` gives a runner that also returns every layer's
     output: with `stepwise` (and the derived tolerance), every layer of every candidate is also checked
-    against its own step (see `step_results`); on failure, the first layer that diverges is named.
+    against its own step (see `step_results`), and every parameter of its dense and conv layers is tested
+    against the spec's (nnspec.power) over those cases and `power_cases`, run through the traced model only;
+    on failure, the first layer that diverges is named.
     """
     runners = [candidates] if not isinstance(candidates, Sequence) else list(candidates)
     report = Report(
@@ -283,7 +291,9 @@ def cross_check(
             for runner in runners:
                 if (tracer := traced(runner)) is not None:
                     tracers[runner.name] = tracer
-                    report.steps += step_results(graph, tracer, runner.name, cases)
+                    seen: list[dict[str, np.ndarray]] = []
+                    report.steps += step_results(graph, tracer, runner.name, cases, seen)
+                    report.weights += _parameter_tests(graph, tracer, runner.name, seen, power_cases)
     report.notes += _notes(report, graph, traces, tol, folded=budget is not None)
     failed_step = next((s for s in report.steps if not s.passed), None)
     if failed_step is not None:
@@ -395,18 +405,33 @@ def _notes(
     return notes
 
 
+def _parameter_tests(
+    graph: Graph, tracer: Runner, name: str, seen: list[dict[str, np.ndarray]], extra: Sequence[Case]
+) -> list[PowerResult]:
+    """Which parameters the candidate applies (nnspec.power), from the values its traced model exposed on the
+    check's cases and on `extra` batches (rows enough for wide layers)."""
+    runs = list(seen)
+    for case in extra:
+        runs.append({**case.feeds, **tracer.run(case.feeds)})
+    with np.errstate(all="ignore"):
+        return test_layers(graph, collect_samples(graph, runs), name)
+
+
 # The reference named in a step's result: the layer recomputed in float64 from the candidate's inputs.
 STEP_REFERENCE = "float64 step"
 
 
-def step_results(graph: Graph, tracer: Runner, name: str, cases: Sequence[Case]) -> list[OutputResult]:
+def step_results(
+    graph: Graph, tracer: Runner, name: str, cases: Sequence[Case], seen: list[dict[str, np.ndarray]] | None = None
+) -> list[OutputResult]:
     """Every layer of one candidate against its own step, over every case.
 
     Each layer is recomputed in float64 from the very values the candidate fed it (its traced inputs,
     exact in float64), and the candidate's output must lie within that one layer's rounding bound plus
     the float64 recomputation's own. Errors from earlier layers do not compound here, so a fault deep in
     a wide network stands out against a bound that is orders of magnitude tighter than the end-to-end
-    one. Layers whose inputs the candidate does not expose are skipped.
+    one. Layers whose inputs the candidate does not expose are skipped. `seen` collects, per case, every
+    value the candidate exposed (for the parameter test, nnspec.power).
     """
     precision, wide_precision = Precision.of(graph.dtype), Precision.of(np.float64)
     wide = graph.widened()
@@ -415,6 +440,8 @@ def step_results(graph: Graph, tracer: Runner, name: str, cases: Sequence[Case])
     for case in cases:
         got = tracer.run(case.feeds)
         values = {**case.feeds, **got}
+        if seen is not None:
+            seen.append(values)
         for node in graph.nodes:
             # A layer whose output the model holds in no tensor of its name (dropout emits no node) is not
             # checked itself; the layers after it read what its kernel makes of the values the model fed it.

@@ -144,6 +144,20 @@ def verdict_lines(report: Report) -> list[str]:
             f"layer by layer (each recomputed from the inputs the model fed it): {len(report.steps)} steps within "
             f"their bounds, {closest}"
         )
+    for w in report.weights:
+        if not w.passed and w.worst is not None:
+            lines.append(
+                f"layer {w.layer!r} ({w.candidate}) applies parameters other than the spec's: {w.flagged} found "
+                f"changed (z > {w.threshold:.3g} over {w.rows} rows); {w.worst.describe()}"
+            )
+    if report.weights and all(w.passed for w in report.weights):
+        tested = sum(w.tested for w in report.weights)
+        blind = sum(w.blind for w in report.weights)
+        reach = f", {blind} beyond the reach of the rows" if blind else ""
+        lines.append(
+            f"parameters: {tested:,} weights and biases of {len({w.layer for w in report.weights})} layer(s) tested "
+            f"against the spec's, none found changed{reach}"
+        )
     if report.divergence:
         d = report.divergence
         how = " (from its own inputs)" if d.get("from_own_inputs") else ""
@@ -273,6 +287,23 @@ def junit_suites(items: list[tuple[str, dict[str, Any] | str | None]]) -> str:
                 if not o["passed"]:
                     failures += 1
                     message = f"{o['mismatches']} of {o['elements']} elements beyond the allowed error; {summary}"
+                    ET.SubElement(case, "failure", message=message).text = message
+                ET.SubElement(case, "system-out").text = summary
+            for w in data.get("weights", []):
+                case = ET.SubElement(
+                    suite, "testcase", classname=name, name=f"layer {w['layer']} parameters [{w['candidate']}]"
+                )
+                cases += 1
+                summary = f"{w['tested']} parameters tested over {w['rows']} rows, largest z {w['max_abs_z']:.3g} (threshold {w['threshold']:.3g})"
+                if w["flagged"]:
+                    failures += 1
+                    worst = w["worst"]
+                    entry = f"{worst['param']}[{', '.join(map(str, worst['index']))}]" if worst else ""
+                    message = (
+                        f"{w['flagged']} parameter(s) found changed; worst {entry}: the model applies {worst['applied']:.8g}, the spec says {worst['spec']:.8g}"
+                        if worst
+                        else summary
+                    )
                     ET.SubElement(case, "failure", message=message).text = message
                 ET.SubElement(case, "system-out").text = summary
         suite.set("tests", str(cases))

@@ -255,7 +255,8 @@ def test_check_writes_junit_and_html(cli, write_spec, three_layer, tmp_path):
     )
     assert result.exit_code == 0, result.output
     suite = ET.parse(junit).getroot()[0]
-    assert suite.get("tests") == "8" and suite.get("failures") == "0"  # 1 output and 3 layer steps, per runner
+    # per runner: 1 output, 3 layer steps and the parameters of 3 dense layers
+    assert suite.get("tests") == "14" and suite.get("failures") == "0"
     assert "<svg" in page.read_text() and "onnx-reference" in page.read_text()
 
 
@@ -390,7 +391,12 @@ def test_check_junit_has_a_failure_per_failing_output_and_step(cli, write_spec, 
     result = cli("check", spec, "--onnx", model_path, "--junit", junit, "--json", report)
     assert result.exit_code == 1, result.output
     suite = ET.parse(junit).getroot()[0]
-    # the output l3 and layer l3's own step fail; the file against the spec's export is a fifth case
-    assert suite.get("tests") == "5" and suite.get("failures") == "2"
+    # the output l3, layer l3's own step and its parameters fail; the file against the spec's export and the other
+    # layers' parameters are cases of their own
+    assert suite.get("tests") == "8" and suite.get("failures") == "3"
     assert failed_cases(suite) == junit_failures(json.loads(report.read_text()))
-    assert failed_cases(suite) == ["l3 [onnxruntime vs numpy]", "layer l3 step [onnxruntime]"]
+    assert failed_cases(suite) == [
+        "l3 [onnxruntime vs numpy]",
+        "layer l3 step [onnxruntime]",
+        "layer l3 parameters [onnxruntime]",
+    ]

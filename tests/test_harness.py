@@ -296,9 +296,12 @@ def failed_cases(suite) -> list[str]:
 
 
 def junit_failures(report: dict[str, Any]) -> list[str]:
-    """The JUnit case names of a report's (`Report.to_dict()`) failing outputs and layer steps, in its order."""
+    """The JUnit case names of a report's (`Report.to_dict()`) failing outputs, layer steps and layers' parameters,
+    in its order."""
     outputs = [f"{o['name']} [{o['candidate']} vs {o['reference']}]" for o in report["outputs"] if not o["passed"]]
-    return outputs + [f"layer {s['name']} step [{s['candidate']}]" for s in report["steps"] if not s["passed"]]
+    steps = [f"layer {s['name']} step [{s['candidate']}]" for s in report["steps"] if not s["passed"]]
+    weights = [f"layer {w['layer']} parameters [{w['candidate']}]" for w in report["weights"] if w["flagged"]]
+    return outputs + steps + weights
 
 
 def test_junit_has_one_case_per_output_and_runner(three_layer):
@@ -313,17 +316,19 @@ def test_junit_has_one_case_per_output_and_runner(three_layer):
     runners = ("onnxruntime", "onnx-reference")
     outputs = [f"{o} [{r} vs numpy]" for r in runners for o in ("l1", "l3")]
     steps = [f"layer {layer} step [{r}]" for r in runners for layer in ("l1", "l2", "l3")]
-    assert names == outputs + steps
-    assert suite.get("tests") == "10" and suite.get("failures") == "0" and failed_cases(suite) == []
+    parameters = [f"layer {layer} parameters [{r}]" for r in runners for layer in ("l1", "l2", "l3")]
+    assert names == outputs + steps + parameters
+    assert suite.get("tests") == "16" and suite.get("failures") == "0" and failed_cases(suite) == []
     report = nnspec.check(spec, onnx_model=_tamper(nnspec.to_onnx(spec), "l3.weights", lambda w: -w))
     failing = ET.fromstring(junit(report))[0]
     # the output l3 and the layer l3's step fail; the file against the spec's export is a case of its own, which
     # reports the changed weight and fails only with exact_file
-    assert failing.get("tests") == "6" and failing.get("failures") == "2"
+    assert failing.get("tests") == "9" and failing.get("failures") == "3"
     # each failing result has its own <failure>, and no passing one has any
-    expected = ["l3 [onnxruntime vs numpy]", "layer l3 step [onnxruntime]"]
+    expected = ["l3 [onnxruntime vs numpy]", "layer l3 step [onnxruntime]", "layer l3 parameters [onnxruntime]"]
     assert failed_cases(failing) == junit_failures(report.to_dict()) == expected
-    assert all("beyond the allowed error" in f.get("message") for f in failing.iter("failure"))
+    messages = [f.get("message") for f in failing.iter("failure")]
+    assert all("beyond the allowed error" in m for m in messages[:2]) and "weights[" in messages[2]
 
 
 def test_html_report_is_self_contained_with_a_histogram_per_output(three):

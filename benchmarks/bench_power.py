@@ -1,0 +1,286 @@
+"""Does the parameter test (nnspec.power) catch one changed weight in wide float32 layers, and only then?
+
+Random MLPs of 2 to 4 dense layers, 600 and 1024 wide (tanh, relu, gelu, sigmoid; glorot or he weights,
+small normal biases), exported by nnspec and run by onnxruntime with every pre-activation exposed, on the
+check's own inputs (seeded batches of 1, 7 and 64 rows and the edge rows, 82 rows) plus one batch of extra
+random rows (nnspec.inputs.random_cases): none, 256, 512, 1024, or `power.power_rows(graph)` (three times the
+widest layer's inputs: 3075 for 1024 wide); the smaller counts are the first rows of the largest batch.
+
+  - faults: in each layer, its largest weight multiplied by 1.001 and by 1.00001, written into the
+    initializer or applied by an inserted Mul by a mask; caught means the test flags that layer, located
+    means the worst finding names that very weight; per number of extra rows.
+  - false alarms: clean exports and files with every weight moved by one ulp (up, away from zero, or in a
+    random direction), for the largest |z| seen against the threshold.
+  - time: test_layers against one bare onnxruntime forward pass over the same rows.
+
+    python benchmarks/bench_power.py           # 12 faulty networks, 100 clean ones (200 models)
+    python benchmarks/bench_power.py --quick   # 4 and 12
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime
+from onnx import helper, numpy_helper
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _timing import compare, fmt_time, print_table  # noqa: E402
+
+import nnspec  # noqa: E402
+from nnspec import power  # noqa: E402
+from nnspec.inputs import random_cases  # noqa: E402
+from nnspec.onnxio.export import to_bytes  # noqa: E402
+from nnspec.onnxio.model import with_outputs  # noqa: E402
+from nnspec.runners import OnnxRuntimeRunner  # noqa: E402
+
+ACTIVATIONS = ("tanh", "relu", "gelu", "sigmoid")
+FACTORS = (1.001, 1.00001)
+WAYS = ("initializer", "Mul by a mask")
+
+
+def network(seed: int, rng: np.random.Generator) -> nnspec.Spec:
+    """2 to 4 dense layers of 600 or 1024 units on 600 or 1024 inputs, one activation throughout."""
+    act = ACTIVATIONS[seed % 4]
+    widths = [int(rng.choice([600, 1024])) for _ in range(int(rng.integers(3, 6)))]
+    init = ("glorot_uniform", "he_normal")[seed // 4 % 2]
+    layers = [
+        {
+            "type": "dense",
+            "name": f"l{i}",
+            "units": units,
+            "activation": act,
+            "weights": {"init": init, "seed": 1000 * seed + i},
+            "bias": {"init": "normal", "seed": 1000 * seed + 500 + i},
+        }
+        for i, units in enumerate(widths[1:])
+    ]
+    return nnspec.from_dict(
+        {
+            "format": "nnspec/1",
+            "name": f"{act}_{seed}",
+            "inputs": [{"name": "x", "shape": [widths[0]]}],
+            "layers": layers,
+        }
+    )
+
+
+def traced(graph: nnspec.ir.Graph, model: onnx.ModelProto) -> OnnxRuntimeRunner:
+    names = [n.name for n in graph.nodes] + [p for n in graph.nodes if (p := power.pre_activation_name(n))]
+    return OnnxRuntimeRunner(with_outputs(to_bytes(model), names))
+
+
+def runs(graph: nnspec.ir.Graph, model: onnx.ModelProto, extra: int, seed: int) -> list[dict[str, np.ndarray]]:
+    """The traced model's values on the check's cases, then on one batch of `extra` rows (last)."""
+    runner = traced(graph, model)
+    cases = random_cases(graph, seed=seed)
+    if extra:
+        cases += random_cases(graph, seed=seed, batch_sizes=(extra,), edges=False)
+    return [{**c.feeds, **runner.run(c.feeds)} for c in cases]
+
+
+def first_rows(values: list[dict[str, np.ndarray]], extra: int) -> list[dict[str, np.ndarray]]:
+    """The runs with only the first `extra` rows of the last (extra) batch."""
+    *base, last = values
+    return base + ([{k: v[:extra] for k, v in last.items()}] if extra else [])
+
+
+def scaled(model: onnx.ModelProto, name: str, index: tuple[int, ...], factor: float, way: str) -> onnx.ModelProto:
+    """The model with one entry of initializer `name` multiplied by `factor` (rounded to float32)."""
+    faulty = onnx.ModelProto()
+    faulty.CopyFrom(model)
+    init = next(i for i in faulty.graph.initializer if i.name == name)
+    array = numpy_helper.to_array(init)
+    if way == "initializer":
+        array = array.copy()
+        array[index] = array[index] * array.dtype.type(factor)
+        init.CopyFrom(numpy_helper.from_array(array, name))
+        return faulty
+    mask = np.ones_like(array)
+    mask[index] = factor
+    faulty.graph.initializer.append(numpy_helper.from_array(mask, f"{name}.mask"))
+    for node in faulty.graph.node:
+        node.input[:] = [f"{name}.masked" if i == name else i for i in node.input]
+    faulty.graph.node.insert(
+        0, helper.make_node("Mul", [name, f"{name}.mask"], [f"{name}.masked"], name=f"{name}/mask")
+    )
+    return faulty
+
+
+def one_ulp(model: onnx.ModelProto, how: str, seed: int) -> onnx.ModelProto:
+    """Every weight and bias moved by one ulp: `up` (towards +inf), `away` (from zero), or `random`."""
+    moved = onnx.ModelProto()
+    moved.CopyFrom(model)
+    rng = np.random.default_rng(seed)
+    for init in moved.graph.initializer:
+        a = numpy_helper.to_array(init)
+        if how == "up":
+            target = np.full(a.shape, np.inf)
+        elif how == "away":
+            target = np.where(a >= 0, np.inf, -np.inf)
+        else:
+            target = np.where(rng.random(a.shape) < 0.5, np.inf, -np.inf)
+        init.CopyFrom(numpy_helper.from_array(np.nextafter(a, target.astype(a.dtype)), init.name))
+    return moved
+
+
+SWEEP = (0, 256, 512, 1024, "power_rows")
+RAW_NETWORKS = 40  # clean networks also tested with no ulp tolerance (the statistic's own null tail)
+
+
+def fault_table(count: int) -> None:
+    rng = np.random.default_rng(1)
+    # (factor, way, extra) -> [caught, located, faults, largest relative error of the estimated factor]
+    tally: dict[tuple[float, str, int | str], list[float]] = {}
+    missed: list[str] = []  # at power_rows
+    for seed in range(count):
+        spec = network(seed, rng)
+        graph = nnspec.graph(spec)
+        model = nnspec.to_onnx(spec)
+        most = power.power_rows(graph)
+        tests = sum(power.count_tests(n) for n in graph.nodes)  # the threshold of a check of the whole network
+        for node in graph.nodes:
+            weights = node.params["weights"]
+            index = tuple(int(i) for i in np.unravel_index(np.argmax(np.abs(weights)), weights.shape))
+            for factor in FACTORS:
+                for way in WAYS:
+                    values = runs(graph, scaled(model, f"{node.name}.weights", index, factor, way), most, seed)
+                    for extra in SWEEP:
+                        rows = most if extra == "power_rows" else extra
+                        found = power.collect_samples(graph, first_rows(values, rows))
+                        (mine,) = power.test_layers(graph, {node.name: found[node.name]}, "ort", tests=tests)
+                        worst = mine.worst
+                        located = worst is not None and worst.param == "weights" and worst.index == index
+                        error = abs(worst.ratio - factor) / (factor - 1) if located else 0.0
+                        row = tally.setdefault((factor, way, extra), [0, 0, 0, 0.0])
+                        row[0] += not mine.passed
+                        row[1] += located
+                        row[2] += 1
+                        row[3] = max(row[3], error)
+                        if extra == "power_rows" and way == WAYS[0] and not located:
+                            missed.append(
+                                f"x{factor:g} in {spec.name} {node.name} ({node.params['weights'].shape[1]} inputs): "
+                                f"{'caught elsewhere' if not mine.passed else 'missed'}, "
+                                f"{mine.blind / max(mine.tested, 1):.0%} of the layer's parameters blind"
+                            )
+        print(f"# faults: network {seed + 1}/{count} done", file=sys.stderr, flush=True)
+    rows = [
+        [f"x{factor:g}", way, str(extra), f"{c}/{n}", f"{n - c}", f"{loc}/{n}", f"{err:.2f}"]
+        for (factor, way, extra), (c, loc, n, err) in sorted(
+            tally.items(), key=lambda kv: (-kv[0][0], kv[0][1], SWEEP.index(kv[0][2]))
+        )
+    ]
+    header = ["fault", "written as", "extra rows", "caught", "missed", "located", "max error of the factor's change"]
+    print_table(header, rows)
+    print("\nnot located with power_rows (initializer; the Mul runs alike):")
+    for line in missed or ["none"]:
+        print(f"  {line}")
+    print()
+
+
+def false_alarm_table(count: int) -> None:
+    rng = np.random.default_rng(2)
+    # kind -> [models, flagged, largest z (tolerance 1 ulp), largest raw |z| (tolerance 0, clean only)]
+    tally: dict[str, list[float]] = {}
+    thresholds = []
+    for seed in range(count):
+        spec = network(10_000 + seed, rng)
+        graph = nnspec.graph(spec)
+        model = nnspec.to_onnx(spec)
+        how = ("up", "away", "random")[seed % 3]
+        for kind, candidate in (("clean", model), (f"one ulp {how}", one_ulp(model, how, seed))):
+            samples = power.collect_samples(graph, runs(graph, candidate, power.power_rows(graph), seed))
+            results = power.test_layers(graph, samples, "ort")
+            row = tally.setdefault(kind, [0, 0, 0.0, 0.0])
+            row[0] += 1
+            row[1] += any(not r.passed for r in results)
+            row[2] = max(row[2], max(r.max_abs_z for r in results))
+            if kind == "clean" and seed < RAW_NETWORKS:
+                raw = power.test_layers(graph, samples, "ort", tolerated_ulps=0)
+                row[3] = max(row[3], max(r.max_abs_z for r in raw))
+            thresholds.append(results[0].threshold)
+        if (seed + 1) % 20 == 0:
+            print(f"# false alarms: {seed + 1}/{count} networks done", file=sys.stderr, flush=True)
+    rows = [
+        [kind, str(n), str(f), f"{z:.2f}", f"{raw:.2f}" if kind == "clean" else "-"]
+        for kind, (n, f, z, raw) in tally.items()
+    ]
+    print_table(
+        ["models", "count", "flagged", "largest z", f"largest z, no ulp tolerance (first {RAW_NETWORKS})"], rows
+    )
+    print(
+        f"\nthreshold t = sqrt(2 ln(2M/alpha)), alpha = {power.ALPHA:g}: {min(thresholds):.2f} to {max(thresholds):.2f}\n"
+    )
+
+
+def timing(repeats: int) -> None:
+    rows = []
+    for width, depth in ((1024, 4), (600, 3)):
+        layers = [
+            {
+                "type": "dense",
+                "name": f"l{i}",
+                "units": width,
+                "activation": "tanh",
+                "weights": {"init": "glorot_uniform", "seed": i},
+                "bias": {"init": "normal", "seed": 50 + i},
+            }
+            for i in range(depth)
+        ]
+        spec = nnspec.from_dict(
+            {"format": "nnspec/1", "name": "t", "inputs": [{"name": "x", "shape": [width]}], "layers": layers}
+        )
+        graph = nnspec.graph(spec)
+        model = nnspec.to_onnx(spec)
+        cases = random_cases(graph) + random_cases(graph, batch_sizes=(power.power_rows(graph),), edges=False)
+        bare = onnxruntime.InferenceSession(to_bytes(model), providers=["CPUExecutionProvider"])
+        runner = traced(graph, model)
+        samples = power.collect_samples(graph, [{**c.feeds, **runner.run(c.feeds)} for c in cases])
+        timings = compare(
+            {
+                "forward": lambda b=bare, cs=cases: [b.run(None, dict(c.feeds)) for c in cs],
+                "traced forward": lambda r=runner, cs=cases: [r.run(c.feeds) for c in cs],
+                "test_layers": lambda g=graph, s=samples: power.test_layers(g, s, "ort"),
+            },
+            repeats=repeats,
+        )
+        base = timings["forward"].median
+        rows.append(
+            [f"tanh {width} x {depth}", str(sum(len(next(iter(c.feeds.values()))) for c in cases))]
+            + [f"{fmt_time(timings[k].median)} ({timings[k].median / base:.1f}x)" for k in timings]
+        )
+    print_table(["network", "rows", "bare forward", "traced forward", "test_layers"], rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer networks and repeats")
+    parser.add_argument("--faulty", type=int, help="networks with faults (default 12, --quick 4)")
+    parser.add_argument("--clean", type=int, help="clean networks, each also with every weight moved by one ulp")
+    parser.add_argument("--only", choices=("faults", "false-alarms", "time"), help="one table only")
+    args = parser.parse_args()
+    faulty = args.faulty if args.faulty is not None else (4 if args.quick else 12)
+    clean = args.clean if args.clean is not None else (12 if args.quick else 100)
+    print(
+        f"# bench_power  {datetime.date.today()}  python {platform.python_version()}  numpy {np.__version__}  "
+        f"onnxruntime {onnxruntime.__version__}  nnspec {nnspec.__version__}\n"
+    )
+    start = time.perf_counter()
+    if args.only in (None, "faults"):
+        fault_table(faulty)
+    if args.only in (None, "false-alarms"):
+        false_alarm_table(clean)
+    if args.only in (None, "time"):
+        timing(3 if args.quick else 5)
+    print(f"\n# {time.perf_counter() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
