@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -299,7 +299,12 @@ def check(
 
         case = next(c for c in cases if c.label == report.divergence["case"])
         values = {**case.feeds, **reference.trace(case.feeds)}
-        write_repro(repro, spec, g, report.divergence["layer"], values, data)
+        findings = [
+            {**asdict(w.worst), "ratio": w.worst.ratio, "flagged": w.flagged, "rows": w.rows, "threshold": w.threshold}
+            for w in report.weights
+            if w.layer == report.divergence["layer"] and w.worst is not None
+        ]
+        write_repro(repro, spec, g, report.divergence["layer"], values, data, findings)
         report.notes.append(f"wrote a reproduction of {report.divergence['path']} to {repro}")
     elif repro is not None:
         report.notes.append("no reproduction written: no layer was found to diverge")

@@ -296,7 +296,23 @@ def cross_check(
                     report.weights += _parameter_tests(graph, tracer, runner.name, seen, power_cases)
     report.notes += _notes(report, graph, traces, tol, folded=budget is not None)
     failed_step = next((s for s in report.steps if not s.passed), None)
-    if failed_step is not None:
+    changed = next((w for w in report.weights if not w.passed), None)
+    if failed_step is None and changed is not None:  # within every bound, but a parameter is not the spec's
+        node = graph.node(changed.layer)
+        worst = changed.worst
+        report.divergence = {
+            "layer": node.name,
+            "index": node.index,
+            "path": f"layers[{node.index}]",
+            "type": node.op,
+            "runner": changed.candidate,
+            "case": cases[0].label,
+            "mismatches": changed.flagged,
+            "elements": changed.tested,
+            "worst_margin": (worst.z / changed.threshold) if worst else math.inf,
+            "parameters": worst.describe() if worst else "",
+        }
+    elif failed_step is not None:
         case = (failed_step.worst_at or {}).get("case")
         report.divergence = {
             **_divergence(graph.node(failed_step.name), failed_step, failed_step.candidate, case),

@@ -158,7 +158,13 @@ def verdict_lines(report: Report) -> list[str]:
             f"parameters: {tested:,} weights and biases of {len({w.layer for w in report.weights})} layer(s) tested "
             f"against the spec's, none found changed{reach}"
         )
-    if report.divergence:
+    if report.divergence and report.divergence.get("parameters") is not None:
+        d = report.divergence
+        lines.append(
+            f"first divergence: layer {d['layer']!r} ({d['path']}, {d['type']}): within every bound, but "
+            f"{d['mismatches']} of its {d['elements']} parameters are not the spec's; {d['parameters']}"
+        )
+    elif report.divergence:
         d = report.divergence
         how = " (from its own inputs)" if d.get("from_own_inputs") else ""
         lines.append(

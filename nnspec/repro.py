@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +32,12 @@ def write_repro(
     layer: str,
     values: Mapping[str, np.ndarray],
     model_bytes: bytes,
+    findings: Sequence[Mapping[str, Any]] = (),
 ) -> Path:
-    """Write the reproduction for `layer`; `values` holds the reference's inputs and layer outputs."""
+    """Write the reproduction for `layer`; `values` holds the reference's inputs and layer outputs.
+
+    `findings`: the layer's parameters the model was found to apply otherwise (nnspec.power), written to
+    `findings.json` with the change recovered for each (spec value, applied value, ratio, z)."""
     from .onnxio.export import tensor_bytes
     from .onnxio.model import extract
 
@@ -69,6 +73,8 @@ def write_repro(
     for i, name in enumerate(node.inputs):
         atomic_write(onnx_dir / "test_data_set_0" / f"input_{i}.pb", tensor_bytes(values[name], name))
     atomic_write(onnx_dir / "test_data_set_0" / "output_0.pb", tensor_bytes(values[node.name], node.name))
+    if findings:
+        atomic_write(folder / "findings.json", (json.dumps(list(findings), indent=2) + "\n").encode())
     return folder
 
 
