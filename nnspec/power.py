@@ -438,7 +438,7 @@ def _localize(
     estimate δ̂, its effect removed from the unit's residual, and the unit tested again (a change seen through
     inputs that are correlated with its own would otherwise be reported once per input)."""
     units = np.flatnonzero((z > t).any(axis=0))
-    findings: list[WeightFinding] = []
+    found: dict[tuple[int, int], tuple[float, float]] = {}  # (i, j) -> (its changes so far, summed; the largest z)
     residual = f.residual[:, units].copy()
     active = np.arange(len(units))  # positions in `units` still to explain
     for _ in range(MAX_CHANGES_PER_UNIT):
@@ -451,10 +451,12 @@ def _localize(
         for pos in np.flatnonzero(top > t):
             i, col = int(best[pos]), int(active[pos])
             j = int(units[col])
-            findings.append(_finding(node, group, i, j, float(spec[i, j]), float(delta[i, pos]), float(top[pos])))
+            # a parameter taken again (several of a unit's parameters changed) adds to its change so far
+            total, most = found.get((i, j), (0.0, 0.0))
+            found[(i, j)] = (total + float(delta[i, pos]), max(most, float(top[pos])))
             residual[:, col] -= f.x[:, i] * delta[i, pos]
         active = active[top > t]
-    return findings
+    return [_finding(node, group, i, j, float(spec[i, j]), d, z_) for (i, j), (d, z_) in found.items()]
 
 
 def _finding(node: Node, group: _Group, i: int, j: int, spec: float, delta: float, z: float) -> WeightFinding:
