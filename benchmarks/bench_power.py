@@ -216,7 +216,8 @@ def false_alarm_table(count: int) -> None:
         ["models", "count", "flagged", "largest z", f"largest z, no ulp tolerance (first {RAW_NETWORKS})"], rows
     )
     print(
-        f"\nthreshold t = sqrt(2 ln(2M/alpha)), alpha = {power.ALPHA:g}: {min(thresholds):.2f} to {max(thresholds):.2f}\n"
+        f"\nthreshold t = sqrt(2 ln(2M/alpha)), alpha = {power.ALPHA:g}: "
+        f"{min(thresholds):.2f} to {max(thresholds):.2f}\n"
     )
 
 

@@ -14,8 +14,8 @@ G = AᵀX̌ is near the identity, so that column i of A responds to parameter i 
 
 with m the tolerated change of each parameter (one ulp: another exporter may round the same number the other
 way) and T the most that all parameters of unit j, each moved by at most that, can add to C_ij (without it,
-files with every weight one ulp up reach z = 33). A parameter fails when z > t, t = √(2 ln(2M/α)), M the
-parameters tested in one call, and its estimated change δ̂ moves the rows by more than half an ulp of their
+a float64 file with every weight one ulp up reached z = 33). A parameter fails when z > t, t = √(2 ln(2M/α)),
+M the parameters tested in one call, and its estimated change δ̂ moves the rows by more than half an ulp of their
 results (`_floor`: below that, a correct runtime's consistent rounding biases live). The changes in a failing
 unit are found greedily: its parameter with the largest z is taken as changed by δ̂, that is removed from
 the unit's residual, and the unit tested again.
@@ -150,10 +150,10 @@ def threshold(tested: int, alpha: float = ALPHA) -> float:
 def power_rows(graph: Graph) -> int:
     """Samples of one extra random batch (nnspec.inputs.random_cases) to run through the traced model for this
     test, besides the check's own: enough that each dense or conv layer of k inputs (+1 for a bias; per group)
-    sees max(3k, k + 256) rows. Measured (benchmarks/bench_power.py, tests/test_power.py): with 2k rows every
-    weight of 400- to 1024-wide tanh, relu and gelu layers is within reach, and with 3k their biases too (a
-    bias competes with every input's mean after a relu); with k/2, x1.001 of the largest weight is still
-    caught, if not always located."""
+    sees max(3k, k + 256) rows. Measured (benchmarks/bench_power.py, tests/test_power.py): with k extra rows
+    x1.001 and x1.00001 of the largest weight of 600- and 1024-wide tanh, relu and gelu layers are caught and
+    located, with k/2 not all; with 2k every weight is within reach, and with 3k the biases too (a bias competes
+    with every input's mean after a relu)."""
     samples = 0
     for node in graph.nodes:
         if pre_activation_name(node) is None:
@@ -332,8 +332,9 @@ def _filter(x: np.ndarray, y: np.ndarray, weights: np.ndarray, bias: np.ndarray 
     a = x @ h
     gain = np.eye(k) - ridge * h
     testable = np.any(x != 0, axis=0)
+    seen = a * x
     with np.errstate(divide="ignore", invalid="ignore"):
-        reach = np.diag(gain) / np.sqrt(np.einsum("ri,ri->i", a * x, a * x))
+        reach = np.diag(gain) / np.sqrt((seen * seen).sum(axis=0))
     return _Filter(x, residual, rho, out_ulp, a, h, gain, testable, np.where(testable, np.nan_to_num(reach), 0.0))
 
 

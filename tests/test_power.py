@@ -126,9 +126,11 @@ def test_pre_activations_are_exported_under_their_names() -> None:
             "layers": [
                 {"type": "conv2d", "name": "c", "filters": 3, "kernel_size": 3, "activation": "relu",
                  "weights": {"init": "he_normal", "seed": 1}, "bias": [0.1, 0.2, 0.3]},
-                {"type": "conv2d", "name": "lin", "filters": 2, "kernel_size": 1, "weights": {"init": "he_normal", "seed": 2}},
+                {"type": "conv2d", "name": "lin", "filters": 2, "kernel_size": 1,
+                 "weights": {"init": "he_normal", "seed": 2}},
                 {"type": "flatten", "name": "f"},
-                {"type": "dense", "name": "d", "units": 4, "activation": "tanh", "weights": {"init": "he_normal", "seed": 3}},
+                {"type": "dense", "name": "d", "units": 4, "activation": "tanh",
+                 "weights": {"init": "he_normal", "seed": 3}},
                 {"type": "dense", "name": "out", "units": 2, "weights": {"init": "he_normal", "seed": 4}},
             ],
         }
@@ -263,7 +265,8 @@ def test_conv_and_depthwise_weights_on_the_checks_own_rows() -> None:
             "name": "cnn",
             "inputs": [{"name": "img", "shape": [8, 12, 12]}],
             "layers": [
-                {"type": "conv2d", "name": "c1", "filters": 16, "kernel_size": 3, "padding": "same", "activation": "relu",
+                {"type": "conv2d", "name": "c1", "filters": 16, "kernel_size": 3, "padding": "same",
+                 "activation": "relu",
                  "weights": {"init": "he_normal", "seed": 1}, "bias": {"init": "normal", "seed": 2}},
                 {"type": "conv2d", "name": "dw", "filters": 16, "kernel_size": 3, "groups": 16, "strides": 2,
                  "activation": "tanh", "weights": {"init": "glorot_uniform", "seed": 3}},
@@ -386,7 +389,8 @@ def test_clean_and_one_ulp_files_pass_and_z_has_the_assumed_tail() -> None:
         pooled += raw_z(graph, samples(graph, model, seed=seed))
     z = np.abs(np.concatenate(pooled))
     print(
-        f"\nparameter test, {NULL_NETWORKS} networks clean and one ulp: largest z {largest_z:.2f}, threshold >= {smallest_t:.2f}"
+        f"\nparameter test, {NULL_NETWORKS} networks clean and one ulp: largest z {largest_z:.2f}, "
+        f"threshold >= {smallest_t:.2f}"
     )
     for s in (2.0, 3.0, 4.0, 5.0):
         share, bound = float(np.mean(z > s)), 2 * math.exp(-(s**2) / 2)
