@@ -452,3 +452,23 @@ def test_an_import_that_does_not_check_writes_nothing(tmp_path, cli):
     done = nnspec.import_onnx(tmp_path / "m.onnx", tmp_path / "s.json")
     assert done.spec is None and done.report is not None and not done.report.passed
     assert nnspec.import_onnx(tmp_path / "m.onnx", tmp_path / "s.json", check_model=False).spec is not None
+
+
+@pytest.mark.parametrize("recorded", [False, True])
+def test_a_scale_of_ones_is_the_default_unless_the_recorded_spec_names_it(tmp_path, recorded):
+    """A batch norm's scale of exact ones is the format's default: lifted from a graph alone it is left out
+    (a shorter spec, the same numbers); where the model's recorded spec names it, it is kept (the same hash)."""
+    document = {
+        "format": "nnspec/1",
+        "name": "bn",
+        "inputs": [{"name": "x", "shape": [3, 2]}],
+        "layers": [
+            {"type": "batch_norm", "name": "bn", "mean": [0.5, 0, -1], "variance": [1, 2, 0.5], "scale": [1, 1, 1]}
+        ],
+    }
+    spec, model = _compiled(tmp_path, document)
+    if recorded:
+        model.write_bytes(to_bytes(nnspec.to_onnx(spec)))
+    (node,) = nnspec.graph(_imported(tmp_path, model)).nodes
+    assert ("scale" in node.params) is recorded
+    assert "offset" not in node.params  # zeros, the default, in neither
