@@ -29,7 +29,6 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime
-from onnx import helper, numpy_helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _timing import compare, fmt_time, print_table  # noqa: E402
@@ -39,6 +38,7 @@ from nnspec import power  # noqa: E402
 from nnspec.inputs import random_cases  # noqa: E402
 from nnspec.onnxio.export import to_bytes  # noqa: E402
 from nnspec.onnxio.model import with_outputs  # noqa: E402
+from nnspec.onnxio.tamper import moved_one_ulp, scaled_entry  # noqa: E402
 from nnspec.runners import OnnxRuntimeRunner  # noqa: E402
 
 ACTIVATIONS = ("tanh", "relu", "gelu", "sigmoid")
@@ -92,45 +92,6 @@ def first_rows(values: list[dict[str, np.ndarray]], extra: int) -> list[dict[str
     return base + ([{k: v[:extra] for k, v in last.items()}] if extra else [])
 
 
-def scaled(model: onnx.ModelProto, name: str, index: tuple[int, ...], factor: float, way: str) -> onnx.ModelProto:
-    """The model with one entry of initializer `name` multiplied by `factor` (rounded to float32)."""
-    faulty = onnx.ModelProto()
-    faulty.CopyFrom(model)
-    init = next(i for i in faulty.graph.initializer if i.name == name)
-    array = numpy_helper.to_array(init)
-    if way == "initializer":
-        array = array.copy()
-        array[index] = array[index] * array.dtype.type(factor)
-        init.CopyFrom(numpy_helper.from_array(array, name))
-        return faulty
-    mask = np.ones_like(array)
-    mask[index] = factor
-    faulty.graph.initializer.append(numpy_helper.from_array(mask, f"{name}.mask"))
-    for node in faulty.graph.node:
-        node.input[:] = [f"{name}.masked" if i == name else i for i in node.input]
-    faulty.graph.node.insert(
-        0, helper.make_node("Mul", [name, f"{name}.mask"], [f"{name}.masked"], name=f"{name}/mask")
-    )
-    return faulty
-
-
-def one_ulp(model: onnx.ModelProto, how: str, seed: int) -> onnx.ModelProto:
-    """Every weight and bias moved by one ulp: `up` (towards +inf), `away` (from zero), or `random`."""
-    moved = onnx.ModelProto()
-    moved.CopyFrom(model)
-    rng = np.random.default_rng(seed)
-    for init in moved.graph.initializer:
-        a = numpy_helper.to_array(init)
-        if how == "up":
-            target = np.full(a.shape, np.inf)
-        elif how == "away":
-            target = np.where(a >= 0, np.inf, -np.inf)
-        else:
-            target = np.where(rng.random(a.shape) < 0.5, np.inf, -np.inf)
-        init.CopyFrom(numpy_helper.from_array(np.nextafter(a, target.astype(a.dtype)), init.name))
-    return moved
-
-
 SWEEP = (0, 256, 512, 1024, "power_rows")
 RAW_NETWORKS = 40  # clean networks also tested with no ulp tolerance (the statistic's own null tail)
 
@@ -151,7 +112,7 @@ def fault_table(count: int) -> None:
             index = tuple(int(i) for i in np.unravel_index(np.argmax(np.abs(weights)), weights.shape))
             for factor in FACTORS:
                 for way in WAYS:
-                    values = runs(graph, scaled(model, f"{node.name}.weights", index, factor, way), most, seed)
+                    values = runs(graph, scaled_entry(model, f"{node.name}.weights", index, factor, way), most, seed)
                     for extra in SWEEP:
                         rows = most if extra == "power_rows" else extra
                         found = power.collect_samples(graph, first_rows(values, rows))
@@ -195,7 +156,7 @@ def false_alarm_table(count: int) -> None:
         graph = nnspec.graph(spec)
         model = nnspec.to_onnx(spec)
         how = ("up", "away", "random")[seed % 3]
-        for kind, candidate in (("clean", model), (f"one ulp {how}", one_ulp(model, how, seed))):
+        for kind, candidate in (("clean", model), (f"one ulp {how}", moved_one_ulp(model, how, seed))):
             samples = power.collect_samples(graph, runs(graph, candidate, power.power_rows(graph), seed))
             results = power.test_layers(graph, samples, "ort")
             row = tally.setdefault(kind, [0, 0, 0.0, 0.0])

@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 import onnx
 import pytest
-from onnx import helper, numpy_helper
 
 import nnspec
 from nnspec import power
@@ -24,6 +23,7 @@ from nnspec.ir import Graph
 from nnspec.layers import LAYERS
 from nnspec.onnxio.export import to_bytes
 from nnspec.onnxio.model import with_outputs
+from nnspec.onnxio.tamper import moved_one_ulp, scaled_entry
 from nnspec.runners import OnnxRuntimeRunner
 
 
@@ -63,44 +63,6 @@ def samples(
         if rows:
             cases += random_cases(graph, seed=seed, batch_sizes=(rows,), edges=False)
     return power.collect_samples(graph, [{**c.feeds, **runner.run(c.feeds)} for c in cases])
-
-
-def changed(model: onnx.ModelProto, name: str, index: tuple[int, ...], factor: float, way: str) -> onnx.ModelProto:
-    """One entry of initializer `name` multiplied by `factor`: rewritten, or by an inserted Mul by a mask."""
-    faulty = onnx.ModelProto()
-    faulty.CopyFrom(model)
-    init = next(i for i in faulty.graph.initializer if i.name == name)
-    array = numpy_helper.to_array(init).copy()
-    if way == "initializer":
-        array[index] = array[index] * array.dtype.type(factor)
-        init.CopyFrom(numpy_helper.from_array(array, name))
-        return faulty
-    mask = np.ones_like(array)
-    mask[index] = factor
-    faulty.graph.initializer.append(numpy_helper.from_array(mask, f"{name}.mask"))
-    for node in faulty.graph.node:
-        node.input[:] = [f"{name}.masked" if i == name else i for i in node.input]
-    faulty.graph.node.insert(
-        0, helper.make_node("Mul", [name, f"{name}.mask"], [f"{name}.masked"], name=f"{name}/fault")
-    )
-    return faulty
-
-
-def one_ulp(model: onnx.ModelProto, how: str, seed: int) -> onnx.ModelProto:
-    """Every weight and bias moved by one ulp: up, away from zero, or each in a random direction."""
-    moved = onnx.ModelProto()
-    moved.CopyFrom(model)
-    rng = np.random.default_rng(seed)
-    for init in moved.graph.initializer:
-        a = numpy_helper.to_array(init)
-        if how == "up":
-            target = np.full(a.shape, np.inf)
-        elif how == "away":
-            target = np.where(a >= 0, np.inf, -np.inf)
-        else:
-            target = np.where(rng.random(a.shape) < 0.5, np.inf, -np.inf)
-        init.CopyFrom(numpy_helper.from_array(np.nextafter(a, target.astype(a.dtype)), init.name))
-    return moved
 
 
 def largest(graph: Graph, layer: str) -> tuple[int, ...]:
@@ -203,7 +165,7 @@ def test_one_weight_times_1_001_is_caught_and_located(wide: tuple[Graph, onnx.Mo
     graph, model = wide
     faulty = model
     for layer in ("l0", "l1"):
-        faulty = changed(faulty, f"{layer}.weights", largest(graph, layer), 1.001, way)
+        faulty = scaled_entry(faulty, f"{layer}.weights", largest(graph, layer), 1.001, way)
     results = {r.layer: r for r in power.test_layers(graph, samples(graph, faulty), "onnxruntime")}
     for layer in ("l0", "l1"):
         r = results[layer]
@@ -220,7 +182,7 @@ def test_one_weight_times_1_00001_in_a_1024_wide_layer() -> None:
     results = {
         r.layer: r
         for r in power.test_layers(
-            graph, samples(graph, changed(model, "l1.weights", index, 1.00001, "initializer")), "ort"
+            graph, samples(graph, scaled_entry(model, "l1.weights", index, 1.00001, "initializer")), "ort"
         )
     }
     assert results["l0"].passed
@@ -249,7 +211,7 @@ def test_a_changed_bias_is_located(activation: str) -> None:
     graph, model = nnspec.graph(spec), nnspec.to_onnx(spec)
     bias = graph.node("l1").params["bias"]
     j = int(np.argmax(np.abs(bias)))
-    faulty = changed(model, "l1.bias", (j,), 1.001, "initializer")
+    faulty = scaled_entry(model, "l1.bias", (j,), 1.001, "initializer")
     results = {r.layer: r for r in power.test_layers(graph, samples(graph, faulty), "ort")}
     worst = results["l1"].worst
     assert results["l0"].passed
@@ -279,7 +241,7 @@ def test_conv_and_depthwise_weights_on_the_checks_own_rows() -> None:
     assert all(r.passed for r in power.test_layers(graph, samples(graph, model, extra=0), "ort"))
     faulty = model
     for layer in ("c1", "dw", "c3"):
-        faulty = changed(faulty, f"{layer}.weights", largest(graph, layer), 1.00001, "initializer")
+        faulty = scaled_entry(faulty, f"{layer}.weights", largest(graph, layer), 1.00001, "initializer")
     for r in power.test_layers(graph, samples(graph, faulty, extra=0), "ort"):
         assert r.flagged == 1 and r.worst is not None and r.worst.index == largest(graph, r.layer), r
 
@@ -289,7 +251,7 @@ def test_dense_over_sequences_reports_the_specs_layout() -> None:
     spec = dense_net([300, 200, 100], "tanh", seed=5, shape=[5, 300])
     graph, model = nnspec.graph(spec), nnspec.to_onnx(spec)
     index = largest(graph, "l0")
-    faulty = changed(model, "l0.weights_t", index[::-1], 1.001, "initializer")
+    faulty = scaled_entry(model, "l0.weights_t", index[::-1], 1.001, "initializer")
     results = {r.layer: r for r in power.test_layers(graph, samples(graph, faulty), "ort")}
     assert results["l0"].worst is not None and results["l0"].worst.index == index
     assert results["l1"].passed
@@ -304,7 +266,7 @@ def test_float64_networks() -> None:
     results = {
         r.layer: r
         for r in power.test_layers(
-            graph, samples(graph, changed(model, "l1.weights", index, 1 + 1e-9, "initializer")), "ort"
+            graph, samples(graph, scaled_entry(model, "l1.weights", index, 1 + 1e-9, "initializer")), "ort"
         )
     }
     worst = results["l1"].worst
@@ -322,7 +284,7 @@ def test_rows_with_nan_or_inf_are_dropped_and_zero_columns_untested() -> None:
     cases = [Case("given", {"x": x})]
     index = largest(graph, "l0")
     result = power.test_layers(
-        graph, samples(graph, changed(model, "l0.weights", index, 1.001, "initializer"), cases=cases), "ort"
+        graph, samples(graph, scaled_entry(model, "l0.weights", index, 1.001, "initializer"), cases=cases), "ort"
     )[0]
     assert result.rows == 510
     assert result.tested == 64 * 64  # 64 units x (63 seen inputs + the bias)
@@ -356,7 +318,7 @@ def test_too_few_rows_leave_parameters_blind_not_flagged() -> None:
     graph, model = nnspec.graph(spec), nnspec.to_onnx(spec)
     index = largest(graph, "l0")
     (result,) = power.test_layers(
-        graph, samples(graph, changed(model, "l0.weights", index, 1.001, "initializer"), extra=0), "ort"
+        graph, samples(graph, scaled_entry(model, "l0.weights", index, 1.001, "initializer"), extra=0), "ort"
     )
     assert result.blind == result.tested
 
@@ -380,7 +342,7 @@ def test_clean_and_one_ulp_files_pass_and_z_has_the_assumed_tail() -> None:
         dtype = "float64" if seed % 6 == 5 else "float32"
         spec = dense_net(widths, activation, seed=seed, dtype=dtype)
         graph, model = nnspec.graph(spec), nnspec.to_onnx(spec)
-        for candidate in (model, one_ulp(model, ("up", "away", "random")[seed % 3], seed)):
+        for candidate in (model, moved_one_ulp(model, ("up", "away", "random")[seed % 3], seed)):
             found = samples(graph, candidate, seed=seed)
             results = power.test_layers(graph, found, "ort")
             assert all(r.passed for r in results), [r.worst.describe() for r in results if r.worst]
