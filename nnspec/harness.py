@@ -350,10 +350,12 @@ def _end_to_end(
     oracle_pairs: dict[str, dict[str, list[Pair]]] = {r.name: {n: [] for n in outputs} for r in sides}
     traces: list[tuple[Case, Trace]] = []
     unsteady: set[str] = set()
-    for case in cases:
-        trace = propagate(graph, case.feeds, precision, budget, keep=outputs)
-        # the float64 oracle's own bound is some 1e-9 of the network's: folded, it costs a forward pass
-        oracle_bound = propagate(graph, case.feeds, wide, FOLDED_BUDGET, keep=outputs).errors if narrow else None
+    bounds = _bounds(graph, cases, precision, budget, outputs)
+    # the float64 oracle's own bound is some 1e-9 of the network's: folded, it costs a forward pass
+    oracle_bounds = _bounds(graph, cases, wide, FOLDED_BUDGET, outputs) if narrow else None
+    for index, case in enumerate(cases):
+        trace = bounds[index]
+        oracle_bound = oracle_bounds[index].errors if oracle_bounds is not None else None
         results: dict[str, dict[str, np.ndarray]] = {}
         for runner in sides:  # each side runs twice: results that change between runs are flagged
             try:
@@ -390,6 +392,33 @@ def _end_to_end(
             report.oracle += [compare(n, shapes[n], oracle_pairs[side.name][n], graph.dtype, names) for n in outputs]
     report.nondeterministic = sorted(unsteady)
     return traces
+
+
+def _bounds(
+    graph: Graph, cases: Sequence[Case], precision: Precision, budget: int | None, keep: Sequence[str]
+) -> list[Trace]:
+    """`propagate` on every case. With every Jacobian folded (budget 0) each row's bound is its own, whatever
+    rows surround it, so all cases go through in one pass (each layer's weights are read once, not per case);
+    otherwise what is folded depends on the batch, and each case goes alone."""
+    if budget != 0 or len(cases) < 2:
+        return [propagate(graph, case.feeds, precision, budget, keep=keep) for case in cases]
+    sizes = [next(iter(case.feeds.values())).shape[0] for case in cases]
+    feeds = {name: np.concatenate([case.feeds[name] for case in cases]) for name in cases[0].feeds}
+    whole = propagate(graph, feeds, precision, budget, keep=keep)
+    ends = np.cumsum(sizes)
+    parts = []
+    for start, end in zip(ends - sizes, ends, strict=True):
+        cut = slice(int(start), int(end))
+        parts.append(
+            Trace(
+                whole.precision,
+                {name: value[cut] for name, value in whole.values.items()},
+                {name: error[cut] for name, error in whole.errors.items()},
+                {name: mask[cut] for name, mask in whole.ambiguous.items()},
+                whole.loose,
+            )
+        )
+    return parts
 
 
 def _notes(
@@ -453,6 +482,7 @@ def step_results(
     wide = graph.widened()
     pairs: dict[str, list[Pair]] = {n.name: [] for n in graph.nodes}
     kernels: dict[str, Callable[..., np.ndarray]] = {}  # built once, for layers the model holds in no tensor
+    runs: list[tuple[Case, dict[str, np.ndarray], dict[str, np.ndarray]]] = []
     for case in cases:
         got = tracer.run(case.feeds)
         values = {**case.feeds, **got}
@@ -466,26 +496,35 @@ def step_results(
                     kernels[node.name] = LAYERS[node.op].numpy(node)
                 with np.errstate(all="ignore"):
                     values[node.name] = kernels[node.name](*(values[i] for i in node.inputs))
-        batch = next(iter(case.feeds.values())).shape[0]
-        for node, wide_node in zip(graph.nodes, wide.nodes, strict=True):
-            if node.name not in got or any(i not in values for i in node.inputs):
-                continue
-            shape = (batch, *node.shape)
-            with np.errstate(all="ignore"):
-                inputs = [
-                    exact(np.asarray(values[i], dtype=np.float64).reshape(-1, values[i].shape[-1])) for i in node.inputs
-                ]
-                step = LAYERS[node.op].bound(wide_node, inputs, precision)
-                allowed = step.bound().reshape(shape)
-                # The float64 recomputation's own error is added where it could matter: where the model is
-                # beyond the step's bound alone (elsewhere the layer passes with or without it, and its
-                # err/allowed reads a hair high). It is the same bound again in float64 networks.
-                outside = ~(np.abs(np.asarray(got[node.name], dtype=np.float64) - step.value.reshape(shape)) <= allowed)
-                if outside.any():
-                    same = precision == wide_precision
-                    own = step.bound() if same else LAYERS[node.op].bound(wide_node, inputs, wide_precision).bound()
-                    allowed = allowed + own.reshape(shape)
-            pairs[node.name].append((case.label, step.value.reshape(shape), got[node.name], allowed))
+        runs.append((case, got, values))
+    for node, wide_node in zip(graph.nodes, wide.nodes, strict=True):
+        # A step's bound is each row's own: the cases go through together, each layer's weights read once.
+        held = [(case, got, values) for case, got, values in runs if node.name in got]
+        held = [run for run in held if all(i in run[2] for i in node.inputs)]
+        if not held:
+            continue
+        sizes = [run[1][node.name].shape[0] for run in held]
+        shape = (sum(sizes), *node.shape)
+        output = np.concatenate([np.asarray(got[node.name], dtype=np.float64) for _, got, _ in held])
+        with np.errstate(all="ignore"):
+            inputs = []
+            for i in node.inputs:
+                value = np.concatenate([np.asarray(values[i], dtype=np.float64) for _, _, values in held])
+                inputs.append(exact(value.reshape(-1, value.shape[-1])))
+            step = LAYERS[node.op].bound(wide_node, inputs, precision)
+            allowed = step.bound().reshape(shape)
+            # The float64 recomputation's own error is added where it could matter: where the model is
+            # beyond the step's bound alone (elsewhere the layer passes with or without it, and its
+            # err/allowed reads a hair high). It is the same bound again in float64 networks.
+            outside = ~(np.abs(output - step.value.reshape(shape)) <= allowed)
+            if outside.any():
+                same = precision == wide_precision
+                own = step.bound() if same else LAYERS[node.op].bound(wide_node, inputs, wide_precision).bound()
+                allowed = allowed + own.reshape(shape)
+        expected = step.value.reshape(shape)
+        ends = np.cumsum(sizes)
+        for (case, got, _), start, end in zip(held, ends - sizes, ends, strict=True):
+            pairs[node.name].append((case.label, expected[start:end], got[node.name], allowed[start:end]))
     names = (STEP_REFERENCE, name)
     return [compare(n.name, n.shape, pairs[n.name], graph.dtype, names) for n in graph.nodes if pairs[n.name]]
 

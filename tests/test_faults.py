@@ -8,6 +8,12 @@ in float64 on the check's own inputs and rounded to the network's dtype (nnspec.
 moves some output by more than the derived tolerance there; the rest are equivalent mutants on those
 inputs (no correct checker can see them) and are counted apart.
 
+Each faulty model's one check also says which of its verdicts failed: end to end (some output outside its
+bound), layer by layer (some layer outside its own step's bound), the parameter test (nnspec.power: a weight
+or bias of a dense or conv layer found changed), and, reported beside them, the file against a fresh export
+of the spec (nnspec.onnxio.diff; it applies, the faulty export carrying this nnspec's version, and fails
+nothing without exact_file). These are counted for the faults that apply and for those within the tolerance.
+
 `pytest -s tests/test_faults.py` prints the figures, per fault kind and per layer type. CI checks 1000
 networks and injects faults into the first FAULTED of them (70 to 90 s on two cores); the longer run
 checks 10000 and injects faults into every one (about 26 minutes):
@@ -23,6 +29,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +58,49 @@ IN_ONE_LAYER = ("weight", "transpose", "activation", "bias", "param", "attribute
 # with a normalization, a pool, a merge or a convolution.
 LEAST_APPLYING = {"weight": 1 / 5, "transpose": 1 / 5, "activation": 1 / 5, "bias": 1 / 5, "outputs": 1 / 5}
 LEAST_APPLYING_LATER = 1 / 40
+# Kinds that change a weight or bias, which the parameter test tests where it ran on that layer (dense and conv
+# layers of networks of two or more layers, like the steps).
+PARAMETER_KINDS = ("weight", "transpose", "bias", "flip")
+
+
+@dataclass
+class Verdicts:
+    """Which verdicts of their one check a set of faulty models failed (a model may fail several)."""
+
+    failed: int = 0  # the check failed
+    outputs: int = 0  # some output outside its bound, end to end
+    steps: int = 0  # some layer outside the bound of its own step
+    parameters: int = 0  # the parameter test found a parameter changed
+    parameters_only: int = 0  # ... and every output and every step passed
+    problems: int = 0  # the model could not be checked (interface problems, no outputs)
+    explained: int = 0  # some verdict above failed: the union, by design `failed`
+    tested: int = 0  # the fault changes a weight or bias (PARAMETER_KINDS) of a layer the parameter test ran on
+    tested_flagged: int = 0  # ... and the test flags that layer
+    compared: int = 0  # the file was compared with a fresh export of the spec
+    differs: int = 0  # ... and differs from it (a verdict of its own: it fails the check only with exact_file)
+    elsewhere: list[str] = field(default_factory=list)  # the parameter test flags a layer the fault is not in
+
+    def add(self, report: nnspec.Report, kind: str, layer: str | None, where: str) -> bool:
+        """Count the report of one faulty model (a `kind` fault in `layer`); True when its check failed."""
+        outputs = not all(o.passed for o in report.outputs)
+        steps = not all(s.passed for s in report.steps)
+        flagged = {w.layer for w in report.weights if not w.passed}
+        tested = kind in PARAMETER_KINDS and layer in {w.layer for w in report.weights}
+        problems = bool(report.problems) or not report.outputs
+        self.failed += not report.passed
+        self.outputs += outputs
+        self.steps += steps
+        self.parameters += bool(flagged)
+        self.parameters_only += bool(flagged) and not (outputs or steps)
+        self.problems += problems
+        self.explained += outputs or steps or bool(flagged) or problems
+        self.tested += tested
+        self.tested_flagged += tested and layer in flagged
+        self.compared += report.compared_with_export
+        self.differs += bool(report.differences)
+        if layer is not None and flagged - {layer}:  # swapped outputs (no layer) are flagged in a head they swap
+            self.elsewhere.append(f"{where}: the parameter test flags {sorted(flagged - {layer})}, not {layer!r}")
+        return not report.passed
 
 
 @dataclass
@@ -66,7 +116,9 @@ class KindTally:
     located: int = 0
     caught_float32: int = 0  # float32 only, caught end to end (some output outside the derived tolerance)
     blames_onnxruntime: int = 0  # ... and the oracle finds onnxruntime, and only it, outside its bound
-    steps_only: int = 0  # caught only layer by layer: every output within a bound that is infinite there
+    steps_only: int = 0  # caught with every output within a bound that is infinite there: by a step or the parameters
+    applying: Verdicts = field(default_factory=Verdicts)  # which verdicts caught the faults that apply
+    within_by: Verdicts = field(default_factory=Verdicts)  # ... and those within the tolerance
     missed: list[str] = field(default_factory=list)
     misplaced: list[str] = field(default_factory=list)
     misblamed: list[str] = field(default_factory=list)
@@ -142,15 +194,17 @@ def _measure(networks: int, faulted: int) -> Measurement:
             if where_type is not None:
                 where_type.injected += 1
             moved = effect(graph, faulty, cases, before)
-            if moved <= 1:
-                tally.unchanged += moved == 0
-                if moved > 0:
-                    tally.within += 1
-                    tally.within_caught += not nnspec.check(spec, onnx_model=to_bytes(to_onnx(faulty))).passed
+            if moved == 0:
+                tally.unchanged += 1
                 continue
-            tally.applies += 1
             where = f"network {i}, {kind} fault (effect {moved:.3g} x the bound)"
             caught = nnspec.check(spec, onnx_model=to_bytes(to_onnx(faulty)))
+            if moved <= 1:
+                tally.within += 1
+                tally.within_caught += tally.within_by.add(caught, kind, layer, where)
+                continue
+            tally.applies += 1
+            tally.applying.add(caught, kind, layer, where)
             if where_type is not None:
                 where_type.applies += 1
                 where_type.caught += not caught.passed
@@ -181,6 +235,44 @@ def _percent(part: int, whole: int) -> str:
     return f"{100 * part / whole:.1f}%" if whole else "-"
 
 
+def _table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
+    """Print a Markdown table, its columns padded so that it reads in a terminal too (numbers right-aligned)."""
+    cells = [list(header), *([str(c) for c in row] for row in rows)]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+
+    def line(row: Sequence[str]) -> str:
+        padded = [c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))]
+        return "| " + " | ".join(padded) + " |"
+
+    print(line(cells[0]))
+    print("|" + "|".join(("-" * (w + 1) + ":") if i else (":" + "-" * (w + 1)) for i, w in enumerate(widths)) + "|")
+    for row in cells[1:]:
+        print(line(row))
+
+
+def _verdicts(m: Measurement, which: str, faults: str) -> None:
+    """One row per kind: how many of its faulty models each verdict failed (`which`: a KindTally's Verdicts)."""
+    header = (
+        "kind",
+        faults,
+        "check fails",
+        "end to end",
+        "layer step",
+        "parameter test",
+        "parameter test only",
+        "in a tested layer (flagged)",
+        "file differs",
+    )
+    rows = []
+    for kind, t in m.kinds.items():
+        v: Verdicts = getattr(t, which)
+        total = t.applies if which == "applying" else t.within
+        tested = f"{v.tested} ({v.tested_flagged})" if v.tested else "-"
+        differs = f"{v.differs}" if v.compared == total else f"{v.differs} of {v.compared} compared"
+        rows.append((kind, total, v.failed, v.outputs, v.steps, v.parameters, v.parameters_only, tested, differs))
+    _table(header, rows)
+
+
 def _print(m: Measurement) -> None:
     print(
         f"\nnnspec fault injection: {m.networks} random networks (seed {SEED}; {m.networks - m.graphs} chains, "
@@ -192,34 +284,51 @@ def _print(m: Measurement) -> None:
         f"false alarms: {len(m.false_alarms)} of {m.networks} checks; "
         f"a side outside its bound of the float64 oracle: {len(m.oracle_alarms)}"
     )
-    print(f"faults injected into the first {m.faulted} networks, each kind where it has a place:")
+    print(f"\nfaults injected into the first {m.faulted} networks, each kind where it has a place:\n")
     header = ("kind", "injected", "unchanged", "within (caught)", "applies", "caught", "located", "blames ort")
-    print(("{:<11}" + "{:>16}" * (len(header) - 1)).format(*header))
+    rows = []
     for kind, t in m.kinds.items():
-        located = _percent(t.located, t.caught) if kind in IN_ONE_LAYER else "n/a"
-        row = (
-            kind,
-            t.injected,
-            t.unchanged,
-            f"{t.within} ({t.within_caught})",
-            t.applies,
-            f"{t.caught} {_percent(t.caught, t.applies)}",
-            located,
-            _percent(t.blames_onnxruntime, t.caught_float32),
+        rows.append(
+            (
+                kind,
+                t.injected,
+                t.unchanged,
+                f"{t.within} ({t.within_caught})",
+                t.applies,
+                f"{t.caught} ({_percent(t.caught, t.applies)})",
+                _percent(t.located, t.caught) if kind in IN_ONE_LAYER else "n/a",
+                _percent(t.blames_onnxruntime, t.caught_float32),
+            )
         )
-        print(("{:<11}" + "{:>16}" * (len(row) - 1)).format(*row))
-    print("per layer type: the clean networks holding it, and the faults put into its layers (all kinds but outputs):")
+    _table(header, rows)
+    print(
+        "\nwhich verdicts fail the faulty models' checks (one model may fail several; 'in a tested layer': faults in "
+        "a weight or bias of a layer the parameter test ran on (dense and conv layers of networks of two or more "
+        "layers), and of those, how many it flags there; "
+        "'file differs': the file against the spec's export, a verdict that fails the check only with exact_file)"
+    )
+    print("\nthe faults that apply:\n")
+    _verdicts(m, "applying", "applies")
+    print("\nthe faults within the tolerance (outputs moved, by less than the derived bound):\n")
+    _verdicts(m, "within_by", "within")
+    print(
+        "\nper layer type: the clean networks holding it, and the faults put into its layers (all kinds but outputs):\n"
+    )
     header = ("type", "networks", "false alarms", "worst step", "faults", "applies", "caught")
-    print(("{:<16}" + "{:>13}" * (len(header) - 1)).format(*header))
+    rows = []
     for name, t in m.types.items():
-        caught = f"{t.caught} {_percent(t.caught, t.applies)}"
-        row = (name, t.networks, t.false_alarms, f"{t.worst_step:.3g}", t.injected, t.applies, caught)
-        print(("{:<16}" + "{:>13}" * (len(row) - 1)).format(*row))
+        caught = f"{t.caught} ({_percent(t.caught, t.applies)})"
+        rows.append((name, t.networks, t.false_alarms, f"{t.worst_step:.3g}", t.injected, t.applies, caught))
+    _table(header, rows)
     steps_only = ", ".join(f"{kind} {t.steps_only}" for kind, t in m.kinds.items() if t.steps_only)
     if steps_only:
-        print(f"caught only layer by layer (every output within an infinite bound there): {steps_only}")
+        print(
+            "caught with every output within its bound (infinite there), by a layer's step or the parameter test: "
+            + steps_only
+        )
     kept = [p for t in m.kinds.values() for p in (*t.missed, *t.misplaced, *t.misblamed)]
-    for problem in [*m.false_alarms, *m.oracle_alarms, *kept]:
+    elsewhere = [p for t in m.kinds.values() for p in (*t.applying.elsewhere, *t.within_by.elsewhere)]
+    for problem in [*m.false_alarms, *m.oracle_alarms, *kept, *elsewhere]:
         print("  ", problem)
 
 
@@ -264,6 +373,18 @@ def test_every_layer_type_is_measured(measured: Measurement) -> None:
 def test_the_divergence_names_the_faulty_layer(measured: Measurement, kind: str) -> None:
     t = measured.kinds[kind]
     assert t.located >= LOCATED_RATE * t.caught, t.misplaced
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_verdicts_add_up_to_the_check(measured: Measurement, kind: str) -> None:
+    """A check fails exactly when one of its verdicts does (the file comparison fails none without exact_file),
+    and the counts of each verdict agree with the tallies kept beside them."""
+    t = measured.kinds[kind]
+    for v, faults, caught in ((t.applying, t.applies, t.caught), (t.within_by, t.within, t.within_caught)):
+        assert v.failed == v.explained == caught
+        assert v.outputs <= v.failed and v.steps <= v.failed and v.parameters_only <= v.parameters <= v.failed
+        assert v.tested_flagged <= v.tested <= faults and v.differs <= v.compared <= faults
+    assert t.steps_only == t.caught - t.applying.outputs
 
 
 @pytest.mark.parametrize("kind", KINDS)
