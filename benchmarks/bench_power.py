@@ -1,10 +1,11 @@
 """Does the parameter test (nnspec.power) catch one changed weight in wide float32 layers, and only then?
 
-Random MLPs of 2 to 4 dense layers, 600 and 1024 wide (tanh, relu, gelu, sigmoid; glorot or he weights,
-small normal biases), exported by nnspec and run by onnxruntime with every pre-activation exposed, on the
+Random MLPs of 2 to 4 dense layers, 600 and 1024 wide (tanh, relu, gelu, sigmoid, elu, softplus; glorot or he
+weights, small normal biases), and CNNs of three 3x3 convolutions (32 -> 64 -> 128 -> 64 channels on 16x16
+images; relu or tanh), exported by nnspec and run by onnxruntime with every pre-activation exposed, on the
 check's own inputs (seeded batches of 1, 7 and 64 rows and the edge rows, 82 rows) plus one batch of extra
-random rows (nnspec.inputs.random_cases): none, 256, 512, 1024, or `power.power_rows(graph)` (three times the
-widest layer's inputs: 3075 for 1024 wide); the smaller counts are the first rows of the largest batch.
+random rows (nnspec.inputs.random_cases): none, 128, 256, `power.power_rows(graph)` (what the check adds: 512
+for an MLP, 2 images for these CNNs) or 1024; the smaller counts are the first rows of the largest batch.
 
   - faults: in each layer, its largest weight multiplied by 1.001 and by 1.00001, written into the
     initializer or applied by an inserted Mul by a mask; caught means the test flags that layer, located
@@ -13,14 +14,15 @@ widest layer's inputs: 3075 for 1024 wide); the smaller counts are the first row
     random direction), for the largest |z| seen against the threshold.
   - time: test_layers against one bare onnxruntime forward pass over the same rows.
 
-    python benchmarks/bench_power.py           # 12 faulty networks, 100 clean ones (200 models)
-    python benchmarks/bench_power.py --quick   # 4 and 12
+    python benchmarks/bench_power.py           # 18 faulty MLPs and 2 CNNs, 100 clean MLPs (200 models)
+    python benchmarks/bench_power.py --quick   # 6 + 1 and 12
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import math
 import platform
 import sys
 import time
@@ -41,14 +43,14 @@ from nnspec.onnxio.model import with_outputs  # noqa: E402
 from nnspec.onnxio.tamper import moved_one_ulp, scaled_entry  # noqa: E402
 from nnspec.runners import OnnxRuntimeRunner  # noqa: E402
 
-ACTIVATIONS = ("tanh", "relu", "gelu", "sigmoid")
+ACTIVATIONS = ("tanh", "relu", "gelu", "sigmoid", "elu", "softplus")
 FACTORS = (1.001, 1.00001)
 WAYS = ("initializer", "Mul by a mask")
 
 
 def network(seed: int, rng: np.random.Generator) -> nnspec.Spec:
     """2 to 4 dense layers of 600 or 1024 units on 600 or 1024 inputs, one activation throughout."""
-    act = ACTIVATIONS[seed % 4]
+    act = ACTIVATIONS[seed % len(ACTIVATIONS)]
     widths = [int(rng.choice([600, 1024])) for _ in range(int(rng.integers(3, 6)))]
     init = ("glorot_uniform", "he_normal")[seed // 4 % 2]
     layers = [
@@ -72,6 +74,30 @@ def network(seed: int, rng: np.random.Generator) -> nnspec.Spec:
     )
 
 
+def conv_network(seed: int) -> nnspec.Spec:
+    """Three 3x3 convolutions ('same', 32 -> 64 -> 128 -> 64 channels on 16x16 images: 288 to 1152 inputs per
+    output position), relu or tanh, he or glorot weights."""
+    act = ("relu", "tanh")[seed % 2]
+    init = ("he_normal", "glorot_uniform")[seed % 2]
+    layers = [
+        {
+            "type": "conv2d",
+            "name": f"c{i}",
+            "filters": filters,
+            "kernel_size": 3,
+            "padding": "same",
+            "activation": act,
+            "weights": {"init": init, "seed": 7000 + 10 * seed + i},
+            "bias": {"init": "normal", "seed": 7500 + 10 * seed + i},
+        }
+        for i, filters in enumerate((64, 128, 64))
+    ]
+    return nnspec.from_dict(
+        {"format": "nnspec/1", "name": f"cnn_{act}_{seed}", "inputs": [{"name": "img", "shape": [32, 16, 16]}],
+         "layers": layers}
+    )  # fmt: skip
+
+
 def traced(graph: nnspec.ir.Graph, model: onnx.ModelProto) -> OnnxRuntimeRunner:
     names = [n.name for n in graph.nodes] + [p for n in graph.nodes if (p := power.pre_activation_name(n))]
     return OnnxRuntimeRunner(with_outputs(to_bytes(model), names))
@@ -92,17 +118,17 @@ def first_rows(values: list[dict[str, np.ndarray]], extra: int) -> list[dict[str
     return base + ([{k: v[:extra] for k, v in last.items()}] if extra else [])
 
 
-SWEEP = (0, 256, 512, 1024, "power_rows")
+SWEEP = (0, 128, 256, 384, "power_rows", 1024)
 RAW_NETWORKS = 40  # clean networks also tested with no ulp tolerance (the statistic's own null tail)
 
 
-def fault_table(count: int) -> None:
+def fault_table(count: int, convs: int) -> None:
     rng = np.random.default_rng(1)
-    # (factor, way, extra) -> [caught, located, faults, largest relative error of the estimated factor]
-    tally: dict[tuple[float, str, int | str], list[float]] = {}
+    # (layers, factor, way, extra) -> [caught, located, faults, largest relative error of the estimated factor]
+    tally: dict[tuple[str, float, str, int | str], list[float]] = {}
     missed: list[str] = []  # at power_rows
-    for seed in range(count):
-        spec = network(seed, rng)
+    specs = [network(seed, rng) for seed in range(count)] + [conv_network(seed) for seed in range(convs)]
+    for seed, spec in enumerate(specs):
         graph = nnspec.graph(spec)
         model = nnspec.to_onnx(spec)
         most = power.power_rows(graph)
@@ -120,25 +146,34 @@ def fault_table(count: int) -> None:
                         worst = mine.worst
                         located = worst is not None and worst.param == "weights" and worst.index == index
                         error = abs(worst.ratio - factor) / (factor - 1) if located else 0.0
-                        row = tally.setdefault((factor, way, extra), [0, 0, 0, 0.0])
+                        row = tally.setdefault((node.op, factor, way, extra), [0, 0, 0, 0.0])
                         row[0] += not mine.passed
                         row[1] += located
                         row[2] += 1
                         row[3] = max(row[3], error)
                         if extra == "power_rows" and way == WAYS[0] and not located:
                             missed.append(
-                                f"x{factor:g} in {spec.name} {node.name} ({node.params['weights'].shape[1]} inputs): "
+                                f"x{factor:g} in {spec.name} {node.name} ({math.prod(weights.shape[1:])} inputs): "
                                 f"{'caught elsewhere' if not mine.passed else 'missed'}, "
                                 f"{mine.blind / max(mine.tested, 1):.0%} of the layer's parameters blind"
                             )
-        print(f"# faults: network {seed + 1}/{count} done", file=sys.stderr, flush=True)
+        print(f"# faults: network {seed + 1}/{len(specs)} done", file=sys.stderr, flush=True)
     rows = [
-        [f"x{factor:g}", way, str(extra), f"{c}/{n}", f"{n - c}", f"{loc}/{n}", f"{err:.2f}"]
-        for (factor, way, extra), (c, loc, n, err) in sorted(
-            tally.items(), key=lambda kv: (-kv[0][0], kv[0][1], SWEEP.index(kv[0][2]))
+        [op, f"x{factor:g}", way, str(extra), f"{c}/{n}", f"{n - c}", f"{loc}/{n}", f"{err:.2f}"]
+        for (op, factor, way, extra), (c, loc, n, err) in sorted(
+            tally.items(), key=lambda kv: (kv[0][0], -kv[0][1], kv[0][2], SWEEP.index(kv[0][3]))
         )
     ]
-    header = ["fault", "written as", "extra rows", "caught", "missed", "located", "max error of the factor's change"]
+    header = [
+        "layers",
+        "fault",
+        "written as",
+        "extra rows",
+        "caught",
+        "missed",
+        "located",
+        "max error of the factor's change",
+    ]
     print_table(header, rows)
     print("\nnot located with power_rows (initializer; the Mul runs alike):")
     for line in missed or ["none"]:
@@ -174,7 +209,14 @@ def false_alarm_table(count: int) -> None:
         for kind, (n, f, z, raw) in tally.items()
     ]
     print_table(
-        ["models", "count", "flagged", "largest z", f"largest z, no ulp tolerance (first {RAW_NETWORKS})"], rows
+        [
+            "models",
+            "count",
+            "flagged",
+            "largest z (tolerance applied where z > t without it)",
+            f"largest z, no ulp tolerance (first {RAW_NETWORKS})",
+        ],
+        rows,
     )
     print(
         f"\nthreshold t = sqrt(2 ln(2M/alpha)), alpha = {power.ALPHA:g}: "
@@ -224,11 +266,13 @@ def timing(repeats: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer networks and repeats")
-    parser.add_argument("--faulty", type=int, help="networks with faults (default 12, --quick 4)")
+    parser.add_argument("--faulty", type=int, help="MLPs with faults (default 18, --quick 6)")
+    parser.add_argument("--convs", type=int, help="CNNs with faults (default 2, --quick 1)")
     parser.add_argument("--clean", type=int, help="clean networks, each also with every weight moved by one ulp")
     parser.add_argument("--only", choices=("faults", "false-alarms", "time"), help="one table only")
     args = parser.parse_args()
-    faulty = args.faulty if args.faulty is not None else (4 if args.quick else 12)
+    faulty = args.faulty if args.faulty is not None else (6 if args.quick else 18)
+    convs = args.convs if args.convs is not None else (1 if args.quick else 2)
     clean = args.clean if args.clean is not None else (12 if args.quick else 100)
     print(
         f"# bench_power  {datetime.date.today()}  python {platform.python_version()}  numpy {np.__version__}  "
@@ -236,7 +280,7 @@ def main() -> None:
     )
     start = time.perf_counter()
     if args.only in (None, "faults"):
-        fault_table(faulty)
+        fault_table(faulty, convs)
     if args.only in (None, "false-alarms"):
         false_alarm_table(clean)
     if args.only in (None, "time"):

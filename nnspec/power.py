@@ -6,9 +6,9 @@ fed R rows X (the exact values the model fed it; for a conv, one row per sample 
 giving the model's own pre-activation Y, the residual D = Y − (X Wᵀ + b), computed in float64, is rounding
 noise in a correct model, while a weight applied as w_ji + δ adds δ·x_ri to column j of D (a bias: δ).
 
-Rows are scaled to unit norm (x̌ = x/ρ, Ď = D/ρ; a bias is one more input, the column of ones), and a filter
-A, built from X alone, answers for each parameter: ridge regression's A = X̌ (X̌ᵀX̌ + λI)⁻¹, whose gain
-G = AᵀX̌ is near the identity, so that column i of A responds to parameter i and little to the others:
+Rows are scaled to unit norm (x̌ = x/ρ, Ď = D/ρ; a bias is one more input, the column of ones, 1̌ = 1/ρ), and
+a filter A, built from X alone, answers for each parameter, so that column i of A responds to parameter i and
+little to the others (its gain G = AᵀX̌ is near the identity):
 
     C = Aᵀ Ď,   V = (A∘A)ᵀ (Ď∘Ď),   T = |G| m,   z = (|C| − T) / √V,   δ̂ = C_ij / G_ii
 
@@ -19,6 +19,18 @@ M the parameters tested in one call, and its estimated change δ̂ moves the row
 results (`_floor`: below that, a correct runtime's consistent rounding biases live). The changes in a failing
 unit are found greedily: its parameter with the largest z is taken as changed by δ̂, that is removed from
 the unit's residual, and the unit tested again.
+
+The filter. For the weights, ridge regression with an instrument: A = Ã (X̌ᵀÃ + λI)⁻¹ = (ÃX̌ᵀ + λI)⁻¹ Ã, with
+Ã = sign(X̌)·√|X̌| elementwise and both X̌ and Ã stripped of the rows' common direction 1̌ (`_weights_filter`).
+The push-through identity lets it be computed over rows (R×R) when the rows are fewer than the inputs, so a
+1024-wide layer needs a few hundred rows, not thousands: least squares (λ → 0) needs R > k before it sees
+anything, while the matched filter (λ → ∞) lets every other parameter's tolerated move into each test; λ at
+the mean eigenvalue sits between. The instrument's square root gives each row's vote a more even weight than
+X̌ itself (the reach below is Σa x̌ / √Σa²x̌², largest for even |a|), about 15% more z for the same rows.
+Without the common direction, a rounding error that all rows share (nearly equal rows sum alike) and the bias
+add nothing to any weight's test. The bias's filter (`_common_filter`) is what ridge regression on the inputs
+leaves of 1̌, a contrast between rows; it needs rows well beyond the inputs (about 3k: a bias competes with
+every input's mean).
 
 Why t bounds false alarms. Assume that a correct runtime computes each unit as with the spec's parameters,
 each within one ulp, plus rounding errors that are, given the inputs, independent across rows and symmetric
@@ -44,11 +56,15 @@ checks the consequence: over clean models the share of |z| (no tolerance) beyond
 far within 2 exp(−t²/2).
 
 What it needs: rows. z cannot exceed G_ii/‖a_i∘x̌_i‖ (its `reach`, every row's vote agreeing), which grows
-about as √R once the rows R outnumber the layer's inputs k; parameters whose reach is at most t are counted as
-`blind`: no change of theirs alone could fail. The check's own 82 rows leave a 1024-wide layer blind;
-`power_rows` gives the extra rows that reach every parameter of 400- to 1024-wide tanh, relu and gelu layers
-(3k). Inputs that are nearly collinear (after sigmoids: all near 0.5) stay blind at any row count: no filter
-can tell their parameters apart, and a test of the whole unit is not sound there (see above).
+about as √R (0.55 √R on the benchmark's tanh, relu and gelu layers); parameters whose reach is at most t are
+counted as `blind`: no change of theirs alone could fail. The check's own 82 rows leave a 1024-wide layer
+blind; `power_rows` adds POWER_ROWS per layer, whatever its width. Inputs that are nearly collinear (deep
+sigmoid layers: all near 0.5, spread 0.12) stay blind: their common part is most of each input, and the
+filter sees only the rest.
+
+Float32 arithmetic for C and V: `_scores` computes both in float32 (half the work) and takes |C| at its
+smallest and V at its largest within the products' rigorous error bounds, so z is never above its float64
+value.
 
 Float64 networks: D then also holds the float64 recomputation's own rounding, noise of the same kind
 (symmetric, independent of any fault), so the test holds as it is; it sees changes of 1e-9 relative.
@@ -273,7 +289,7 @@ def _distinct(x: np.ndarray) -> np.ndarray:
     return np.sort(np.concatenate(kept))
 
 
-def _repeating(x: np.ndarray) -> np.ndarray:
+def _repeating(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """Rows [R] in which at least half of the non-zero inputs hold a value that the same input holds in another row.
 
     Such values come from a clamp (a saturated sigmoid or tanh at exactly 1, relu6 at 6, selu at its floor), a
@@ -284,15 +300,13 @@ def _repeating(x: np.ndarray) -> np.ndarray:
     """
     if not x.size:
         return np.zeros(len(x), dtype=bool)
-    columns = np.ascontiguousarray(x.T)  # each input's values in a row: sorted in place, cache-friendly
-    order = np.argsort(columns, axis=1)
-    ordered = np.take_along_axis(columns, order, axis=1)
-    same = (ordered[:, 1:] == ordered[:, :-1]) & (ordered[:, 1:] != 0)
-    marked = np.zeros(columns.shape, dtype=bool)
-    marked[:, 1:] |= same
-    marked[:, :-1] |= same
-    repeated = np.zeros(columns.shape, dtype=bool)
-    np.put_along_axis(repeated, order, marked, axis=1)
+    columns = np.ascontiguousarray(x.T, dtype=dtype)  # each input's values in a row (exact: they are the dtype's)
+    ordered = np.sort(columns, axis=1)
+    twice = (ordered[:, 1:] == ordered[:, :-1]) & (ordered[:, 1:] != 0)
+    held = np.flatnonzero(twice.any(axis=1))  # the inputs that hold some value twice
+    repeated = np.zeros((len(held), len(x)), dtype=bool)
+    for n, i in enumerate(held):
+        repeated[n] = np.isin(columns[i], ordered[i, 1:][twice[i]])
     return 2 * repeated.sum(axis=0) >= np.maximum(np.count_nonzero(x, axis=1), 1)
 
 
@@ -341,7 +355,7 @@ def _filter(x: np.ndarray, y: np.ndarray, weights: np.ndarray, bias: np.ndarray 
     x, y = x[finite], y[finite]
     keep = _distinct(x)
     x, y = x[keep], y[keep]
-    fresh = ~_repeating(x)
+    fresh = ~_repeating(x, dtype)
     x, y = x[fresh], y[fresh]
     if bias is not None:
         x = np.concatenate([x, np.ones((len(x), 1))], axis=1)
@@ -417,7 +431,9 @@ def _floor(f: _Filter, units: np.ndarray) -> np.ndarray:
     ulps U_rj (least squares: β Σ_r |x_ri| Ǔ_rj / Σ_r x_ri², Ǔ = U / ρ), U_rj an ulp (in the dtype) of the exact
     pre-activation plus one of it less the bias (where the bias is added apart: MatMul, Add). A change below it is
     below the results' own resolution, where a correct runtime's consistent rounding biases live; it is not
-    reported, however significant. For a weight, x is its input less its common part (the rows' 1/ρ direction),
+    reported, however significant. A bias's floor is √k' times that (k' terms in the sum): every filter for it
+    responds to an offset that all rows share, and a correct runtime's k-term sums showed consistent offsets of
+    2.4 ulps (112 inputs of repeated, clamped values; √113 half ulps = 5.3). For a weight, x is its input less its common part (the rows' 1/ρ direction),
     the only part its filter sees: a rounding pattern that follows an input whose values barely vary (all in
     one binade, say) would otherwise read as a large change of its weight. Made only for the units that have a
     parameter beyond the threshold."""
@@ -431,7 +447,10 @@ def _floor(f: _Filter, units: np.ndarray) -> np.ndarray:
     if f.bias is not None:
         seen[:, -1] = f.x[:, -1]
     with np.errstate(divide="ignore", invalid="ignore"):
-        return OUTPUT_BIAS_ULPS * (np.abs(seen).T @ (ulps / f.rho[:, None])) / (seen * seen).sum(axis=0)[:, None]
+        floor = OUTPUT_BIAS_ULPS * (np.abs(seen).T @ (ulps / f.rho[:, None])) / (seen * seen).sum(axis=0)[:, None]
+    if f.bias is not None:  # a rounding offset that every row shares is a change of the bias, to any filter
+        floor[-1] *= math.sqrt(f.x.shape[1])
+    return floor
 
 
 def _scores(
