@@ -287,12 +287,15 @@ def cross_check(
                 "layers were not checked one by one: the spec declares tolerances for its outputs, which a "
                 "layer's own step could not honour"
             )
-        elif traced is not None and len(graph.nodes) > 1:
+        elif traced is not None:
             for runner in runners:
                 if (tracer := traced(runner)) is not None:
                     tracers[runner.name] = tracer
                     seen: list[dict[str, np.ndarray]] = []
-                    report.steps += step_results(graph, tracer, runner.name, cases, seen)
+                    if len(graph.nodes) > 1:
+                        report.steps += step_results(graph, tracer, runner.name, cases, seen)
+                    else:  # one layer: its step is the end-to-end check; its traced values feed the parameter test
+                        seen += [{**case.feeds, **tracer.run(case.feeds)} for case in cases]
                     report.weights += _parameter_tests(graph, tracer, runner.name, seen, power_cases)
     report.notes += _notes(report, graph, traces, tol, folded=budget is not None)
     failed_step = next((s for s in report.steps if not s.passed), None)
