@@ -3,7 +3,8 @@ exports and files with every weight moved by one ulp pass, and the null distribu
 
 Models are nnspec's own exports, changed with onnx (an initializer rewritten, or the weights multiplied by a
 mask in an inserted Mul), run by onnxruntime with every layer's output and pre-activation exposed, on the
-check's cases plus `power_rows` more rows. `pytest -s` prints the largest |z| seen against the threshold.
+check's cases plus `power_rows` more rows (POWER_ROWS per layer). `pytest -s` prints the largest |z| seen against the
+threshold.
 """
 
 from __future__ import annotations
@@ -190,6 +191,39 @@ def test_one_weight_times_1_00001_in_a_1024_wide_layer() -> None:
     assert worst is not None and worst.index == index and worst.ratio == pytest.approx(1.00001, abs=1e-6)
 
 
+def test_deep_in_a_sigmoid_stack_rows_are_paired_and_x1_001_caught() -> None:
+    """The third and fourth layers of a sigmoid stack see inputs near 0.5 with little spread: tested row by row
+    every parameter is blind (V counts the inputs' common part, the filter cannot use it); their rows are tested
+    two by two, and one weight x1.001 is caught and located in each."""
+    spec = dense_net([1024, 1024, 1024, 1024, 600], "sigmoid", seed=3)
+    graph, model = nnspec.graph(spec), nnspec.to_onnx(spec)
+    faulty = model
+    for layer in ("l2", "l3"):
+        faulty = scaled_entry(faulty, f"{layer}.weights", largest(graph, layer), 1.001, "initializer")
+    found = samples(graph, faulty)
+    x = np.concatenate([inputs[0] for inputs, _ in found["l2"]]).astype(np.float64)
+    assert power._paired(x) and not power._paired(np.concatenate([i[0] for i, _ in found["l0"]]).astype(float))
+    results = {r.layer: r for r in power.test_layers(graph, found, "ort")}
+    for layer in ("l2", "l3"):
+        r = results[layer]
+        assert r.flagged == 1 and r.worst is not None and r.worst.index == largest(graph, layer), r
+        assert r.worst.ratio == pytest.approx(1.001, abs=2e-5)
+    assert results["l0"].passed and results["l1"].passed
+
+
+def test_a_one_layer_model_is_tested_too() -> None:
+    """A model of one layer has no steps (its end-to-end check is its step), but its parameters are tested."""
+    spec = dense_net([512, 512], "tanh", seed=11)
+    graph, model = nnspec.graph(spec), nnspec.to_onnx(spec)
+    faulty = scaled_entry(model, "l0.weights", largest(graph, "l0"), 1.001, "Mul by a mask")
+    report = nnspec.check(spec, onnx_model=to_bytes(faulty))
+    assert not report.passed and report.steps == [] and all(o.passed for o in report.outputs)
+    (result,) = report.weights
+    assert result.worst is not None and result.worst.index == largest(graph, "l0")
+    assert report.divergence is not None and report.divergence["layer"] == "l0"
+    assert nnspec.check(spec).passed
+
+
 @pytest.mark.parametrize(
     "activation",
     [
@@ -199,9 +233,9 @@ def test_one_weight_times_1_00001_in_a_1024_wide_layer() -> None:
             "sigmoid",
             marks=pytest.mark.xfail(
                 strict=True,
-                reason="after a sigmoid every input sits near 0.5, so the column of ones is nearly a combination of "
-                "the inputs: the bias is blind, and a test of the unit's mean is unsound there (nearly equal rows "
-                "give correlated errors; see nnspec.power)",
+                reason="after a sigmoid every input sits near 0.5: the rows are tested two by two (their "
+                "differences drop the inputs' common part), and in a difference the bias cancels; a test of the "
+                "unit's mean is unsound there (nearly equal rows give correlated errors; see nnspec.power)",
             ),
         ),
     ],
