@@ -325,6 +325,7 @@ class _Filter:
     residual: np.ndarray  # [R, S] D / ρ
     rho: np.ndarray  # [R] the rows' norms
     exact: tuple[np.ndarray, ...]  # the spec's pre-activation X Wᵀ + b [R, S] (float64) of each row's rows
+    weights: np.ndarray  # [S, k] the spec's (float64)
     bias: np.ndarray | None  # [S]
     dtype: np.dtype
     a: np.ndarray  # [R, k'] the filter
@@ -385,7 +386,7 @@ def _filter(x: np.ndarray, y: np.ndarray, weights: np.ndarray, bias: np.ndarray 
     rows, k = x.shape
     if not rows:
         zero = np.zeros(k)
-        return _Filter(x, residual, rho, parts, bias, dtype, x, zero, zero > 0, zero, np.zeros((k, k)))
+        return _Filter(x, residual, rho, parts, weights, bias, dtype, x, zero, zero > 0, zero, np.zeros((k, k)))
     a, gain = _weights_filter(x[:, : k - (bias is not None)], 1 / rho)
     if bias is not None:
         common = _common_filter(x[:, :-1], 1 / rho) if ones else np.zeros(rows)
@@ -398,7 +399,7 @@ def _filter(x: np.ndarray, y: np.ndarray, weights: np.ndarray, bias: np.ndarray 
     with np.errstate(divide="ignore", invalid="ignore"):
         reach = diagonal / np.sqrt((seen * seen).sum(axis=0))
     reach = np.where(testable, np.nan_to_num(reach), 0.0)
-    return _Filter(x, residual, rho, parts, bias, dtype, a, diagonal, testable, reach, gain)
+    return _Filter(x, residual, rho, parts, weights, bias, dtype, a, diagonal, testable, reach, gain)
 
 
 def _paired(x: np.ndarray) -> bool:
@@ -457,12 +458,15 @@ def _floor(f: _Filter, units: np.ndarray) -> np.ndarray:
     ulps U_rj (least squares: β Σ_r |x_ri| Ǔ_rj / Σ_r x_ri², Ǔ = U / ρ), U_rj an ulp (in the dtype) of the exact
     pre-activation plus one of it less the bias (where the bias is added apart: MatMul, Add). A change below it is
     below the results' own resolution, where a correct runtime's consistent rounding biases live; it is not
-    reported, however significant. A bias's floor is √k' times that (k' terms in the sum): every filter for it
-    responds to an offset that all rows share, and a correct runtime's k-term sums showed consistent offsets of
-    2.4 ulps (112 inputs of repeated, clamped values; √113 half ulps = 5.3). For a weight, x is its input less its common part (the rows' 1/ρ direction),
+    reported, however significant. For a weight, x is its input less its common part (the rows' 1/ρ direction),
     the only part its filter sees: a rounding pattern that follows an input whose values barely vary (all in
-    one binade, say) would otherwise read as a large change of its weight. Made only for the units that have a
-    parameter beyond the threshold."""
+    one binade, say) would otherwise read as a large change of its weight.
+
+    A bias is another matter: every filter for it responds to an offset that all rows share, and a correct
+    runtime's sums can carry one (measured: 2.4 ulps over 112 inputs of repeated, clamped values). Its floor is what k' roundings can add when each is at most half an ulp of the terms'
+    magnitude Σ|w x| + |b| (which bounds every partial sum): so no offset a correct runtime's sum can carry is
+    reported, and a bias is reported only where it moves every row by more than rounding could, in total.
+    Made only for the units that have a parameter beyond the threshold."""
     ulps = np.zeros((f.rows, len(units)))
     for part in f.exact:  # a paired row's error is that of both its rows
         exact = part[:, units]
@@ -475,8 +479,13 @@ def _floor(f: _Filter, units: np.ndarray) -> np.ndarray:
         seen[:, -1] = f.x[:, -1]
     with np.errstate(divide="ignore", invalid="ignore"):
         floor = OUTPUT_BIAS_ULPS * (np.abs(seen).T @ (ulps / f.rho[:, None])) / (seen * seen).sum(axis=0)[:, None]
-    if f.bias is not None:  # a rounding offset that every row shares is a change of the bias, to any filter
-        floor[-1] *= math.sqrt(f.x.shape[1])
+    if f.bias is not None:
+        inputs = np.abs(f.x[:, :-1]) * f.rho[:, None]
+        magnitude = inputs @ np.abs(f.weights[units]).T + np.abs(f.bias[units])
+        most = f.x.shape[1] * np.spacing(magnitude.astype(f.dtype)).astype(np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ones = np.abs(f.x[:, -1])
+            floor[-1] = OUTPUT_BIAS_ULPS * (ones @ (most / f.rho[:, None])) / (ones @ ones)
     return floor
 
 

@@ -15,8 +15,8 @@ of the spec (nnspec.onnxio.diff; it applies, the faulty export carrying this nns
 nothing without exact_file). These are counted for the faults that apply and for those within the tolerance.
 
 `pytest -s tests/test_faults.py` prints the figures, per fault kind and per layer type. CI checks 1000
-networks and injects faults into the first FAULTED of them (70 to 90 s on two cores); the longer run
-checks 10000 and injects faults into every one (about 26 minutes):
+networks and injects faults into the first FAULTED of them (about 45 s on two cores); the longer run
+checks 10000 and injects faults into every one (about 18 minutes):
 `NNSPEC_FAULT_NETWORKS=10000 pytest -s tests/test_faults.py`.
 """
 
@@ -59,7 +59,7 @@ IN_ONE_LAYER = ("weight", "transpose", "activation", "bias", "param", "attribute
 LEAST_APPLYING = {"weight": 1 / 5, "transpose": 1 / 5, "activation": 1 / 5, "bias": 1 / 5, "outputs": 1 / 5}
 LEAST_APPLYING_LATER = 1 / 40
 # Kinds that change a weight or bias, which the parameter test tests where it ran on that layer (dense and conv
-# layers of networks of two or more layers, like the steps).
+# layers).
 PARAMETER_KINDS = ("weight", "transpose", "bias", "flip")
 
 
@@ -303,8 +303,8 @@ def _print(m: Measurement) -> None:
     _table(header, rows)
     print(
         "\nwhich verdicts fail the faulty models' checks (one model may fail several; 'in a tested layer': faults in "
-        "a weight or bias of a layer the parameter test ran on (dense and conv layers of networks of two or more "
-        "layers), and of those, how many it flags there; "
+        "a weight or bias of a layer the parameter test ran on (dense and conv layers), and of those, how many it "
+        "flags there; "
         "'file differs': the file against the spec's export, a verdict that fails the check only with exact_file)"
     )
     print("\nthe faults that apply:\n")
