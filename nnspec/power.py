@@ -405,16 +405,19 @@ def _filter(x: np.ndarray, y: np.ndarray, weights: np.ndarray, bias: np.ndarray 
 def _paired(x: np.ndarray) -> bool:
     """Whether a layer's rows are better tested two by two (a choice made from X alone, so the bound stands).
 
-    A change δ of weight i adds δ·x_ri to row r, and V counts all of it, the input's common part μ_i too, while
-    the filter sees only the rest: reach about √R·σ_i/√(μ_i² + σ_i²). The difference of two rows has no common
-    part, and its rounding error is that of two independent rows, symmetric: reach about √(R/2). So rows are
-    paired when most inputs have |μ_i| > σ_i: after a sigmoid (0.5 ± 0.12 deep in a stack), softplus; not
-    after tanh, relu or gelu. The bias cancels in a difference: paired layers' biases are not tested.
+    A change δ of weight i adds δ·x̌_ri to (scaled) row r, and V counts all of it, the input's common part μ_i
+    too, while the filter sees only the rest: reach about √R·σ_i/√(μ_i² + σ_i²), μ_i and σ_i the mean and spread
+    of x̌_i over the rows. The difference of two rows has no common part, and its rounding error is that of two
+    independent rows, symmetric: reach about √(R/2). So rows are paired when most inputs have |μ_i| > σ_i:
+    after a sigmoid (0.5 ± 0.12 deep in a stack), softplus; not after tanh, relu or gelu. Measured on a deep
+    softplus layer: reach median 9.3 paired, 8.3 not (x̌'s μ/σ 1.14; on x unscaled, 0.16: the rows of large
+    scale dominate it). The bias cancels in a difference: paired layers' biases are not tested.
     """
-    if len(x) < 4:
+    norms = np.linalg.norm(x, axis=1)
+    scaled = x[norms > 0] / norms[norms > 0, None]  # as the filter sees them
+    if len(scaled) < 4 or not scaled.shape[1]:
         return False
-    spread = x.std(axis=0)
-    return bool(np.median(np.abs(x.mean(axis=0)) > spread) > 0.5) if len(spread) else False
+    return bool(np.median(np.abs(scaled.mean(axis=0)) > scaled.std(axis=0)) > 0.5)
 
 
 def _weights_filter(x: np.ndarray, common: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
@@ -490,11 +493,12 @@ def _floor(f: _Filter, units: np.ndarray) -> np.ndarray:
 
 
 def _scores(
-    f: _Filter, residual: np.ndarray, slack: np.ndarray, floor: np.ndarray | float
-) -> tuple[np.ndarray, np.ndarray]:
+    f: _Filter, residual: np.ndarray, slack: np.ndarray | None = None, floor: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
     """(z, δ̂) per parameter [k', S] for residual columns [R, S], their slack T = |G| m and floor [k', S].
 
     z = (|C| − T) / √V with C = Aᵀ Ď and V = (A∘A)ᵀ (Ď∘Ď); δ̂ = C / G_ii; z is 0 where |δ̂| is below the floor.
+    Without slack and floor (T = 0, no floor: z at its largest), δ̂ is not made (None).
     """
     a, squares, a_scale = f.single
     d, d_scale = _scaled32(residual)
@@ -507,14 +511,23 @@ def _scores(
     gamma = (rows + 8) * 2.0**-24 / (1 - (rows + 8) * 2.0**-24)
     tiny = rows * 2.0**-125
     c = (a.T @ d).astype(np.float64)
-    v = ((squares.T @ (d * d)).astype(np.float64) + tiny) / (1 - gamma)
-    c_err = gamma * np.sqrt(rows * v) + tiny
-    scale = np.outer(a_scale, d_scale)
+    root = np.sqrt((squares.T @ (d * d)).astype(np.float64) + tiny)
+    root *= 1 / math.sqrt(1 - gamma)  # √V
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        z = (np.abs(c) - c_err - slack * scale) / np.sqrt(v)
-        delta = c / scale / f.diagonal[:, None]
-    z = np.where(np.isnan(z), 0.0, z)  # 0 / 0: nothing moved, nothing seen
-    return np.where(f.testable[:, None] & ~(np.abs(delta) <= floor), z, 0.0), delta
+        z = np.abs(c)
+        z -= gamma * math.sqrt(rows) * root + tiny
+        if slack is not None:
+            scale = np.outer(a_scale, d_scale)
+            z -= slack * scale
+        z /= root
+    z[np.isnan(z) | ~f.testable[:, None]] = 0.0  # 0 / 0: nothing moved, nothing seen
+    if slack is None and floor is None:
+        return z, None
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        delta = c / np.outer(a_scale, d_scale) / f.diagonal[:, None]
+    if floor is not None:
+        z[np.abs(delta) <= floor] = 0.0
+    return z, delta
 
 
 def _scaled32(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -558,13 +571,13 @@ def test_layers(
             y = np.concatenate([case[g].y for case in per_case])
             f = _filter(x, y, first.weights, first.bias, graph.dtype)
             spec = first.weights.T if first.bias is None else np.concatenate([first.weights.T, first.bias[None]])
-            tolerance = tolerated_ulps * np.spacing(np.abs(spec).astype(graph.dtype)).astype(np.float64)
             # The slack and the floor only lower z: they are made for the units whose z exceeds t without them.
-            slack, floor = np.zeros_like(tolerance), np.zeros_like(tolerance)
-            z, delta = _scores(f, f.residual, slack, floor)
+            slack, floor = np.zeros(spec.shape), np.zeros(spec.shape)
+            z, _ = _scores(f, f.residual)
             flagged = np.flatnonzero((z > t).any(axis=0))
             if tolerated_ulps and len(flagged):
-                slack[:, flagged] = np.abs(f.gain()) @ tolerance[:, flagged]
+                tolerance = np.spacing(np.abs(spec[:, flagged]).astype(graph.dtype)).astype(np.float64)
+                slack[:, flagged] = np.abs(f.gain()) @ (tolerated_ulps * tolerance)
                 floor[:, flagged] = _floor(f, flagged)
                 z[:, flagged], _ = _scores(f, f.residual[:, flagged], slack[:, flagged], floor[:, flagged])
             units = spec.shape[1]
