@@ -352,12 +352,9 @@ class _Filter:
 
 
 def _filter(x: np.ndarray, y: np.ndarray, weights: np.ndarray, bias: np.ndarray | None, dtype: np.dtype) -> _Filter:
-    finite = np.isfinite(x).all(axis=1) & np.isfinite(y).all(axis=1)
-    x, y = x[finite], y[finite]
-    keep = _distinct(x)
-    x, y = x[keep], y[keep]
-    fresh = ~_repeating(x, dtype)
-    x, y = x[fresh], y[fresh]
+    x, y = _rows(np.isfinite(x).all(axis=1) & np.isfinite(y).all(axis=1), x, y)
+    x, y = _rows(_distinct(x), x, y)
+    x, y = _rows(~_repeating(x, dtype), x, y)
     with np.errstate(over="ignore", invalid="ignore"):
         products = x @ weights.T
         exact = products if bias is None else products + bias
@@ -366,7 +363,7 @@ def _filter(x: np.ndarray, y: np.ndarray, weights: np.ndarray, bias: np.ndarray 
         largest = np.finfo(dtype).max
         ok = np.isfinite(residual).all(axis=1) & (np.abs(exact) <= largest).all(axis=1)
         ok &= (np.abs(products) <= largest).all(axis=1)
-    x, residual, exact = x[ok], residual[ok], exact[ok]
+    x, residual, exact = _rows(ok, x, residual, exact)
     parts: tuple[np.ndarray, ...] = (exact,)
     ones = 1.0
     if _paired(x):  # rows taken two by two, their differences the rows: inputs' common parts and the bias cancel
@@ -381,8 +378,10 @@ def _filter(x: np.ndarray, y: np.ndarray, weights: np.ndarray, bias: np.ndarray 
         x = np.concatenate([x, np.full((len(x), 1), ones)], axis=1)
     rho = np.sqrt(np.einsum("ri,ri->r", x, x))
     kept = rho > 0
-    x, residual, rho = x[kept] / rho[kept, None], residual[kept] / rho[kept, None], rho[kept]
-    parts = tuple(part[kept] for part in parts)
+    x, residual, rho, *kept_parts = _rows(kept, x, residual, rho, *parts)
+    parts = tuple(kept_parts)
+    inverse = (1 / rho)[:, None]
+    x, residual = x * inverse, residual * inverse
     rows, k = x.shape
     if not rows:
         zero = np.zeros(k)
@@ -400,6 +399,13 @@ def _filter(x: np.ndarray, y: np.ndarray, weights: np.ndarray, bias: np.ndarray 
         reach = diagonal / np.sqrt((seen * seen).sum(axis=0))
     reach = np.where(testable, np.nan_to_num(reach), 0.0)
     return _Filter(x, residual, rho, parts, weights, bias, dtype, a, diagonal, testable, reach, gain)
+
+
+def _rows(keep: np.ndarray, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The arrays' rows that `keep` (a mask, or indices in order) names; the arrays themselves where it names all."""
+    if len(keep) == len(arrays[0]) and (keep.dtype != bool or keep.all()):
+        return arrays
+    return tuple(a[keep] for a in arrays)
 
 
 def _paired(x: np.ndarray) -> bool:
@@ -421,24 +427,31 @@ def _paired(x: np.ndarray) -> bool:
 
 
 def _weights_filter(x: np.ndarray, common: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    """(A, G = AᵀX̌ where it comes for free, else None) for the weights of rows x [R, k], every column of A orthogonal to `common` (the scaled
-    column of ones, 1/ρ): a rounding error shared by every row, or a change of the bias, then adds nothing to any
-    weight's test. The instrument Ã = sign(X̌)·√|X̌| and X̌ both have that direction removed; A = Ã (X̌ᵀÃ + λI)⁻¹
-    = (ÃX̌ᵀ + λI)⁻¹ Ã, in the smaller space."""
+    """(A, G = AᵀX̌ where it comes for free, else None) for the weights of rows x [R, k], every column of A
+    orthogonal to `common` (the scaled column of ones, 1/ρ): a rounding error shared by every row, or a change of
+    the bias, then adds nothing to any weight's test. The instrument Ã = sign(X̌)·√|X̌| and X̌ both have that
+    direction removed (X̌ − u uᵀX̌ =: X̃); A = Ã (X̃ᵀÃ + λI)⁻¹ = (ÃX̃ᵀ + λI)⁻¹ Ã, in the smaller space. As
+    Ãᵀu = 0, X̃ᵀÃ = X̌ᵀÃ and ÃX̃ᵀ = ÃX̌ᵀ(I − u uᵀ): X̃ itself is never made."""
     u = common / np.linalg.norm(common)
-    instrument = np.sign(x) * np.sqrt(np.abs(x))
+    instrument = np.copysign(np.sqrt(np.abs(x)), x)
     instrument -= np.outer(u, u @ instrument)
-    flat = x - np.outer(u, u @ x)
     rows, k = x.shape
-    # λ: RIDGE times the mean of X̌ᵀÃ's non-zero eigenvalues (at most min(R - 1, k) of them: u is gone)
-    ridge = RIDGE * float(np.einsum("ri,ri->", instrument, flat)) / max(min(rows - 1, k), 1)
+    # λ: RIDGE times the mean of X̃ᵀÃ's non-zero eigenvalues (at most min(R - 1, k) of them: u is gone)
+    ridge = RIDGE * float(np.einsum("ri,ri->", instrument, x)) / max(min(rows - 1, k), 1)
     if not ridge > 0:  # nothing left once the common direction is gone (every row alike): nothing to test
         return np.zeros_like(x), np.zeros((k, k))
     try:
         if rows > k:
-            h = np.linalg.inv(flat.T @ instrument + ridge * np.eye(k))
-            return instrument @ h, np.eye(k) - ridge * h.T
-        return np.linalg.solve(instrument @ flat.T + ridge * np.eye(rows), instrument), None
+            moment = x.T @ instrument
+            moment[np.diag_indices(k)] += ridge
+            h = np.linalg.inv(moment)
+            gain = -ridge * h.T
+            gain[np.diag_indices(k)] += 1.0
+            return instrument @ h, gain
+        moment = instrument @ x.T
+        moment -= np.outer(moment @ u, u)
+        moment[np.diag_indices(rows)] += ridge
+        return np.linalg.solve(moment, instrument), None
     except np.linalg.LinAlgError:  # X̌ᵀÃ has an eigenvalue of exactly −λ: no filter, and no flag
         return np.zeros_like(x), np.zeros((k, k))
 
