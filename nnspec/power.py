@@ -274,18 +274,21 @@ def _distinct(x: np.ndarray) -> np.ndarray:
     if not len(x):
         return np.arange(0)
     _, exponents = np.frexp(np.abs(x).max(axis=1))
-    scaled = np.ldexp(x, -exponents[:, None])
-    leading = scaled[np.arange(len(x)), np.argmax(scaled != 0, axis=1)]
-    scaled = scaled * np.where(leading < 0, -1.0, 1.0)[:, None] + 0.0  # + 0.0: -0.0 and 0.0 alike
-    # equal rows give equal fingerprints (the same arithmetic on the same numbers); rows whose fingerprints are
-    # equal are then compared in full, so a collision costs time, never a row
+    # Rows equal up to sign and a power of two give equal fingerprints: each row's sum of products with one probe
+    # (the same arithmetic, elementwise then a row sum, on numbers that differ by that factor, which commutes with
+    # rounding), scaled back by the same power of two, without its sign. Rows whose fingerprints are equal are then
+    # compared in full, so a collision costs time, never a row.
     probe = np.random.default_rng(0).random(x.shape[1])
-    _, first, group = np.unique(scaled @ probe, return_index=True, return_inverse=True)
+    fingerprint = np.abs(np.ldexp((x * probe).sum(axis=1), -exponents))
+    _, first, group = np.unique(fingerprint, return_index=True, return_inverse=True)
     counts = np.bincount(group)
     kept = [first[counts == 1]]
     for g in np.flatnonzero(counts > 1):
         members = np.flatnonzero(group == g)
-        kept.append(members[np.unique(scaled[members], axis=0, return_index=True)[1]])
+        scaled = np.ldexp(x[members], -exponents[members, None])
+        leading = scaled[np.arange(len(members)), np.argmax(scaled != 0, axis=1)]
+        scaled = scaled * np.where(leading < 0, -1.0, 1.0)[:, None] + 0.0  # + 0.0: -0.0 and 0.0 alike
+        kept.append(members[np.unique(scaled, axis=0, return_index=True)[1]])
     return np.sort(np.concatenate(kept))
 
 
@@ -419,11 +422,15 @@ def _paired(x: np.ndarray) -> bool:
     softplus layer: reach median 9.3 paired, 8.3 not (x̌'s μ/σ 1.14; on x unscaled, 0.16: the rows of large
     scale dominate it). The bias cancels in a difference: paired layers' biases are not tested.
     """
-    norms = np.linalg.norm(x, axis=1)
-    scaled = x[norms > 0] / norms[norms > 0, None]  # as the filter sees them
-    if len(scaled) < 4 or not scaled.shape[1]:
+    squares = np.einsum("ri,ri->r", x, x)
+    held = squares > 0
+    if np.count_nonzero(held) < 4 or not x.shape[1]:
         return False
-    return bool(np.median(np.abs(scaled.mean(axis=0)) > scaled.std(axis=0)) > 0.5)
+    weight = np.zeros(len(x))
+    weight[held] = 1 / np.sqrt(squares[held])  # the rows as the filter sees them, x / ‖x‖
+    mean = weight @ x / np.count_nonzero(held)
+    spread = np.sqrt(np.maximum((weight * weight) @ (x * x) / np.count_nonzero(held) - mean * mean, 0.0))
+    return bool(np.median(np.abs(mean) > spread) > 0.5)
 
 
 def _weights_filter(x: np.ndarray, common: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
