@@ -202,7 +202,7 @@ def test_deep_in_a_sigmoid_stack_rows_are_paired_and_x1_001_caught() -> None:
         faulty = scaled_entry(faulty, f"{layer}.weights", largest(graph, layer), 1.001, "initializer")
     found = samples(graph, faulty)
     x = np.concatenate([inputs[0] for inputs, _ in found["l2"]]).astype(np.float64)
-    assert power._paired(x) and not power._paired(np.concatenate([i[0] for i, _ in found["l0"]]).astype(float))
+    assert power.rows.paired(x) and not power.rows.paired(np.concatenate([i[0] for i, _ in found["l0"]]).astype(float))
     results = {r.layer: r for r in power.test_layers(graph, found, "ort")}
     for layer in ("l2", "l3"):
         r = results[layer]
@@ -407,9 +407,9 @@ def raw_z(graph: Graph, found: dict[str, list[tuple[list[np.ndarray], np.ndarray
         (group,) = power._groups(
             node, [np.concatenate([c[0][0] for c in cases])], np.concatenate([c[1] for c in cases]), None
         )
-        f = power._filter(group.x, group.y, group.weights, group.bias, graph.dtype)
+        f = power.statistic.build_filter(group.x, group.y, group.weights, group.bias, graph.dtype)
         zeros = np.zeros((f.x.shape[1], group.weights.shape[0]))
-        z, _ = power._scores(f, f.residual, zeros, zeros)
+        z, _ = power.statistic.z_scores(f, f.residual, zeros, zeros)
         # the signed statistic: C / √V
         c = f.a.T @ f.residual
         out.append((np.sign(c) * z)[f.testable].ravel())
