@@ -70,16 +70,11 @@ HISTOGRAM_BINS = ("exact", "<1e-8", *(f"1e{k}" for k in range(-8, 2)), "1e2+")
 
 
 def _histogram(margin: np.ndarray) -> dict[str, int]:
-    counts = dict.fromkeys(HISTOGRAM_BINS, 0)
-    counts["exact"] = int(np.count_nonzero(margin == 0))
     positive = margin[margin > 0]
     with np.errstate(divide="ignore"):
-        decades = np.floor(np.log10(positive))
-    counts["<1e-8"] = int(np.count_nonzero(decades < -8))
-    counts["1e2+"] = int(np.count_nonzero(decades >= 2))
-    for k in range(-8, 2):
-        counts[f"1e{k}"] = int(np.count_nonzero(decades == k))
-    return counts
+        decades = np.clip(np.floor(np.log10(positive)), -9, 2)  # -9: below 1e-8; 2: 1e2 and above (inf too)
+    counts = np.bincount((decades + 9).astype(np.int64), minlength=len(HISTOGRAM_BINS) - 1)
+    return dict(zip(HISTOGRAM_BINS, [int(np.count_nonzero(margin == 0)), *map(int, counts)], strict=True))
 
 
 @dataclass
