@@ -162,7 +162,8 @@ def verdict_lines(report: Report) -> list[str]:
         d = report.divergence
         lines.append(
             f"first divergence: layer {d['layer']!r} ({d['path']}, {d['type']}): within every bound, but "
-            f"{d['mismatches']} of its {d['elements']} parameters are not the spec's; {d['parameters']}"
+            f"{d['mismatches']} of its {d['elements']:,} parameters {'is' if d['mismatches'] == 1 else 'are'} not the "
+            f"spec's; {d['parameters']}"
         )
     elif report.divergence:
         d = report.divergence
