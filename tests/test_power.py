@@ -414,3 +414,42 @@ def raw_z(graph: Graph, found: dict[str, list[tuple[list[np.ndarray], np.ndarray
         c = f.a.T @ f.residual
         out.append((np.sign(c) * z)[f.testable].ravel())
     return out
+
+
+def _offset_layer(pattern: Any, seed: int = 0) -> tuple[Graph, dict[str, Any]]:
+    """One dense layer (8 inputs, 4 units) over 4000 random rows; the model's results are the exact ones plus
+    `pattern(x, ulps)` in unit 0 (ulps: one ulp of each row's result), rounded to float32."""
+    spec = dense_net([8, 4], "tanh", seed=seed)
+    graph = nnspec.graph(spec)
+    node = graph.node("l0")
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-1, 1, size=(4000, 8)).astype(np.float32)
+    x[:, 0] = rng.uniform(1, 2, size=4000).astype(np.float32)  # input 0: one binade, its mean most of it
+    exact = x.astype(np.float64) @ node.params["weights"].astype(np.float64).T + node.params["bias"]
+    ulps = np.spacing(np.abs(exact[:, 0]).astype(np.float32)).astype(np.float64)
+    exact[:, 0] += pattern(x.astype(np.float64), ulps)  # then rounded: a rounding biased along the pattern
+    return graph, {"l0": [([x], exact.astype(np.float32))]}
+
+
+@pytest.mark.parametrize(("ulps", "flagged"), [(2.0, False), (40.0, True)])
+def test_an_offset_every_row_shares_is_a_bias_only_beyond_its_sums_roundings(ulps: float, flagged: bool) -> None:
+    """A correct runtime's sum may carry a consistent offset of a few ulps (seen: 2.4 ulps over 112 inputs): no
+    filter can tell it from a change of the bias, so a bias is reported only beyond what the k' = 9 roundings of
+    its sum could add (about 4.5 ulps here). 40 ulps in every row is a changed bias, and named as one."""
+    graph, found = _offset_layer(lambda x, u: ulps * u)
+    (result,) = power.test_layers(graph, found, "ort")
+    assert result.passed is not flagged, result
+    if flagged:
+        assert result.worst is not None and (result.worst.param, result.worst.index) == ("bias", (0,))
+
+
+@pytest.mark.parametrize(("ulps", "flagged"), [(0.3, False), (20.0, True)])
+def test_a_rounding_pattern_along_an_input_that_barely_varies_is_no_weight_change(ulps: float, flagged: bool) -> None:
+    """Input 0 lies in one binade, [1, 2): most of it is its common part, which the weight's filter does not see.
+    A pattern of 0.3 ulp that follows its variation is below half an ulp of the results where the filter looks
+    (seen: a clean layer like this reached z = 6.5 > t, measured against the whole input); 20 ulps is a weight."""
+    graph, found = _offset_layer(lambda x, u: ulps * u * (x[:, 0] - x[:, 0].mean()) / x[:, 0].std())
+    (result,) = power.test_layers(graph, found, "ort")
+    assert result.passed is not flagged, result
+    if flagged:
+        assert result.worst is not None and (result.worst.param, result.worst.index) == ("weights", (0, 0))
