@@ -37,6 +37,7 @@ class Case:
 
     label: str
     feeds: dict[str, np.ndarray]
+    edges: bool = False  # the edge batch (0, ±1, ±1e3 by design): for the bounds, not for the parameter test
 
 
 def random_cases(
@@ -112,7 +113,7 @@ def edge_case(graph: Graph, largest: int | None = None) -> Case:
     label = "edges: " + "; ".join(labels)
     if batch < 2 * n:
         label += f" (first {batch} of {2 * n} rows: memory limit)"
-    return Case(label, feeds)
+    return Case(label, feeds, edges=True)
 
 
 def _is_integer(info: TensorInfo) -> bool:
