@@ -10,6 +10,7 @@ batch), three timings:
 
     python benchmarks/bench_check.py           # digits_mlp, 256 x 5, 1024 x 4
     python benchmarks/bench_check.py --quick   # fewer repeats
+    python benchmarks/bench_check.py --repeats 15   # steadier medians (the small baselines take 7 to 16 ms)
 """
 
 from __future__ import annotations
@@ -65,8 +66,9 @@ def baseline(spec: nnspec.Spec, model: bytes) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
+    parser.add_argument("--repeats", type=int, help="timed repeats of each form (default 5, --quick 3)")
     args = parser.parse_args()
-    repeats = 3 if args.quick else 5
+    repeats = args.repeats or (3 if args.quick else 5)
     networks = [
         ("digits_mlp (784-256-128-10)", nnspec.load(SPECS / "digits_mlp.json")),
         ("relu 256 x 5", stack(256, 5, "relu")),
