@@ -293,7 +293,7 @@ def cross_check(
                         seen += [{**case.feeds, **tracer.run(case.feeds)} for case in cases]
                     # The edge batch (0, ±1, ±1e3) is for the bounds: its rows reach the first layer as repeated
                     # values, which the parameter test leaves out, and later ones saturated or clamped; without it
-                    # the test sorts out fewer duplicate and repeated rows in every layer (10 of its 594 rows).
+                    # the test sorts out fewer duplicate and repeated rows in every layer (10 rows of the 594 it would have).
                     drawn = [values for case, values in zip(cases, seen, strict=True) if not case.edges]
                     report.weights += _parameter_tests(graph, tracer, runner.name, drawn, power_cases)
     report.notes += _notes(report, graph, traces, tol, folded=budget is not None)
