@@ -180,52 +180,75 @@ Pair = tuple[str, np.ndarray, np.ndarray, np.ndarray]  # case label, reference, 
 def compare(
     name: str, shape: Sequence[int], pairs: Sequence[Pair], dtype: np.dtype, names: tuple[str, str] = ("", "")
 ) -> OutputResult:
-    """Compare one output over (case, reference, candidate, allowed) quadruples, element by element."""
+    """Compare one output over (case, reference, candidate, allowed) quadruples, element by element.
+
+    The cases go through as one array (each case's scale for ulps and relative errors stays its own), and the
+    worst of each kind is the first one met, case by case, as a loop over them would find it."""
     result = OutputResult(name, ["N", *shape], *names)
+    kept: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]] = []  # label, reference, candidate, allowed
+    problems: dict[int, str] = {}  # position in `kept` -> a candidate of another shape
     for label, ref, cand, allowed in pairs:
         if cand.shape != ref.shape:
             result.elements += ref.size
             result.mismatches += ref.size or 1
-            result.worst_margin = math.inf
-            result.worst_at = {"case": label, "problem": f"shape {list(cand.shape)}, expected {list(ref.shape)}"}
+            problems[len(kept)] = f"shape {list(cand.shape)}, expected {list(ref.shape)}"
+            kept.append((label, ref, ref, np.zeros(0)))
             continue
-        r, c = ref.astype(np.float64), cand.astype(np.float64)
-        allowed = np.where(np.isnan(allowed), np.inf, allowed)  # no bound is an infinite one, counted as such
-        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-            diff = np.abs(c - r)
-            same_special = (r == c) | (np.isnan(r) & np.isnan(c))  # equal infinities, or NaN on both sides
-            # A result whose exact value may lie beyond the dtype's largest number overflows to an infinity of
-            # its sign in any correct implementation: the float64 reference holds the finite exact value.
-            limit = float(np.finfo(dtype).max)
-            overflows = np.isinf(c) & np.isfinite(r) & (np.sign(c) == np.sign(r)) & (np.abs(r) + allowed >= limit)
-            same_special |= overflows
-            diff = np.where(same_special, 0.0, np.where(np.isnan(diff), np.inf, diff))
-            margin = np.where(diff == 0, 0.0, diff / allowed)  # a NaN or inf on one side only: margin inf
-            magnitude = np.where(np.isfinite(r), np.abs(r), 0.0)
-            magnitude = np.maximum(magnitude, SCALE_FLOOR * magnitude.max(initial=0.0))
-            rel = np.where(diff == 0, 0.0, np.where(magnitude > 0, diff / magnitude, np.inf))
-            ulp = np.spacing(magnitude.astype(dtype)).astype(np.float64)
-            ulps = np.where(diff == 0, 0.0, diff / ulp)
-        result.elements += r.size
-        result.mismatches += int(np.count_nonzero(margin > 1))
-        result.unbounded += int(np.count_nonzero(np.broadcast_to(np.isinf(allowed), r.shape)))
-        for key, count in _histogram(margin).items():
-            result.histogram[key] += count
-        if r.size == 0:
+        kept.append((label, ref, cand, np.broadcast_to(allowed, ref.shape)))
+    sizes = [a.size for _, _, _, a in kept]
+    if not sum(sizes):
+        for position, problem in problems.items():
+            result.worst_margin, result.worst_at = math.inf, {"case": kept[position][0], "problem": problem}
+        return result
+    r = np.concatenate([ref.astype(np.float64).ravel() for _, ref, _, a in kept if a.size])
+    c = np.concatenate([cand.astype(np.float64).ravel() for _, _, cand, a in kept if a.size])
+    allowed = np.concatenate([a.ravel() for _, _, _, a in kept if a.size])
+    allowed = np.where(np.isnan(allowed), np.inf, allowed)  # no bound is an infinite one, counted as such
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        diff = np.abs(c - r)
+        same_special = (r == c) | (np.isnan(r) & np.isnan(c))  # equal infinities, or NaN on both sides
+        # A result whose exact value may lie beyond the dtype's largest number overflows to an infinity of
+        # its sign in any correct implementation: the float64 reference holds the finite exact value.
+        limit = float(np.finfo(dtype).max)
+        overflows = np.isinf(c) & np.isfinite(r) & (np.sign(c) == np.sign(r)) & (np.abs(r) + allowed >= limit)
+        same_special |= overflows
+        diff = np.where(same_special, 0.0, np.where(np.isnan(diff), np.inf, diff))
+        margin = np.where(diff == 0, 0.0, diff / allowed)  # a NaN or inf on one side only: margin inf
+        magnitude = np.where(np.isfinite(r), np.abs(r), 0.0)
+        starts = np.cumsum([0, *[n for n in sizes if n]])[:-1]
+        scale = np.repeat(np.maximum.reduceat(magnitude, starts), [n for n in sizes if n])  # each case's largest
+        magnitude = np.maximum(magnitude, SCALE_FLOOR * scale)
+        rel = np.where(diff == 0, 0.0, np.where(magnitude > 0, diff / magnitude, np.inf))
+        ulp = np.spacing(magnitude.astype(dtype)).astype(np.float64)
+        ulps = np.where(diff == 0, 0.0, diff / ulp)
+    result.elements += r.size
+    result.mismatches += int(np.count_nonzero(margin > 1))
+    result.unbounded += int(np.count_nonzero(np.isinf(allowed)))
+    for key, count in _histogram(margin).items():
+        result.histogram[key] += count
+    result.max_rel_error = max(result.max_rel_error, float(rel.max()))
+    result.max_ulps = max(result.max_ulps, float(ulps.max()))
+    # the worst margin and the largest error: the first case (in order) whose maximum beats the ones before it
+    offset = 0
+    for position, (label, ref, _, a) in enumerate(kept):
+        if position in problems:
+            result.worst_margin, result.worst_at = math.inf, {"case": label, "problem": problems[position]}
             continue
-        worst = int(np.argmax(margin))
-        if margin.flat[worst] > result.worst_margin or result.worst_at is None:
-            result.worst_margin = float(margin.flat[worst])
-            result.worst_at = {"case": label, "index": _index(worst, r.shape)}
-            result.allowed_at_worst = float(np.broadcast_to(allowed, r.shape).flat[worst])
-            result.reference_at_worst = float(r.flat[worst])
-            result.candidate_at_worst = float(c.flat[worst])
-        i = int(np.argmax(diff))
-        if diff.flat[i] > result.max_abs_error or result.max_abs_at is None:
-            result.max_abs_error = float(diff.flat[i])
-            result.max_abs_at = {"case": label, "index": _index(i, r.shape)}
-        result.max_rel_error = max(result.max_rel_error, float(rel.max()))
-        result.max_ulps = max(result.max_ulps, float(ulps.max()))
+        if not a.size:
+            continue
+        part = slice(offset, offset + a.size)
+        offset += a.size
+        worst = int(np.argmax(margin[part]))
+        if margin[part][worst] > result.worst_margin or result.worst_at is None:
+            result.worst_margin = float(margin[part][worst])
+            result.worst_at = {"case": label, "index": _index(worst, ref.shape)}
+            result.allowed_at_worst = float(allowed[part][worst])
+            result.reference_at_worst = float(r[part][worst])
+            result.candidate_at_worst = float(c[part][worst])
+        i = int(np.argmax(diff[part]))
+        if diff[part][i] > result.max_abs_error or result.max_abs_at is None:
+            result.max_abs_error = float(diff[part][i])
+            result.max_abs_at = {"case": label, "index": _index(i, ref.shape)}
     return result
 
 
