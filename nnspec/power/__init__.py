@@ -297,7 +297,7 @@ def test_layers(
             flagged = np.flatnonzero((z > t).any(axis=0))
             if tolerated_ulps and len(flagged):
                 tolerance = np.spacing(np.abs(spec[:, flagged]).astype(graph.dtype)).astype(np.float64)
-                slack[:, flagged] = np.abs(f.gain()) @ (tolerated_ulps * tolerance)
+                slack[:, flagged] = np.abs(f.gain) @ (tolerated_ulps * tolerance)
                 floor[:, flagged] = change_floor(f, flagged)
                 z[:, flagged], _ = z_scores(f, f.residual[:, flagged], slack[:, flagged], floor[:, flagged])
             units = spec.shape[1]
