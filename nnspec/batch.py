@@ -151,6 +151,37 @@ def find_specs(folder: str | Path, exclude: Sequence[str] = ()) -> SpecFiles:
     return found
 
 
+@dataclass(frozen=True)
+class Shard:
+    """`K/N`: the K-th of N disjoint shares of a folder's specs (1 <= K <= N), for a CI matrix of N jobs.
+
+    The specs, ordered by their path relative to the folder (as text, `/`-separated: the same order on every
+    machine and Python), are dealt out in turn: the i-th (from 0) goes to share i mod N + 1. The N shares are
+    disjoint, cover the folder, and differ in size by at most one spec. A share depends only on the set of spec
+    paths: adding a spec may move later ones to another share, never out of every share.
+    """
+
+    index: int  # K, from 1
+    count: int  # N
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        """`"2/4"` -> Shard(2, 4); NNSpecError otherwise."""
+        k, slash, n = text.strip().partition("/")
+        if slash and k.strip().isdigit() and n.strip().isdigit() and 1 <= int(k) <= int(n):
+            return cls(int(k), int(n))
+        raise NNSpecError(f"--shard: expected K/N with 1 <= K <= N, such as 1/4, found {text!r}")
+
+    def select(self, paths: Sequence[Path], folder: str | Path) -> list[Path]:
+        """This share of `paths` (files under `folder`), in their given order."""
+        ordered = sorted(paths, key=lambda p: p.relative_to(folder).as_posix())
+        mine = {p for i, p in enumerate(ordered) if i % self.count == self.index - 1}
+        return [p for p in paths if p in mine]
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
 def check_spec(path: str | Path, **check_kwargs: Any) -> FolderResult:
     """Load and cross-check one spec; invalid input becomes a result with its exit code, not an exception.
 
@@ -185,10 +216,17 @@ def _worker_died(path: Path) -> FolderResult:
 
 
 def check_folder(
-    folder: str | Path, *, jobs: int | None = None, exclude: Sequence[str] = (), **check_kwargs: Any
+    folder: str | Path,
+    *,
+    jobs: int | None = None,
+    exclude: Sequence[str] = (),
+    shard: Shard | None = None,
+    **check_kwargs: Any,
 ) -> list[FolderResult]:
-    """Cross-check every spec under `folder` (see find_specs), each as `nnspec check` would, in path order."""
-    return check_paths(find_specs(folder, exclude).specs, jobs=jobs, **check_kwargs)
+    """Cross-check every spec under `folder` (see find_specs), or its `shard`, each as `nnspec check` would, in
+    path order."""
+    specs = find_specs(folder, exclude).specs
+    return check_paths(specs if shard is None else shard.select(specs, folder), jobs=jobs, **check_kwargs)
 
 
 def check_paths(paths: Sequence[Path], *, jobs: int | None = None, **check_kwargs: Any) -> list[FolderResult]:

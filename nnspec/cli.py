@@ -25,7 +25,7 @@ from .render import MARGIN, OutputConsole
 from .runners import PROVIDERS, RUNNERS
 
 if TYPE_CHECKING:
-    from .batch import FolderResult
+    from .batch import FolderResult, Shard
 
 
 class Command(TyperCommand):
@@ -543,6 +543,16 @@ def check(
             show_default=False,
         ),
     ] = None,
+    shard: Annotated[
+        str | None,
+        typer.Option(
+            "--shard",
+            metavar="K/N",
+            help="In a folder, check only the K-th of N disjoint shares of its specs (for a CI matrix of N jobs; "
+            "K from 1).",
+            show_default=False,
+        ),
+    ] = None,
     exact_file: Annotated[
         bool,
         typer.Option(
@@ -579,12 +589,15 @@ def check(
             if value is not None:
                 raise NNSpecError(f"{flag} applies to one spec, but {spec} is a folder; check that spec alone")
         api.check_opset(opset)
+        from . import batch
+
         code = _check_folder(
             spec,
             jobs,
             json_path,
             junit,
             exclude or [],
+            None if shard is None else batch.Shard.parse(shard),
             rtol=rtol,
             atol=atol,
             seed=seed,
@@ -593,8 +606,9 @@ def check(
             runners=runners,
         )
         raise typer.Exit(code)
-    if exclude:
-        raise NNSpecError(f"--exclude applies to a folder, but {spec} is a file")
+    for flag, value in (("--exclude", exclude), ("--shard", shard)):
+        if value:
+            raise NNSpecError(f"{flag} applies to a folder, but {spec} is a file")
     if exact_file and onnx is None:
         raise NNSpecError("--exact-file compares a given model file (--onnx) with the spec's export")
     s = api.load(spec)
@@ -642,17 +656,24 @@ def _check_folder(
     json_path: Path | None,
     junit: Path | None,
     exclude: list[str],
+    shard: Shard | None,
     **check_kwargs: Any,
 ) -> int:
-    """`nnspec check DIR`: check every spec, print one summary table (or a report to stdout), return the exit code."""
+    """`nnspec check DIR`: check every spec (or a shard's), print one summary table (or a report to stdout),
+    return the exit code."""
     from .batch import check_paths, exit_code, find_specs, to_json
     from .render import junit_suites
 
     found = find_specs(folder, exclude)
-    results = check_paths(found.specs, jobs=jobs, **check_kwargs)
+    specs = found.specs if shard is None else shard.select(found.specs, folder)
+    results = check_paths(specs, jobs=jobs, **check_kwargs)
     on_stdout = any(p is not None and str(p) == STDOUT for p in (json_path, junit))
     if not on_stdout:
-        _print_folder(folder, results)
+        if results:
+            share = "" if shard is None else f"shard {shard}: {len(specs)} of {len(found.specs)} specs"
+            _print_folder(folder, results, share)
+        else:  # more shards than specs: this one has nothing to check, which is no failure
+            out.print(f"shard {shard} of {folder}: no specs (the folder has {len(found.specs)})", markup=False)
     left_out = (
         (found.skipped, 'JSON file(s) that are not specs (no "format" or "layers" key)'),
         (found.excluded, "file(s) matching --exclude"),
@@ -679,14 +700,15 @@ def _folder_verdict(result: FolderResult) -> str:
     return "FAIL" if result.report is not None else "error"  # error: nnspec crashed on this spec
 
 
-def _print_folder(folder: Path, results: list[FolderResult]) -> None:
-    """The summary table; below it, the full report of each spec that disagrees or crashed."""
+def _print_folder(folder: Path, results: list[FolderResult], share: str = "") -> None:
+    """The summary table (`share`: which shard it covers); below it, the full report of each spec that disagrees
+    or crashed."""
     from collections import Counter
 
     from rich.table import Table
 
     styles = {"pass": "green", "invalid": "yellow", "FAIL": "bold red", "error": "bold red"}
-    table = Table(title=f"nnspec check: {folder} ({len(results)} specs)")
+    table = Table(title=f"nnspec check: {folder} ({share or f'{len(results)} specs'})")
     table.add_column("spec")
     table.add_column("result", no_wrap=True)
     table.add_column(f"worst {MARGIN}", justify="right", no_wrap=True)

@@ -9,8 +9,10 @@ import re
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from nnspec.batch import FolderResult, _map_isolated, check_folder, exit_code
+from nnspec.batch import FolderResult, Shard, _map_isolated, check_folder, exit_code
 from nnspec.layers import LAYERS
 
 
@@ -185,3 +187,51 @@ def test_a_failing_layer_step_shows_in_the_summary_and_the_worst_margin():
     result = FolderResult(path=Path("net.json"), exit_code=1, report=report)
     assert result.summary == "layers differ from their own steps: hidden"
     assert result.worst_margin == 7.0
+
+
+@given(names=st.sets(st.from_regex(r"[a-c]{1,2}(/[a-c.]{1,3}){0,2}", fullmatch=True), max_size=30), n=st.integers(1, 7))
+def test_shards_are_disjoint_cover_the_folder_and_balance(names, n):
+    folder = Path("/specs")
+    paths = [folder / f"{name}.json" for name in sorted(names)]
+    shares = [Shard(k, n).select(paths, folder) for k in range(1, n + 1)]
+    assert sorted(p for share in shares for p in share) == sorted(paths)  # cover, and no spec twice
+    assert max(map(len, shares)) - min(map(len, shares)) <= 1
+    for share in shares:  # each share keeps the folder's order
+        assert share == [p for p in paths if p in share]
+    # the order is the relative paths as text, not Path's own ordering (which differs across Python versions)
+    ordered = sorted(paths, key=lambda p: p.relative_to(folder).as_posix())
+    assert shares[0] == [p for p in paths if p in ordered[::n]]
+
+
+def test_shards_of_a_folder_split_its_results(cli, folder, tmp_path, three_layer):
+    (folder / "more.json").write_text(json.dumps(three_layer))
+    seen = []
+    for k in (1, 2):
+        report = tmp_path / f"shard{k}.json"
+        result = cli("check", folder, "--shard", f"{k}/2", "-j", "1", "--json", report)
+        assert result.exit_code == 0, result.output
+        paths = [r["path"] for r in json.loads(report.read_text())]
+        assert f"(shard {k}/2: {len(paths)} of 3 specs)" in " ".join(result.stdout.split())
+        seen += paths
+    # by relative path as text: more.json, nested/three.json, party.json; dealt out in turn
+    assert seen == [(folder / n).as_posix() for n in ("more.json", "party.json", "nested/three.json")]
+
+
+def test_an_empty_shard_passes(cli, folder, tmp_path):
+    report = tmp_path / "r.json"
+    result = cli("check", folder, "--shard", "3/3", "--json", report)
+    assert result.exit_code == 0, result.output
+    assert "shard 3/3 of" in result.stdout and "no specs (the folder has 2)" in result.stdout
+    assert json.loads(report.read_text()) == []
+
+
+@pytest.mark.parametrize("value", ["0/2", "3/2", "1/0", "a/b", "1", "1/2/3", "-1/2"])
+def test_a_bad_shard_exits_2(cli, folder, value):
+    result = cli("check", folder, "--shard", value)
+    assert result.exit_code == 2
+    assert f"--shard: expected K/N with 1 <= K <= N, such as 1/4, found {value!r}" in result.stderr
+
+
+def test_shard_with_one_spec_exits_2(cli, folder):
+    result = cli("check", folder / "party.json", "--shard", "1/2")
+    assert result.exit_code == 2 and "--shard applies to a folder" in result.stderr
