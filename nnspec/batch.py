@@ -21,6 +21,7 @@ from .errors import NNSpecError
 from .limits import Limits
 from .render import json_safe
 from .spec import parse_json
+from .threads import cores, limited, per_process
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -197,10 +198,12 @@ def check_spec(path: str | Path, **check_kwargs: Any) -> FolderResult:
     return FolderResult(path, 0 if report.passed else 1, report=report.to_dict(), text=text(report))
 
 
-def _check_guarded(path: Path, **check_kwargs: Any) -> FolderResult:
-    """check_spec, with a bug in nnspec recorded as this spec's result (exit 1) instead of raised."""
+def _check_guarded(path: Path, threads: int | None = None, **check_kwargs: Any) -> FolderResult:
+    """check_spec (with at most `threads` threads), with a bug in nnspec recorded as this spec's result (exit 1)
+    instead of raised."""
     try:
-        return check_spec(path, **check_kwargs)
+        with limited(threads):
+            return check_spec(path, **check_kwargs)
     except Exception as exc:
         return FolderResult(
             path,
@@ -229,14 +232,19 @@ def check_folder(
     return check_paths(specs if shard is None else shard.select(specs, folder), jobs=jobs, **check_kwargs)
 
 
-def check_paths(paths: Sequence[Path], *, jobs: int | None = None, **check_kwargs: Any) -> list[FolderResult]:
+def check_paths(
+    paths: Sequence[Path], *, jobs: int | None = None, threads: int | None = None, **check_kwargs: Any
+) -> list[FolderResult]:
     """Cross-check each spec file, as `nnspec check` would, in the given order.
 
-    Specs are checked in `jobs` processes (default: one per CPU; 1 checks them in this process).
-    `check_kwargs` go to `nnspec.check`. An invalid spec, a bug, or a dying process affects only its own
-    spec's result.
+    Specs are checked in `jobs` processes (default: one per CPU; 1 checks them in this process), each with
+    `threads` threads for onnxruntime and BLAS (default: the cores shared out among the processes; see
+    nnspec.threads). `check_kwargs` go to `nnspec.check`. An invalid spec, a bug, or a dying process affects only
+    its own spec's result.
     """
-    return _map_isolated(functools.partial(_check_guarded, **check_kwargs), paths, jobs, _worker_died)
+    processes = min(jobs or cores(), len(paths))
+    check = functools.partial(_check_guarded, threads=per_process(threads, processes), **check_kwargs)
+    return _map_isolated(check, paths, processes, _worker_died)
 
 
 def _map_isolated(fn: Callable[[T], R], items: Sequence[T], jobs: int | None, died: Callable[[T], R]) -> list[R]:

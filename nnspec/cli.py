@@ -184,10 +184,37 @@ def main_options(
         typer.Option("-V", "--version", callback=_version, is_eager=True, help="Print the version and exit."),
     ] = False,
     limit: Annotated[list[str] | None, typer.Option("--limit", metavar="NAME=VALUE", help=LIMIT_HELP)] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            "--threads",
+            metavar="N",
+            parser=integer(minimum=1),
+            help="Threads for onnxruntime and NumPy's BLAS (default: theirs, one per core; in a folder check, "
+            "the cores shared out among the --jobs processes).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Write a network down once as data, compile it to ONNX, and prove both forms compute the same thing."""
     if limit:
         reports_errors(_apply_limits)(ctx, limit)
+    if threads is not None:
+        from .threads import limited
+
+        global _threads
+        _threads = threads
+        ctx.with_resource(limited(threads))
+        ctx.call_on_close(_forget_threads)
+
+
+# --threads as given, for the worker processes of a folder check (this process applies it in main_options).
+_threads: int | None = None
+
+
+def _forget_threads() -> None:
+    global _threads
+    _threads = None
 
 
 SpecArg = Annotated[
@@ -666,7 +693,7 @@ def _check_folder(
 
     found = find_specs(folder, exclude)
     specs = found.specs if shard is None else shard.select(found.specs, folder)
-    results = check_paths(specs, jobs=jobs, **check_kwargs)
+    results = check_paths(specs, jobs=jobs, threads=_threads, **check_kwargs)
     on_stdout = any(p is not None and str(p) == STDOUT for p in (json_path, junit))
     if not on_stdout:
         if results:
@@ -820,18 +847,22 @@ def schema() -> None:
     sys.stdout.write(json.dumps(Spec.model_json_schema(), indent=2) + "\n")
 
 
+# Options of nnspec itself that users write after the command too.
+HOISTED = ("--limit", "--threads")
+
+
 def hoist_limits(argv: list[str]) -> list[str]:
-    """`nnspec check x.json --limit a=b` -> `nnspec --limit a=b check x.json`: `--limit` is an option of
-    nnspec itself, but users write it after the command too."""
+    """`nnspec check x.json --limit a=b --threads 2` -> `nnspec --limit a=b --threads 2 check x.json`:
+    `--limit` and `--threads` are options of nnspec itself, but users write them after the command too."""
     hoisted, rest = [], []
     i = 0
     while i < len(argv):
         arg = argv[i]
-        if arg == "--limit" and i + 1 < len(argv):
+        if arg in HOISTED and i + 1 < len(argv):
             hoisted += argv[i : i + 2]
             i += 2
             continue
-        if arg.startswith("--limit="):
+        if arg.startswith(tuple(f"{flag}=" for flag in HOISTED)):
             hoisted.append(arg)
         else:
             rest.append(arg)

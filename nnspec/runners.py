@@ -12,6 +12,7 @@ import numpy as np
 from .errors import BackendUnavailable, NNSpecError, first_line
 from .evaluator import NumpyModel
 from .ir import Graph
+from .threads import session_threads
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 # NOTE: onnxruntime's CUDA provider runs float32 MatMul/Gemm in TF32 on Ampere and newer GPUs by default,
@@ -92,6 +93,8 @@ class OnnxRuntimeRunner:
         # The check alternates runs with NumPy work: threads that spin-wait after a run (the default) take the
         # cores from NumPy's BLAS meanwhile (measured: a layer's float64 bound 5 to 10x slower right after a run).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if threads := session_threads():  # --threads (nnspec.threads); else onnxruntime's default
+            options.intra_op_num_threads = threads
         try:
             providers = [(provider_name(provider), PROVIDER_OPTIONS[provider])]
             self.session = ort.InferenceSession(model_bytes, options, providers=providers)
