@@ -1,17 +1,17 @@
-"""Per-call time of the NumPy evaluator on an MLP, against a hand-written NumPy forward pass and onnxruntime.
+"""Per-call time of the NumPy evaluator against the same forward pass written by hand in NumPy.
 
-The network is 784-512-256-10 (relu, relu, softmax) with float32 weights in .npy files. Three forms
-run on the same input batch:
-  - numpy (hand)  : the baseline, `relu(x @ W.T + b)` layer after layer with the same arrays, softmax last;
-  - nnspec numpy  : `nnspec.to_numpy(spec)(x)`, input checks included (as a user calls it);
-  - onnxruntime   : an InferenceSession (CPU, default options) on `nnspec.to_onnx(spec)`.
+Two stages, each timed as a user calls it, `nnspec.to_numpy(spec)(x)` (input checks included), against a
+hand-written pass over the very same arrays:
+  - one neuron, 2 inputs, sigmoid, batch 1 : the fixed cost per call; baseline `1 / (1 + np.exp(-(x @ W.T + b)))`;
+  - MLP 784-512-512-10 (relu, relu, softmax), batches 64 and 4096 : the kernels; baseline
+    `relu(x @ W.T + b)` layer after layer, then a max-shifted softmax.
+The ratio is nnspec / hand on the same batch, both timed in round-robin (see _timing.compare), so that
+load from elsewhere on the machine slows both alike.
 
-    python benchmarks/bench_eval.py            # batches 1, 64, 1024
-    python benchmarks/bench_eval.py --quick    # shorter timing loops, fewer repeats
-    python benchmarks/bench_eval.py --threads 1  # one BLAS thread and one onnxruntime thread
-
-Default thread counts are each library's own (all cores); on a shared or busy machine `--threads 1`
-gives steadier numbers.
+    python benchmarks/bench_eval.py               # 9 repeats of >= 200 ms loops per form
+    python benchmarks/bench_eval.py --quick       # shorter timing loops, fewer repeats
+    python benchmarks/bench_eval.py --threads 1   # one BLAS thread: steadier on a shared or busy machine
+    python benchmarks/bench_eval.py --onnxruntime # also an onnxruntime session on nnspec.to_onnx(spec)
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import datetime
 import os
 import platform
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from _timing import apply_threads_early  # noqa: E402  (imports no NumPy)
@@ -28,25 +29,27 @@ from _timing import apply_threads_early  # noqa: E402  (imports no NumPy)
 THREADS = apply_threads_early()
 
 import numpy as np  # noqa: E402
-import onnxruntime as ort  # noqa: E402
 import orjson  # noqa: E402
-from _timing import compare, fmt_time, print_table
+from _timing import compare, fmt_time, print_table  # noqa: E402
 
 import nnspec  # noqa: E402
 
-SIZES = [784, 512, 256, 10]
+SIZES = [784, 512, 512, 10]
 ACTIVATIONS = ["relu", "relu", "softmax"]
+GOALS = {"neuron": 2.0, "mlp": 1.05}  # issue 12: at most these ratios
+
+Params = list[tuple[np.ndarray, np.ndarray]]
 
 
-def write_mlp(folder: Path, dtype: str) -> tuple[Path, list[tuple[np.ndarray, np.ndarray]]]:
-    """The spec file and its (W, b) pairs, W of shape [units, in_features] as the spec stores them."""
+def write_spec(folder: Path, name: str, sizes: list[int], activations: list[str], dtype: str) -> tuple[Path, Params]:
+    """A dense network with random weights in .npy files, and its (W, b) pairs, W of shape [units, in_features]."""
     rng = np.random.default_rng(0)
     params, layers = [], []
-    for i, (fan_in, units, act) in enumerate(zip(SIZES, SIZES[1:], ACTIVATIONS, strict=False)):
+    for i, (fan_in, units, act) in enumerate(zip(sizes, sizes[1:], activations, strict=False)):
         w = (rng.standard_normal((units, fan_in)) * np.sqrt(2.0 / fan_in)).astype(dtype)
         b = (rng.standard_normal(units) * 0.1).astype(dtype)
-        np.save(folder / f"w{i}.npy", w)
-        np.save(folder / f"b{i}.npy", b)
+        np.save(folder / f"{name}_w{i}.npy", w)
+        np.save(folder / f"{name}_b{i}.npy", b)
         params.append((w, b))
         layers.append(
             {
@@ -54,24 +57,24 @@ def write_mlp(folder: Path, dtype: str) -> tuple[Path, list[tuple[np.ndarray, np
                 "name": f"fc{i}",
                 "units": units,
                 "activation": act,
-                "weights": {"file": f"w{i}.npy"},
-                "bias": {"file": f"b{i}.npy"},
+                "weights": {"file": f"{name}_w{i}.npy"},
+                "bias": {"file": f"{name}_b{i}.npy"},
             }
         )
-    spec = {
-        "format": "nnspec/1",
-        "name": "mlp",
-        "dtype": dtype,
-        "inputs": [{"name": "x", "shape": [SIZES[0]]}],
-        "layers": layers,
-    }
-    path = folder / "mlp.json"
-    path.write_bytes(orjson.dumps(spec))
+    spec = {"format": "nnspec/1", "name": name, "dtype": dtype, "inputs": [{"name": "x", "shape": [sizes[0]]}]}
+    path = folder / f"{name}.json"
+    path.write_bytes(orjson.dumps({**spec, "layers": layers}))
     return path, params
 
 
-def hand_forward(params: list[tuple[np.ndarray, np.ndarray]]):  # type: ignore[no-untyped-def]
-    """The baseline: the seed's a = f(W p + b), written out for batch-first rows."""
+def hand_neuron(params: Params) -> Callable[[np.ndarray], np.ndarray]:
+    """The baseline for one sigmoid neuron: a = logsig(W p + b)."""
+    ((w, b),) = params
+    return lambda x: 1 / (1 + np.exp(-(x @ w.T + b)))
+
+
+def hand_mlp(params: Params) -> Callable[[np.ndarray], np.ndarray]:
+    """The baseline MLP: the seed's a = f(W p + b), written out for batch-first rows."""
     (w0, b0), (w1, b1), (w2, b2) = params
 
     def forward(x: np.ndarray) -> np.ndarray:
@@ -84,74 +87,66 @@ def hand_forward(params: list[tuple[np.ndarray, np.ndarray]]):  # type: ignore[n
     return forward
 
 
+def ort_session(spec: nnspec.Spec, threads: int):  # type: ignore[no-untyped-def]
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads  # 0: onnxruntime's default, one per core
+    return ort.InferenceSession(nnspec.to_onnx(spec).SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="20 ms timing loops and 3 repeats")
-    parser.add_argument("--batches", type=int, nargs="+", default=[1, 64, 1024])
+    parser.add_argument("--batches", type=int, nargs="+", default=[64, 4096], help="MLP batches (default 64 4096)")
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    parser.add_argument("--repeats", type=int, help="timed repeats per row (default 7, quick 3)")
+    parser.add_argument("--repeats", type=int, help="timed repeats per row (default 9, quick 3)")
     parser.add_argument("--threads", type=int, default=0, help="BLAS and onnxruntime threads (default: libraries' own)")
+    parser.add_argument("--onnxruntime", action="store_true", help="also time an onnxruntime session")
     args = parser.parse_args()
-    repeats = args.repeats or (3 if args.quick else 7)
+    repeats = args.repeats or (3 if args.quick else 9)
     min_time = 0.02 if args.quick else 0.2
 
     print(
         f"# bench_eval  {datetime.date.today()}  python {platform.python_version()}  numpy {np.__version__}  "
-        f"onnxruntime {ort.__version__}  nnspec {nnspec.__version__}  cpus {os.cpu_count()}  "
-        f"threads {args.threads or 'default'}  {args.dtype}"
+        f"nnspec {nnspec.__version__}  cpus {os.cpu_count()}  threads {args.threads or 'default'}  {args.dtype}"
     )
     print(
-        f"# MLP {'-'.join(map(str, SIZES))} ({', '.join(ACTIVATIONS)}); per-call median of {repeats} repeats "
-        f"(forms interleaved), each a loop of >= {min_time * 1e3:.0f} ms, after 1 warmup\n"
+        f"# per-call median of {repeats} repeats (forms interleaved), each a loop of >= {min_time * 1e3:.0f} ms, "
+        "after 1 warmup\n"
     )
 
     with tempfile.TemporaryDirectory() as tmp:
-        spec_path, params = write_mlp(Path(tmp), args.dtype)
-        spec = nnspec.load(spec_path)
-    model = nnspec.to_numpy(spec)
-    forward = hand_forward(params)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = args.threads  # 0: onnxruntime's default, one per core
-    session = ort.InferenceSession(
-        nnspec.to_onnx(spec).SerializeToString(), options, providers=["CPUExecutionProvider"]
-    )
-    input_name = session.get_inputs()[0].name
+        neuron_path, neuron_params = write_spec(Path(tmp), "neuron", [2, 1], ["sigmoid"], args.dtype)
+        mlp_path, mlp_params = write_spec(Path(tmp), "mlp", SIZES, ACTIVATIONS, args.dtype)
+        specs = {"neuron": nnspec.load(neuron_path), "mlp": nnspec.load(mlp_path)}
+    stages = [
+        ("neuron", "one neuron 2-1 (sigmoid)", hand_neuron(neuron_params), [1]),
+        ("mlp", f"MLP {'-'.join(map(str, SIZES))} ({', '.join(ACTIVATIONS)})", hand_mlp(mlp_params), args.batches),
+    ]
 
+    header = ["stage", "batch", "hand numpy", "nnspec", "x hand", "goal", "max abs diff"]
+    if args.onnxruntime:
+        header[5:5] = ["onnxruntime", "ort x hand"]
     rows = []
     rng = np.random.default_rng(1)
-    for batch in args.batches:
-        x = rng.standard_normal((batch, SIZES[0])).astype(args.dtype)
-        feed = {input_name: x}
-        expected = forward(x)
-        diff_numpy = float(np.abs(model(x) - expected).max())
-        diff_ort = float(np.abs(session.run(None, feed)[0] - expected).max())
-        timings = compare(
-            {"hand": lambda: forward(x), "model": lambda: model(x), "ort": lambda: session.run(None, feed)},
-            repeats=repeats,
-            min_time=min_time,
-        )
-        t_hand, t_model, t_ort = timings["hand"], timings["model"], timings["ort"]
-        rows += [
-            [batch, "numpy (hand)", fmt_time(t_hand.median), fmt_time(t_hand.median / batch), "1.00", "-"],
-            [
-                batch,
-                "**nnspec numpy**",
-                fmt_time(t_model.median),
-                fmt_time(t_model.median / batch),
-                f"**{t_model.median / t_hand.median:.2f}**",
-                f"{diff_numpy:.1e}",
-            ],
-            [
-                batch,
-                "onnxruntime",
-                fmt_time(t_ort.median),
-                fmt_time(t_ort.median / batch),
-                f"{t_ort.median / t_hand.median:.2f}",
-                f"{diff_ort:.1e}",
-            ],
-        ]
-    print_table(["batch", "form", "per call", "per sample", "x hand", "max abs diff vs hand"], rows)
-    print("\n(x hand: per-call time / the hand-written NumPy forward pass on the same batch)")
+    for key, label, hand, batches in stages:
+        model = nnspec.to_numpy(specs[key])
+        session = ort_session(specs[key], args.threads) if args.onnxruntime else None
+        for batch in batches:
+            x = rng.standard_normal((batch, model.graph.inputs[0].shape[0])).astype(args.dtype)
+            diff = float(np.abs(model(x) - hand(x)).max())
+            forms = {"hand": lambda: hand(x), "model": lambda: model(x)}
+            if session is not None:
+                forms["ort"] = lambda: session.run(None, {"x": x})
+            timings = compare(forms, repeats=repeats, min_time=min_time)
+            t_hand, t_model = timings["hand"].median, timings["model"].median
+            row = [label, batch, fmt_time(t_hand), fmt_time(t_model), f"**{t_model / t_hand:.2f}**"]
+            if session is not None:
+                row += [fmt_time(timings["ort"].median), f"{timings['ort'].median / t_hand:.2f}"]
+            rows.append([*row, f"<= {GOALS[key]:.2f}", f"{diff:.1e}"])
+    print_table(header, rows)
+    print("\n(x hand: nnspec's per-call time / the hand-written NumPy pass's, on the same batch)")
 
 
 if __name__ == "__main__":

@@ -83,26 +83,82 @@ def check_feeds(
     is an id outside [0, input_dim) of a layer that reads it (with the graph known). Anything else
     (objects, strings, booleans, complex numbers) is refused.
     """
-    infos = graph.inputs if isinstance(graph, Graph) else graph
-    dtype = graph.dtype if isinstance(graph, Graph) else np.dtype(dtype)
-    ranges = id_ranges(graph) if isinstance(graph, Graph) else {}
+    if isinstance(graph, Graph):
+        return FeedCheck(graph)(feeds)
+    return _cast(graph, check_arrays(graph, feeds), np.dtype(dtype), {})
+
+
+class FeedCheck:
+    """`check_feeds` for one graph, with what depends only on the graph worked out once: its inputs, the ids
+    each integer input may hold, the widest value per sample, and the batch memory limit, which is read
+    (`NNSPEC_MAX_BATCH_BYTES`) when the check is built, not per call. Called with feeds, it returns them
+    checked and cast, as `check_feeds` does."""
+
+    def __init__(self, graph: Graph, limits: Limits | None = None) -> None:
+        self.infos = graph.inputs
+        self.dtype = graph.dtype
+        self.ranges = id_ranges(graph)
+        self.per_sample, self.widest = graph.largest_value
+        self.limit = (limits or Limits.from_env()).max_batch_bytes
+        # One float input: an ndarray already of its dtype, shape and layout is used as it is, no copy, as
+        # the general path would use it; that path's one value check (finite numbers that overflow in the
+        # cast) cannot fail without a cast, so what is left per call is a few comparisons.
+        first = self.infos[0] if len(self.infos) == 1 else None
+        self._fast_name = first.name if first is not None and not _is_integer(first) else None
+        self._fast_shape = first.shape if first is not None else ()
+
+    def __call__(self, feeds: Mapping[str, object] | object) -> dict[str, np.ndarray]:
+        name = self._fast_name
+        if name is not None:
+            array = feeds.get(name) if type(feeds) is dict and len(feeds) == 1 else feeds
+            if (
+                type(array) is np.ndarray
+                and array.dtype == self.dtype
+                and array.ndim == len(self._fast_shape) + 1
+                and array.shape[1:] == self._fast_shape
+                and 0 < array.shape[0] * self.per_sample <= self.limit
+                and array.flags.c_contiguous
+            ):
+                return {name: array}
+        out = _cast(self.infos, check_arrays(self.infos, feeds), self.dtype, self.ranges)
+        if out:
+            self.check_batch(next(iter(out.values())).shape[0])
+        return out
+
+    def check_batch(self, batch: int) -> None:
+        """Refuse a batch whose largest intermediate value would exceed the batch memory limit."""
+        if batch * self.per_sample > self.limit:
+            raise InputDataError(
+                f"expected a batch whose values fit in {human_bytes(self.limit)} (NNSPEC_MAX_BATCH_BYTES), found "
+                f"{batch} samples, which need {human_bytes(batch * self.per_sample)} for {self.widest!r} alone; "
+                "split the batch"
+            )
+
+
+def _is_integer(info: TensorInfo) -> bool:
+    return info.dtype is not None and info.dtype.startswith("int")
+
+
+def _cast(
+    infos: tuple[TensorInfo, ...], arrays: dict[str, np.ndarray], dtype: np.dtype, ranges: Mapping[str, IdRange]
+) -> dict[str, np.ndarray]:
+    """Checked arrays (from `check_arrays`) cast to their inputs' dtypes: ids checked, floats checked to fit."""
     kinds = {info.name: info for info in infos}
     out: dict[str, np.ndarray] = {}
-    for name, array in check_arrays(infos, feeds).items():
+    for name, array in arrays.items():
         info = kinds[name]
-        if info.dtype is not None and info.dtype.startswith("int"):
+        if _is_integer(info):
             out[name] = _as_ids(info, array, ranges.get(name))
             continue
         with np.errstate(over="ignore"):  # an overflow becomes inf, reported below
             cast = np.ascontiguousarray(array, dtype=dtype)
-        if not np.isfinite(cast).all() and (too_large := np.isinf(cast) & np.isfinite(array)).any():
+        recast = cast.dtype != array.dtype  # only a cast can make inf of a finite number: without one, skip the scan
+        if recast and not np.isfinite(cast).all() and (too_large := np.isinf(cast) & np.isfinite(array)).any():
             where = [int(i) for i in np.argwhere(too_large)[0]]
             raise InputDataError(
                 f"input {name!r}: expected values that fit in {dtype.name}, found {array[tuple(where)]} at index {where}"
             )
         out[name] = cast
-    if isinstance(graph, Graph) and out:
-        check_batch_memory(graph, next(iter(out.values())).shape[0])
     return out
 
 
@@ -117,7 +173,7 @@ class IdRange:
 
 def id_ranges(graph: Graph) -> dict[str, IdRange]:
     """For each integer input that layers read, the valid ids: an id valid for the smallest table is valid for all."""
-    integer = {i.name for i in graph.inputs if i.dtype is not None and i.dtype.startswith("int")}
+    integer = {i.name for i in graph.inputs if _is_integer(i)}
     ranges: dict[str, IdRange] = {}
     for node in graph.nodes:
         size = node.attrs.get("input_dim")
@@ -150,14 +206,3 @@ def _as_ids(info: TensorInfo, array: np.ndarray, valid: IdRange | None) -> np.nd
         shown = int(found) if array.dtype.kind == "f" else found
         raise InputDataError(f"input {info.name!r}: expected {span}{why}, found {shown} at {where}")
     return np.ascontiguousarray(array, dtype=np.dtype(info.dtype))
-
-
-def check_batch_memory(graph: Graph, batch: int, limits: Limits | None = None) -> None:
-    """Refuse a batch whose largest intermediate value would exceed the batch memory limit."""
-    limit = (limits or Limits.from_env()).max_batch_bytes
-    per_sample, where = graph.largest_value
-    if batch * per_sample > limit:
-        raise InputDataError(
-            f"expected a batch whose values fit in {human_bytes(limit)} (NNSPEC_MAX_BATCH_BYTES), found {batch} "
-            f"samples, which need {human_bytes(batch * per_sample)} for {where!r} alone; split the batch"
-        )

@@ -207,8 +207,8 @@ def test_from_dict_refuses_non_objects_cleanly(data):
 
 
 def test_batch_too_large_for_memory_limit(monkeypatch, three_layer):
+    monkeypatch.setenv("NNSPEC_MAX_BATCH_BYTES", "1000")  # read when the model is built
     model = nnspec.to_numpy(nnspec.from_dict(three_layer))
-    monkeypatch.setenv("NNSPEC_MAX_BATCH_BYTES", "1000")
     with pytest.raises(nnspec.InputDataError, match="split the batch"):
         model(np.zeros((100, 3)))
     assert model(np.zeros((10, 3))).shape == (10, 2)  # 10 samples x 5 floats x 4 bytes fits
