@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, get_args
 
 import numpy as np
 from pydantic import (
@@ -20,6 +20,7 @@ from pydantic import (
     WithJsonSchema,
     model_validator,
 )
+from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError
 
 from . import activations
@@ -195,6 +196,7 @@ WeightSource = Inline | FileRef | Init
 
 
 def parse_inline(value: Any) -> Inline:
+    """Nested lists of numbers (or an array of them, as `jsontext.parse` reads large ones) as float64."""
     try:
         array = np.asarray(value)
     except ValueError:
@@ -286,7 +288,7 @@ def parse_weight_source(value: Any) -> WeightSource:
         raise spec_error(
             f'expected numbers, {{"file": ...}} or {{"init": ...}}, found an object with keys {sorted(value)}{hint}'
         )
-    if isinstance(value, list | int | float) and not isinstance(value, bool):
+    if isinstance(value, list | int | float | np.ndarray) and not isinstance(value, bool):
         return parse_inline(value)
     raise spec_error(f'expected numbers, {{"file": ...}} or {{"init": ...}}, found {kind_of(value)}')
 
@@ -329,12 +331,25 @@ WEIGHT_SCHEMA: dict[str, Any] = {
     ],
 }
 
+_WEIGHT_VALIDATOR = PlainValidator(parse_weight_source)
+
 WeightField = Annotated[
     WeightSource,
-    PlainValidator(parse_weight_source),
+    _WEIGHT_VALIDATOR,
     PlainSerializer(dump_weight_source),
     WithJsonSchema(WEIGHT_SCHEMA),
 ]
+
+
+def holds_weights(info: FieldInfo) -> bool:
+    """Whether a model's field is a WeightField (`weights: WeightField`, `bias: WeightField | None`)."""
+
+    def mentions(annotation: Any) -> bool:
+        return any(m is _WEIGHT_VALIDATOR for m in getattr(annotation, "__metadata__", ())) or any(
+            mentions(arg) for arg in get_args(annotation)
+        )
+
+    return any(m is _WEIGHT_VALIDATOR for m in info.metadata) or mentions(info.annotation)
 
 
 def check_name(value: Any) -> str:

@@ -11,7 +11,7 @@ from pydantic import Field, PrivateAttr, ValidationError, field_validator
 
 from . import jsontext
 from .errors import SpecError, SpecErrors, missing, suggest, unknown
-from .fields import Name, StrictModel, kind_of, spec_error
+from .fields import Name, StrictModel, holds_weights, kind_of, spec_error
 from .layers import LAYERS
 from .limits import Limits, human_bytes
 
@@ -201,15 +201,31 @@ def errors_from(exc: ValidationError, source: str | None = None) -> SpecErrors:
     return SpecErrors(out, source=source)
 
 
-def parse_json(text: bytes | str, source: str | None = None, limits: Limits | None = None) -> Any:
+# Per layer type, the fields that hold weights: where `read_spec` reads large inline numbers as arrays.
+_WEIGHT_FIELDS = {
+    name: {k for k, info in t.spec.model_fields.items() if holds_weights(info)} for name, t in LAYERS.items()
+}
+
+
+def _inline_weights_at(root: Any, path: tuple[str | int, ...]) -> bool:
+    """Whether `path` leads to a weight field of a layer (`layers[1].weights`)."""
+    if len(path) != 3 or path[0] != "layers" or not isinstance(path[2], str):
+        return False
+    kind = root["layers"][path[1]].get("type")
+    return isinstance(kind, str) and path[2] in _WEIGHT_FIELDS.get(kind, ())
+
+
+def parse_json(
+    text: bytes | str, source: str | None = None, limits: Limits | None = None, *, inline_arrays: bool = False
+) -> Any:
     """Parse JSON, explaining where it is malformed; refuses NaN and Infinity, duplicate keys, and texts
-    with more values or deeper nesting than `limits` allow (checked before parsing)."""
+    with more values or deeper nesting than `limits` allow (checked before parsing). With `inline_arrays`,
+    large inline weights come back as float64 arrays rather than nested lists (see `jsontext.parse`)."""
     data = text.encode() if isinstance(text, str) else text
-    refused = jsontext.problem(data, limits or Limits.from_env())
-    if refused is not None:
-        raise SpecError(str(refused), source=source)
     try:
-        return jsontext.loads(data)
+        return jsontext.parse(data, limits or Limits.from_env(), _inline_weights_at if inline_arrays else None)
+    except jsontext.Refused as exc:
+        raise SpecError(str(exc.problem), source=source) from None
     except orjson.JSONDecodeError as exc:
         if "memory" in exc.msg.lower():  # orjson reports running out of memory as a decode error
             raise SpecError(
@@ -267,4 +283,6 @@ def read_spec(path: str | Path, limits: Limits | None = None) -> Spec:
         raise SpecError("expected a spec file, found a folder", source=source) from None
     except OSError as exc:
         raise SpecError(f"cannot read: {exc.strerror}", source=source) from None
-    return from_dict(parse_json(text, source, limits), path.parent, source=source)
+    data = parse_json(text, source, limits, inline_arrays=True)
+    del text  # the parsed spec holds the weights; the text need not outlive it
+    return from_dict(data, path.parent, source=source)
