@@ -6,7 +6,7 @@ import json
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from .errors import BackendUnavailable, ModelFileError, NNSpecError
 from .evaluator import NumpyModel
@@ -37,6 +37,9 @@ from .spec import from_dict as _validate_dict
 
 if TYPE_CHECKING:
     import onnx
+
+    from .onnxio.export import Export
+    from .onnxio.model import Model
 
 DEFAULT_OPSET = 17  # kept equal to nnspec.onnxio.export.DEFAULT_OPSET; repeated here so `import nnspec` needs no onnx
 
@@ -86,13 +89,54 @@ def check_opset(opset: int) -> None:
 def to_onnx(spec: SpecLike, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
     """The spec as an ONNX model (checked by onnx.checker with full_check), carrying the spec without its
     weights in its metadata (`nnspec.spec`), so that `nnspec import` gives back this very spec."""
+    return export(spec, opset).proto()
+
+
+def export(spec: SpecLike, opset: int = DEFAULT_OPSET) -> Export:
+    """What `to_onnx` returns, its numbers held apart as the spec's own arrays (`nnspec.onnxio.export.Export`):
+    what `write_onnx` writes and runners run, with no copy of a weight."""
+    from .onnxio.export import export as lower
     from .onnxio.export import set_structure
-    from .onnxio.export import to_onnx as export
 
     if not isinstance(spec, Spec):
         spec = load(spec)
     g = graph(spec)
-    return set_structure(export(g, opset), structure(spec, g))
+    exported = lower(g, opset)
+    set_structure(exported.model, structure(spec, g))
+    return exported
+
+
+def external_data_file(path: str | Path) -> Path:
+    """Where `write_onnx` puts the external data of the model `path`: `model.onnx` -> `model.onnx.data`."""
+    path = Path(path)
+    return path.with_name(f"{path.name}.data")
+
+
+def write_onnx(exported: Export, path: str | Path, *, external_data: bool | None = None) -> list[Path]:
+    """Write the model to `path` (atomically) and return the files written.
+
+    One self-contained file, or, with `external_data` (None: when one file would exceed protobuf's 2 GiB),
+    the model with its tensors of 1 KiB or more in one data file beside it (`external_data_file`), named
+    by a relative location. Either way the numbers go from the spec's arrays to the file, uncopied. The
+    files are written under temporary names and renamed into place when complete, the data file first.
+    """
+    from . import limits
+    from .files import atomic_write_all
+
+    path = Path(path)
+    if external_data is None:
+        external_data = exported.size() > limits.PROTOBUF_MAX_BYTES
+    if not external_data:
+        pieces = exported.pieces()
+        return atomic_write_all([(path, lambda f: _write_pieces(f, pieces))])
+    data_file = external_data_file(path)
+    proto, data = exported.external(data_file.name)
+    return atomic_write_all([(data_file, lambda f: _write_pieces(f, data)), (path, proto)])
+
+
+def _write_pieces(f: IO[bytes], pieces: Sequence[bytes | memoryview]) -> None:
+    for piece in pieces:
+        f.write(piece)
 
 
 def structure(spec: Spec, g: Graph) -> str:
@@ -105,10 +149,16 @@ def structure(spec: Spec, g: Graph) -> str:
     return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
 
 
-def _model_bytes(model: Any) -> tuple[bytes, str]:
-    """Bytes and a label for an ONNX model given as a ModelProto, bytes, or a path."""
+def _model_bytes(model: Any) -> tuple[Model, str, Path | None]:
+    """The model, a label and the folder its external data may be read from (a file's own folder; None for
+    a model given in memory), for an ONNX model given as a ModelProto, bytes, ModelData or Export, or a path."""
+    from .onnxio.export import Export
+    from .onnxio.model import ModelData
+
     if isinstance(model, bytes | bytearray):
-        return bytes(model), "ONNX bytes"
+        return bytes(model), "ONNX bytes", None
+    if isinstance(model, ModelData | Export):
+        return (model if isinstance(model, ModelData) else model.data()), "ONNX model", None
     if isinstance(model, str | Path):
         path = Path(model)
         try:
@@ -119,14 +169,14 @@ def _model_bytes(model: Any) -> tuple[bytes, str]:
                     f"found a {human_bytes(size)} file",
                     source=str(path),
                 )
-            return path.read_bytes(), str(path)
+            return path.read_bytes(), str(path), path.parent
         except FileNotFoundError:
             raise ModelFileError("no such file", source=str(path)) from None
         except OSError as exc:
             raise ModelFileError(f"cannot read: {exc.strerror}", source=str(path)) from None
     from .onnxio.export import to_bytes
 
-    return to_bytes(model), "ONNX model"
+    return to_bytes(model), "ONNX model", None
 
 
 def _adapter(renamed: Mapping[str, str], outputs: Collection[str], rows: int | None) -> Callable[[Runner], Runner]:
@@ -144,7 +194,7 @@ def _adapter(renamed: Mapping[str, str], outputs: Collection[str], rows: int | N
 
 
 def _candidates(
-    kinds: Sequence[str], data: bytes, provider: str, label: str, *, given: bool, notes: list[str]
+    kinds: Sequence[str], data: Model, provider: str, label: str, *, given: bool, notes: list[str]
 ) -> dict[str, Runner]:
     """The candidate runners by kind. A given model that onnxruntime cannot load is run by onnx's reference
     evaluator instead (noted); a fresh export keeps the error, which names --runner onnx-reference."""
@@ -189,8 +239,8 @@ def check(
 
     Args:
         spec: a loaded `Spec`, or the path of a spec file.
-        onnx_model: an existing model to check (a `onnx.ModelProto`, its bytes, or a path) instead of a
-            fresh export of the spec.
+        onnx_model: an existing model to check (a `onnx.ModelProto`, its bytes, or a path; a file's
+            external data is read from its own folder only) instead of a fresh export of the spec.
         inputs: arrays keyed by input name, each `[N, *shape]` (one array will do for a single-input
             model), instead of the seeded random batches.
         rtol, atol: a flat tolerance, `|candidate - reference| <= atol + rtol * |reference|`, instead of
@@ -211,9 +261,9 @@ def check(
     Raises:
         NNSpecError: invalid spec, inputs, tolerance or model file (`InputDataError`, `SpecError`, ...).
     """
-    from .onnxio.export import elem_type_of, to_bytes
-    from .onnxio.export import to_onnx as export
-    from .onnxio.model import interface, load_model
+    from .onnxio.export import elem_type_of
+    from .onnxio.export import export as lower
+    from .onnxio.model import ModelData, interface, open_model
 
     tol = Tolerance() if rtol is None and atol is None else Tolerance.given(rtol, atol)
     if not isinstance(spec, Spec):
@@ -225,12 +275,14 @@ def check(
     # tensor of that name may hold something else, so only nnspec's models are checked layer by layer.
     stepwise = True
     adapt = _adapter({}, (), None)  # a fresh export has the spec's names and takes any batch size
+    data: Model
     if onnx_model is None:
         check_opset(opset)
-        data, label = to_bytes(export(g, opset)), f"fresh export (opset {opset})"
+        data, label = lower(g, opset).data(), f"fresh export (opset {opset})"
     else:
-        data, label = _model_bytes(onnx_model)
-        given_model = load_model(data, label)
+        data, label, folder = _model_bytes(onnx_model)
+        given_model, given = open_model(data, label, folder)
+        data = given if given.weights else given.proto
         iface = interface(given_model)
         problems = interface_problems(g, iface, elem_type_of(g.dtype))
         recorded = iface["metadata"].get("nnspec.spec_sha256")
@@ -289,7 +341,7 @@ def check(
     report.notes.insert(0, f"candidate: {label}")
     report.exact_file = exact_file
     if onnx_model is not None and stepwise and not problems:
-        _compare_with_export(report, g, given_model, iface)
+        _compare_with_export(report, g, given_model, iface, data.weights if isinstance(data, ModelData) else {})
     elif exact_file and onnx_model is not None:
         report.problems.append("--exact-file: the model carries no nnspec metadata, so there is no export to compare")
     if repro is not None and report.divergence is not None and g.onnx_names:
@@ -311,14 +363,17 @@ def check(
     return report
 
 
-def _compare_with_export(report: Report, g: Graph, model: onnx.ModelProto, iface: Mapping[str, Any]) -> None:
-    """A model nnspec compiled against a fresh export of the spec at its opset: every initializer to the bit
-    and every node (nnspec.onnxio.diff). Files from another nnspec version, or renamed ones, are not compared
-    (their export may differ for reasons of no consequence); with exact_file that is a problem."""
+def _compare_with_export(
+    report: Report, g: Graph, model: onnx.ModelProto, iface: Mapping[str, Any], weights: Mapping[str, Any]
+) -> None:
+    """A model nnspec compiled (its external data in `weights`) against a fresh export of the spec at its
+    opset: every initializer to the bit and every node (nnspec.onnxio.diff). Files from another nnspec
+    version, or renamed ones, are not compared (their export may differ for reasons of no consequence); with
+    exact_file that is a problem."""
     from ._version import __version__
     from .onnxio.diff import file_differences
     from .onnxio.export import MIN_OPSET, max_opset
-    from .onnxio.export import to_onnx as export
+    from .onnxio.export import export as lower
 
     version, opset = iface["metadata"].get("nnspec.version"), iface["opset"]
     if version != __version__:
@@ -330,7 +385,8 @@ def _compare_with_export(report: Report, g: Graph, model: onnx.ModelProto, iface
             "the model was renamed or is at an opset nnspec does not write: not compared with a fresh export"
         )
         return
-    report.differences = file_differences(model, export(g, opset), g)
+    fresh = lower(g, opset)
+    report.differences = file_differences(model, fresh.model, g, (weights, fresh.arrays))
     report.compared_with_export = True
     if not report.differences:
         report.notes.append(f"the file is the spec's export at opset {opset}: every initializer and node the same")

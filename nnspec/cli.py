@@ -313,22 +313,27 @@ def compile_(
     ] = None,
     opset: OpsetOpt = api.DEFAULT_OPSET,
     no_check: Annotated[bool, typer.Option("--no-check", help="Skip the cross-check before writing.")] = False,
+    external_data: Annotated[
+        bool,
+        typer.Option(
+            "--external-data",
+            help="Write the weights to one data file beside the model (<OUT>.data); automatic above 2 GiB.",
+        ),
+    ] = False,
 ) -> None:
     """Compile a spec to ONNX; unless --no-check, first prove the model agrees with the NumPy evaluator.
 
     Exit 1, writing nothing, when the check fails.
     """
-    from .onnxio.export import to_bytes
-
     s = api.load(spec)
     g = api.graph(s)
     if not no_check:
         api.check_opset(opset)
-    data = to_bytes(api.to_onnx(s, opset))
+    exported = api.export(s, opset)
     target = output if output is not None else Path(f"{g.name}.onnx")
     summary = ""
     if not no_check:
-        report = api.check(s, onnx_model=data)
+        report = api.check(s, onnx_model=exported)
         if not report.passed:
             from .render import print_report
 
@@ -343,8 +348,10 @@ def compile_(
         raise NNSpecError(f"{target} is a folder; give a file name such as {target / (g.name + '.onnx')}")
     if not target.parent.is_dir() and str(target.parent):
         raise NNSpecError(f"folder {target.parent} does not exist")
-    atomic_write(target, data)
-    out.print(f"wrote {target} (opset {opset}, {g.parameter_count} parameters, {human_bytes(len(data))}){summary}")
+    written = api.write_onnx(exported, target, external_data=external_data or None)
+    files = " and ".join(str(path) for path in reversed(written))
+    size = human_bytes(sum(path.stat().st_size for path in written))
+    out.print(f"wrote {files} (opset {opset}, {g.parameter_count} parameters, {size}){summary}")
 
 
 @command("import", short_help="Lift an ONNX model into a reviewable spec and its weights.")
@@ -464,11 +471,10 @@ def run(
     if backend == "numpy":
         results = api.to_numpy(s).run(feeds)
     else:
-        from .onnxio.export import to_bytes
         from .runners import OnnxRuntimeRunner
 
         api.check_opset(opset)
-        results = OnnxRuntimeRunner(to_bytes(api.to_onnx(s, opset)), provider or "cpu").run(feeds)
+        results = OnnxRuntimeRunner(api.export(s, opset).data(), provider or "cpu").run(feeds)
     if output is not None:
         save_arrays(output, results)
         out.print(f"wrote {output} ({', '.join(f'{k} {list(v.shape)}' for k, v in results.items())})", markup=False)

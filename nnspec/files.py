@@ -10,7 +10,7 @@ import math
 import os
 import re
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -23,13 +23,43 @@ from .feeds import check_arrays
 from .ir import TensorInfo
 from .limits import Limits, human_bytes
 
+Write = Callable[[IO[bytes]], None] | bytes
 
-def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None] | bytes) -> Path:
+
+def atomic_write(path: str | Path, write: Write) -> Path:
     """Write through a temporary file in the same folder, then rename it into place.
 
     A reader sees either the old file or the complete new one, never a part; on error no file is left.
     """
-    path = Path(path)
+    return atomic_write_all([(Path(path), write)])[0]
+
+
+def atomic_write_all(files: Sequence[tuple[Path, Write]]) -> list[Path]:
+    """Several files written as `atomic_write` writes one: every one completely under a temporary name
+    first, then each renamed into place, in order. On error none is replaced and no temporary file is left.
+
+    (A model and its data file: the data file goes first, so that a reader of the new model finds its data.)
+    """
+    staged: list[tuple[str, Path]] = []
+    try:
+        for path, write in files:
+            staged.append((_write_temporary(Path(path), write), Path(path)))
+        for tmp, path in staged:
+            try:
+                os.replace(tmp, path)
+            except OSError as exc:
+                raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
+    finally:
+        for tmp, _ in staged:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+    return [path for _, path in staged]
+
+
+def _write_temporary(path: Path, write: Write) -> str:
+    """`write` to a new temporary file beside `path`, flushed to disk; its name."""
     folder = path.parent if str(path.parent) else Path(".")
     if path.is_dir():
         raise OutputError(f"expected a file name to write, found a folder: {path}")
@@ -48,7 +78,6 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None] | bytes) -
             # open() would (or the replaced file's), so a compiled model can be shipped as it is.
             os.fchmod(f.fileno(), _mode_for(path))
             os.fsync(f.fileno())
-        os.replace(tmp, path)
     except BaseException as exc:
         try:
             os.unlink(tmp)
@@ -57,7 +86,7 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None] | bytes) -
         if isinstance(exc, OSError):
             raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
         raise
-    return path
+    return tmp
 
 
 def _mode_for(path: Path) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from functools import lru_cache
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -13,6 +13,9 @@ from .errors import BackendUnavailable, NNSpecError, first_line
 from .evaluator import NumpyModel
 from .ir import Graph
 from .threads import session_threads
+
+if TYPE_CHECKING:
+    from .onnxio.model import Model
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 # NOTE: onnxruntime's CUDA provider runs float32 MatMul/Gemm in TF32 on Ampere and newer GPUs by default,
@@ -83,10 +86,16 @@ def provider_name(provider: str) -> str:
 
 
 class OnnxRuntimeRunner:
-    """An ONNX model (as bytes) in an onnxruntime session with default graph optimizations, as deployed."""
+    """An ONNX model in an onnxruntime session with default graph optimizations, as deployed.
 
-    def __init__(self, model_bytes: bytes, provider: str = "cpu", *, source: str | None = None) -> None:
+    The model is its bytes, or a ModelData whose external weights onnxruntime is handed as they are (arrays
+    of the exporter, or maps of a data file that nnspec checked): it reads no file a model names.
+    """
+
+    def __init__(self, model_bytes: Model, provider: str = "cpu", *, source: str | None = None) -> None:
         ort = _ort()
+        data = model_bytes
+        proto, weights = (data, {}) if isinstance(data, bytes | bytearray) else (data.proto, data.weights)
         self.name = "onnxruntime" if provider == "cpu" else f"onnxruntime-{provider}"
         options = ort.SessionOptions()
         options.log_severity_level = 3  # errors only: warnings about unused initializers are noise here
@@ -95,9 +104,13 @@ class OnnxRuntimeRunner:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads := session_threads():  # --threads (nnspec.threads); else onnxruntime's default
             options.intra_op_num_threads = threads
+        # onnxruntime uses these buffers in place for as long as the session lives: they are kept with it
+        self._weights = [ort.OrtValue.ortvalue_from_numpy(a) for a in weights.values()]
+        if weights:
+            options.add_external_initializers(list(weights), self._weights)
         try:
             providers = [(provider_name(provider), PROVIDER_OPTIONS[provider])]
-            self.session = ort.InferenceSession(model_bytes, options, providers=providers)
+            self.session = ort.InferenceSession(proto, options, providers=providers)
         except NNSpecError:
             raise
         except Exception as exc:  # onnxruntime raises its own untyped errors
@@ -147,13 +160,14 @@ def onnxruntime_max_opset() -> int:
 class ReferenceRunner:
     """onnx's own ReferenceEvaluator: an independent, plain-NumPy reading of the ONNX model (slow)."""
 
-    def __init__(self, model_bytes: bytes, *, source: str | None = None) -> None:
+    def __init__(self, model_bytes: Model, *, source: str | None = None) -> None:
         from onnx.reference import ReferenceEvaluator
 
-        from .onnxio.model import load_model
+        from .onnxio.model import inline, open_model
 
         self.name = "onnx-reference"
-        model = load_model(model_bytes, source or "ONNX model")
+        model, data = open_model(model_bytes, source or "ONNX model")
+        model = inline(model, data.weights)  # it reads initializers from the model alone
         try:
             self.session = ReferenceEvaluator(model)
         except Exception as exc:  # an operator it does not implement, mostly; its errors have no common base
@@ -168,14 +182,14 @@ class ReferenceRunner:
         return dict(zip(self.output_names, results, strict=True))
 
 
-# Candidate runners by name: each takes the ONNX model's bytes, the provider, and a label for messages.
-RUNNERS: dict[str, Callable[[bytes, str, str], Runner]] = {
+# Candidate runners by name: each takes the ONNX model (bytes or ModelData), the provider, and a label.
+RUNNERS: dict[str, Callable[[Model, str, str], Runner]] = {
     "onnxruntime": lambda data, provider, source: OnnxRuntimeRunner(data, provider, source=source),
     "onnx-reference": lambda data, provider, source: ReferenceRunner(data, source=source),
 }
 
 
-def make_runner(name: str, data: bytes, provider: str = "cpu", source: str = "ONNX model") -> Runner:
+def make_runner(name: str, data: Model, provider: str = "cpu", source: str = "ONNX model") -> Runner:
     """A candidate runner from RUNNERS, with a clear error for an unknown name."""
     if name not in RUNNERS:
         from .errors import suggest

@@ -494,12 +494,16 @@ def test_running_out_of_memory_is_a_clean_exit(cli: Callable[..., Any], tmp_path
     assert message.startswith("error: out of memory") and "nnspec limits" in message
 
 
-def test_a_model_over_protobufs_limit_is_a_clean_error(cli, tmp_path: Path, monkeypatch: Any) -> None:
-    """Weights allowed by a raised max-weight-bytes may still make a model protobuf cannot write."""
-    monkeypatch.setattr("nnspec.limits.PROTOBUF_MAX_BYTES", 100)  # the party model is ~400 bytes
-    result = cli("compile", write(tmp_path, PARTY), "-o", tmp_path / "m.onnx")
-    assert_refused(result, "at most 2 GiB", "NNSPEC_MAX_WEIGHT_BYTES")
-    assert not (tmp_path / "m.onnx").exists()
+def test_a_model_over_protobufs_limit_is_written_with_external_data(cli, tmp_path: Path, monkeypatch: Any) -> None:
+    """Weights allowed by max-weight-bytes (4 GiB) may make a model larger than protobuf can write (2 GiB):
+    its weights then go to a data file beside it (tests/test_external_data.py has the rest)."""
+    monkeypatch.setattr("nnspec.limits.PROTOBUF_MAX_BYTES", 1000)  # this model is ~4.6 KiB
+    layer = {"type": "dense", "name": "wide", "units": 64, "weights": {"init": "glorot_uniform", "seed": 1}}
+    spec = {**PARTY, "inputs": [{"name": "p", "shape": [16]}], "layers": [layer]}
+    result = cli("compile", write(tmp_path, spec), "-o", tmp_path / "m.onnx")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix != ".json") == ["m.onnx", "m.onnx.data"]
+    assert (tmp_path / "m.onnx").stat().st_size < 1000
 
 
 def test_limit_may_follow_the_command(tmp_path: Path) -> None:

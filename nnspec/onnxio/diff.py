@@ -8,7 +8,7 @@ the weight: `layer 'l1', weights[12, 345]: the model holds 0.52343, the spec say
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -21,9 +21,15 @@ from ..ir import Graph
 NODES_LISTED = 5
 
 
-def file_differences(model: onnx.ModelProto, fresh: onnx.ModelProto, graph: Graph) -> list[dict[str, Any]]:
-    """Each way `model` differs from `fresh` (the spec's export at the model's opset), as data."""
-    found = list(_initializers(model, fresh, graph))
+def file_differences(
+    model: onnx.ModelProto,
+    fresh: onnx.ModelProto,
+    graph: Graph,
+    held: tuple[Mapping[str, np.ndarray], Mapping[str, np.ndarray]] = ({}, {}),
+) -> list[dict[str, Any]]:
+    """Each way `model` differs from `fresh` (the spec's export at the model's opset), as data. `held` has
+    the numbers of initializers that each stores apart (external data, an export's arrays), by name."""
+    found = list(_initializers(model, fresh, graph, held))
     found += _nodes(model, fresh)
     return found
 
@@ -38,18 +44,24 @@ def _params(graph: Graph) -> dict[str, tuple[str, str, bool]]:
     return names
 
 
-def _initializers(model: onnx.ModelProto, fresh: onnx.ModelProto, graph: Graph) -> Iterator[dict[str, Any]]:
+def _initializers(
+    model: onnx.ModelProto,
+    fresh: onnx.ModelProto,
+    graph: Graph,
+    arrays: tuple[Mapping[str, np.ndarray], Mapping[str, np.ndarray]],
+) -> Iterator[dict[str, Any]]:
     held = {t.name: t for t in model.graph.initializer}
     params = _params(graph)
     for tensor in fresh.graph.initializer:
-        expected = numpy_helper.to_array(tensor)
+        expected = arrays[1][tensor.name] if tensor.name in arrays[1] else numpy_helper.to_array(tensor)
         where = params.get(tensor.name)
         what = f"layer {where[0]!r}, {where[1]}" if where else f"constant {tensor.name!r}"
         if tensor.name not in held:
             yield {"kind": "initializer", "name": tensor.name, "message": f"{what}: the model has no {tensor.name!r}"}
             continue
         try:
-            found = numpy_helper.to_array(held[tensor.name])
+            found = arrays[0].get(tensor.name)
+            found = numpy_helper.to_array(held[tensor.name]) if found is None else found
         except Exception as exc:  # noqa: BLE001 - a damaged tensor is a difference like any other
             yield {"kind": "initializer", "name": tensor.name, "message": f"{what}: unreadable ({exc})"}
             continue

@@ -1,38 +1,210 @@
-"""Reading ONNX models: loading with clear errors, their interface, and cuts for tracing."""
+"""Reading ONNX models: loading with clear errors, external data confined to the model's folder, their
+interface, and cuts for tracing."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import math
+import mmap
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
+import numpy as np
 import onnx
-from onnx import helper
+from onnx import TensorProto, helper
+
+EXTERNAL = TensorProto.EXTERNAL
 
 
-def load_model(data: bytes, source: str) -> onnx.ModelProto:
-    """Parse ONNX bytes, with a clear error for anything that is not a valid, self-contained model.
+@dataclass(frozen=True)
+class ModelData:
+    """An ONNX model to run: its protobuf's bytes, and by name the numbers of the initializers it stores as
+    external data (the exporter's own arrays, or read-only maps of the model's data file). Runners hand
+    these arrays to the runtime as they are, so a model over protobuf's 2 GiB runs, and nothing is copied."""
 
-    A tensor stored as external data names a file to read; nnspec refuses it before anything reads
-    it, wherever it points (models nnspec compiles always hold their weights inside).
+    proto: bytes
+    weights: Mapping[str, np.ndarray] = field(default_factory=dict)
+
+
+Model = bytes | ModelData  # what runners and the functions below take: a self-contained model's bytes, or both
+
+# Element types read from a data file as maps; any other type is read into the model (rare, and small).
+_MAPPED = {
+    t: np.dtype(helper.tensor_dtype_to_np_dtype(t))
+    for t in (
+        TensorProto.FLOAT,
+        TensorProto.DOUBLE,
+        TensorProto.FLOAT16,
+        TensorProto.INT8,
+        TensorProto.INT16,
+        TensorProto.INT32,
+        TensorProto.INT64,
+        TensorProto.UINT8,
+        TensorProto.UINT16,
+        TensorProto.UINT32,
+        TensorProto.UINT64,
+        TensorProto.BOOL,
+    )
+}
+
+
+def load_model(data: Model, source: str, folder: Path | None = None) -> onnx.ModelProto:
+    """Parse and check a model; see `open_model`."""
+    return open_model(data, source, folder)[0]
+
+
+def open_model(data: Model, source: str, folder: Path | None = None) -> tuple[onnx.ModelProto, ModelData]:
+    """A model parsed and checked, with a clear error for anything that is not a valid ONNX model, and
+    what a runner takes to run it.
+
+    External data is read only from plain files inside `folder` (the model file's folder), named by a
+    relative path without `..` that no link leads out of, each tensor's extent within its file, all of them
+    within NNSPEC_MAX_WEIGHT_BYTES; initializers are mapped read-only, not read, and other tensors (node
+    attributes, subgraphs) are read into the returned model. Bytes without a folder must be self-contained.
     """
     from ..errors import ModelFileError, first_line
 
+    given = data if isinstance(data, ModelData) else ModelData(bytes(data))
     try:
-        model = onnx.load_from_string(data)
+        model = onnx.load_from_string(given.proto)
     except Exception as exc:  # protobuf's decode errors have no common base class
         raise ModelFileError(f"not a valid ONNX model: {first_line(exc)}", source=source) from None
-    for tensor in tensors(model.graph):
-        if tensor.data_location == onnx.TensorProto.EXTERNAL:
-            where = next((e.value for e in tensor.external_data if e.key == "location"), "?")
-            raise ModelFileError(
-                f"expected a self-contained ONNX model, found tensor {tensor.name!r} stored in the external file "
-                f"{where!r} (nnspec reads no file a model names)",
-                source=source,
-            )
+    found = list(tensors(model.graph))  # the graph's own initializers first
+    external = [(t, k < len(model.graph.initializer)) for k, t in enumerate(found) if t.data_location == EXTERNAL]
+    weights: dict[str, np.ndarray] = {}
+    if external and given.weights:  # an export's own arrays, for its main-graph initializers
+        missing = [t.name for t, initializer in external if not initializer or t.name not in given.weights]
+        if missing:
+            raise ModelFileError(f"expected an array for external tensor {missing[0]!r}, found none", source=source)
+        weights = {t.name: given.weights[t.name] for t, _ in external}
+    elif external and folder is None:
+        tensor = external[0][0]
+        where = next((e.value for e in tensor.external_data if e.key == "location"), "?")
+        raise ModelFileError(
+            f"expected a self-contained ONNX model, found tensor {tensor.name!r} stored in the external "
+            f"file {where!r} (a model given as bytes has no folder to read it from: give its path)",
+            source=source,
+        )
+    elif external:
+        assert folder is not None
+        weights = _read_external(external, folder, source)
+    # tensors read into the model (not mapped) are part of what the runners take
+    proto = given.proto if len(weights) == len(external) else model.SerializeToString()
     try:
-        onnx.checker.check_model(model)
+        check(model, weights)
     except Exception as exc:  # the checker's errors have no common base class either
         raise ModelFileError(f"not a valid ONNX model: {first_line(exc)}", source=source) from None
+    return model, ModelData(proto, weights)
+
+
+def _read_external(external: list[tuple[onnx.TensorProto, bool]], folder: Path, source: str) -> dict[str, np.ndarray]:
+    """The external data of a model's tensors (each with whether it is a main-graph initializer), every location
+    checked before anything is read: initializers of the usual element types as read-only maps of their files
+    (returned by name), the rest read into the tensors themselves."""
+    from ..errors import LimitError
+    from ..limits import Limits, human_bytes
+
+    limits = Limits.from_env()
+    root = folder.resolve()
+    extents = [(tensor, initializer, *_extent(tensor, root, source)) for tensor, initializer in external]
+    total = sum(length for *_, length in extents)
+    if total > limits.max_weight_bytes:
+        raise LimitError(
+            f"expected at most {human_bytes(limits.max_weight_bytes)} of weights (NNSPEC_MAX_WEIGHT_BYTES), found "
+            f"{human_bytes(total)} in external data",
+            source=source,
+        )
+    maps: dict[Path, mmap.mmap] = {}
+    weights = {}
+    for tensor, initializer, path, offset, length in extents:
+        if length and path not in maps:
+            with path.open("rb") as f:
+                maps[path] = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        content = maps[path] if length else b""
+        dtype = _MAPPED.get(tensor.data_type)
+        if initializer and dtype is not None:
+            array = np.frombuffer(content, dtype, length // dtype.itemsize, offset if length else 0)
+            array = array.reshape(tuple(tensor.dims))
+            weights[tensor.name] = array if array.flags.aligned else array.copy()  # runtimes want aligned numbers
+        else:
+            tensor.raw_data = content[offset : offset + length]
+            tensor.ClearField("data_location")
+            tensor.ClearField("external_data")
+    return weights
+
+
+def _extent(tensor: onnx.TensorProto, root: Path, source: str) -> tuple[Path, int, int]:
+    """The file, offset and length of a tensor's external data; ModelFileError naming the tensor and its
+    location unless that is a plain file inside `root` and the extent lies within it."""
+    from ..errors import ModelFileError
+
+    info = {e.key: e.value for e in tensor.external_data}
+    location = info.get("location", "")
+
+    def refuse(found: str, expected: str = "stored in a file inside the model's folder") -> ModelFileError:
+        return ModelFileError(
+            f"expected tensor {tensor.name!r} {expected}, found the location {location!r}: {found} (nnspec reads "
+            f"no file outside {root})",
+            source=source,
+        )
+
+    parts = location.replace("\\", "/").split("/")
+    if not location:
+        raise refuse("it names no file")
+    if PurePosixPath(location).is_absolute() or PureWindowsPath(location).is_absolute() or ":" in parts[0]:
+        raise refuse("an absolute path")
+    if ".." in parts:
+        raise refuse("'..' leads out of the folder")
+    target = (root / location).resolve()
+    if not target.is_relative_to(root):
+        raise refuse(f"a link to {target}, outside the folder")
+    if not target.is_file():
+        raise refuse("no such file" if not target.exists() else "not a plain file")
+    size = target.stat().st_size
+    dtype = _MAPPED.get(tensor.data_type)
+    try:
+        offset = int(info.get("offset", "0"))
+        nbytes = math.prod(tensor.dims) * dtype.itemsize if dtype is not None else size - offset
+        length = int(info.get("length", nbytes))  # none given: the tensor's size (other types: the rest of the file)
+    except ValueError:
+        raise refuse(
+            f"offset {info.get('offset')!r}, length {info.get('length')!r}", "at whole-number offsets"
+        ) from None
+    if min(offset, length) < 0 or (dtype is not None and length != nbytes) or offset + length > size:
+        raise refuse(
+            f"bytes {offset} to {offset + length} of a {size}-byte file",
+            f"({list(tensor.dims)} {TensorProto.DataType.Name(tensor.data_type).lower()}, {nbytes} bytes) within its file",
+        )
+    return target, offset, length
+
+
+def check(model: onnx.ModelProto, held: Collection[str] = (), *, full_check: bool = False) -> None:
+    """onnx.checker on `model`, whose initializers named in `held` are stored as external data: the checker
+    would look for their files in the working folder, so it sees them as graph inputs of their type instead."""
+    if held:
+        visible = onnx.ModelProto()
+        visible.CopyFrom(model)
+        graph = visible.graph
+        inputs = {i.name for i in graph.input}
+        kept = [t for t in graph.initializer if t.name not in held]
+        for t in graph.initializer:
+            if t.name in held and t.name not in inputs:
+                graph.input.append(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+        del graph.initializer[:]
+        graph.initializer.extend(kept)
+        model = visible
+    onnx.checker.check_model(model, full_check=full_check)
+
+
+def inline(model: onnx.ModelProto, weights: Mapping[str, np.ndarray]) -> onnx.ModelProto:
+    """`model` with the numbers of its initializers named in `weights` written into it (a copy of each)."""
+    for tensor in model.graph.initializer:
+        if tensor.name in weights:
+            array = weights[tensor.name]
+            tensor.raw_data = np.asarray(array, array.dtype.newbyteorder("<")).tobytes()
+            tensor.ClearField("data_location")
+            tensor.ClearField("external_data")
     return model
 
 
@@ -69,12 +241,14 @@ def interface(model: onnx.ModelProto) -> dict[str, Any]:
     }
 
 
-def with_outputs(data: bytes, names: Sequence[str]) -> bytes:
-    """The model with every named intermediate value also exposed as a graph output (for tracing).
+def with_outputs(data: Model, names: Sequence[str]) -> Model:
+    """The model with every named intermediate value also exposed as a graph output (for tracing); its
+    external weights, if any, are the same arrays.
 
     Each exposed output takes its type and shape from shape inference, so the model stays valid.
     """
-    model = onnx.load_from_string(data)
+    proto = data.proto if isinstance(data, ModelData) else data
+    model = onnx.load_from_string(proto)
     inferred = {v.name: v for v in onnx.shape_inference.infer_shapes(model).graph.value_info}
     produced = {out for node in model.graph.node for out in node.output}
     existing = {o.name for o in model.graph.output}
@@ -83,12 +257,14 @@ def with_outputs(data: bytes, names: Sequence[str]) -> bytes:
         if name in produced and name not in existing:
             info = inferred.get(name) or helper.make_tensor_value_info(name, elem, None)
             model.graph.output.append(info)
-    return model.SerializeToString()
+    traced = model.SerializeToString()
+    return ModelData(traced, data.weights) if isinstance(data, ModelData) else traced
 
 
-def extract(data: bytes, inputs: Sequence[str], outputs: Sequence[str]) -> bytes:
-    """The sub-model that computes `outputs` from the values `inputs` (onnx.utils.Extractor)."""
+def extract(data: Model, inputs: Sequence[str], outputs: Sequence[str]) -> bytes:
+    """The self-contained sub-model that computes `outputs` from the values `inputs` (onnx.utils.Extractor)."""
     from onnx.utils import Extractor
 
-    model = onnx.shape_inference.infer_shapes(onnx.load_from_string(data))  # the cut needs intermediate types
-    return Extractor(model).extract_model(list(inputs), list(outputs)).SerializeToString()
+    proto, weights = (data.proto, data.weights) if isinstance(data, ModelData) else (data, {})
+    model = onnx.shape_inference.infer_shapes(onnx.load_from_string(proto))  # the cut needs intermediate types
+    return inline(Extractor(model).extract_model(list(inputs), list(outputs)), weights).SerializeToString()
