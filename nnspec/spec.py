@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import orjson
-from pydantic import Field, PrivateAttr, ValidationError, field_validator
+from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from . import jsontext
 from .errors import SpecError, SpecErrors, missing, suggest, unknown
@@ -45,8 +45,22 @@ class InputSpec(StrictModel):
     )
 
 
+# A spec may name the JSON Schema it follows (the output of `nnspec schema`), so that editors validate and complete
+# it; nnspec reads nothing from it, and it is not part of the network (its sha256 ignores it).
+SCHEMA_KEY = "$schema"
+
+
+def _schema_key_in_schema(schema: dict[str, Any]) -> None:
+    schema.setdefault("properties", {})[SCHEMA_KEY] = {
+        "type": "string",
+        "description": "the JSON Schema this spec follows (`nnspec schema > nnspec.schema.json`); ignored by nnspec",
+    }
+
+
 class Spec(StrictModel):
     """A whole network: inputs, layers run in order, and the outputs to expose."""
+
+    model_config = {**StrictModel.model_config, "json_schema_extra": _schema_key_in_schema}
 
     format: str = Field(description=f'must be "{FORMAT}"')
     name: Name
@@ -67,6 +81,18 @@ class Spec(StrictModel):
     _base_dir: Path | None = PrivateAttr(default=None)
     _source: str | None = PrivateAttr(default=None)
     _graph: Any = PrivateAttr(default=None)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, data: Any) -> Any:  # StrictModel's, with "$schema" allowed and dropped
+        if isinstance(data, dict) and SCHEMA_KEY in data:
+            if not isinstance(data[SCHEMA_KEY], str):
+                raise spec_error(
+                    f"expected a string (the address of nnspec's JSON Schema), found {kind_of(data[SCHEMA_KEY])}",
+                    SCHEMA_KEY,
+                )
+            data = {key: value for key, value in data.items() if key != SCHEMA_KEY}
+        return super()._known_keys(data)
 
     @field_validator("format", mode="plain")
     @classmethod

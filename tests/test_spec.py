@@ -1076,3 +1076,30 @@ def test_file_sha256_is_verified_before_use(tmp_path):
     with pytest.raises(SpecError) as info:
         nnspec.from_dict(bad, tmp_path)
     assert info.value.path == "layers[0].weights.sha256" and "64 hexadecimal digits" in info.value.message
+
+
+def test_a_schema_key_is_allowed_and_ignored(cli, tmp_path, party):
+    """Editors validate and complete a spec that names its JSON Schema; nnspec ignores the key, and the
+    network's sha256 does not change with it."""
+    plain, named = tmp_path / "plain.json", tmp_path / "named.json"
+    plain.write_text(json.dumps(party))
+    named.write_text(json.dumps({"$schema": "./nnspec.schema.json", **party}))
+    shown = [json.loads(cli("show", path, "--json").stdout) for path in (plain, named)]
+    assert shown[0]["sha256"] == shown[1]["sha256"]
+    assert cli("check", named).exit_code == 0
+    schema = json.loads(cli("schema").stdout)
+    assert schema["additionalProperties"] is False and schema["properties"]["$schema"]["type"] == "string"
+
+
+@pytest.mark.parametrize("value", [3, None, ["a"]])
+def test_a_schema_key_must_be_a_string(cli, tmp_path, party, value):
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps({"$schema": value, **party}))
+    result = cli("validate", path)
+    assert result.exit_code == 2 and "$schema: expected a string" in result.stderr
+
+
+def test_schema_key_only_at_the_top(party):
+    party["layers"][0]["$schema"] = "x"
+    with pytest.raises(nnspec.SpecError, match=r"layers\[0\]"):
+        nnspec.from_dict(party)
