@@ -10,7 +10,7 @@ import multiprocessing
 import os
 import traceback
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
@@ -233,35 +233,53 @@ def check_folder(
 
 
 def check_paths(
-    paths: Sequence[Path], *, jobs: int | None = None, threads: int | None = None, **check_kwargs: Any
+    paths: Sequence[Path],
+    *,
+    jobs: int | None = None,
+    threads: int | None = None,
+    done: Callable[[int], None] | None = None,
+    **check_kwargs: Any,
 ) -> list[FolderResult]:
     """Cross-check each spec file, as `nnspec check` would, in the given order.
 
     Specs are checked in `jobs` processes (default: one per CPU; 1 checks them in this process), each with
     `threads` threads for onnxruntime and BLAS (default: the cores shared out among the processes; see
-    nnspec.threads). `check_kwargs` go to `nnspec.check`. An invalid spec, a bug, or a dying process affects only
-    its own spec's result.
+    nnspec.threads). `done(1)` is called as each spec's check ends (for a progress bar). `check_kwargs` go to
+    `nnspec.check`. An invalid spec, a bug, or a dying process affects only its own spec's result.
     """
     processes = min(jobs or cores(), len(paths))
     check = functools.partial(_check_guarded, threads=per_process(threads, processes), **check_kwargs)
-    return _map_isolated(check, paths, processes, _worker_died)
+    return _map_isolated(check, paths, processes, _worker_died, done)
 
 
-def _map_isolated(fn: Callable[[T], R], items: Sequence[T], jobs: int | None, died: Callable[[T], R]) -> list[R]:
-    """[fn(x) for x in items] in `jobs` fresh processes; an item whose process dies gets died(x)."""
+def _map_isolated(
+    fn: Callable[[T], R],
+    items: Sequence[T],
+    jobs: int | None,
+    died: Callable[[T], R],
+    done: Callable[[int], None] | None = None,
+) -> list[R]:
+    """[fn(x) for x in items] in `jobs` fresh processes; an item whose process dies gets died(x). `done(1)` is
+    called as each item ends, in the order they end."""
+    done = done or (lambda n: None)
     jobs = min(jobs or os.cpu_count() or 1, len(items))
     if jobs <= 1:
-        return [fn(x) for x in items]
+        ordered = []
+        for x in items:
+            ordered.append(fn(x))
+            done(1)
+        return ordered
     # NOTE: spawn, not fork: the caller may already run onnxruntime's thread pools, which do not survive a fork.
     spawn = multiprocessing.get_context("spawn")
     results: dict[int, R] = {}
     with ProcessPoolExecutor(jobs, mp_context=spawn) as pool:
-        futures = [pool.submit(fn, x) for x in items]
-        for i, future in enumerate(futures):
+        futures = {pool.submit(fn, x): i for i, x in enumerate(items)}
+        for future in as_completed(futures):
             try:
-                results[i] = future.result()
+                results[futures[future]] = future.result()
             except BrokenProcessPool:
-                pass  # a process died: every unfinished item is retried alone below
+                continue  # a process died: every unfinished item is retried alone below
+            done(1)
     for i, x in enumerate(items):
         if i not in results:
             with ProcessPoolExecutor(1, mp_context=spawn) as alone:
@@ -269,4 +287,5 @@ def _map_isolated(fn: Callable[[T], R], items: Sequence[T], jobs: int | None, di
                     results[i] = alone.submit(fn, x).result()
                 except BrokenProcessPool:
                     results[i] = died(x)
+            done(1)
     return [results[i] for i in range(len(items))]

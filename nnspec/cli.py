@@ -699,7 +699,10 @@ def _check_folder(
 
     found = find_specs(folder, exclude)
     specs = found.specs if shard is None else shard.select(found.specs, folder)
-    results = check_paths(specs, jobs=jobs, threads=_threads, **check_kwargs)
+    from .progress import bar
+
+    with bar(err, len(specs), "checking specs") as done:
+        results = check_paths(specs, jobs=jobs, threads=_threads, done=done, **check_kwargs)
     on_stdout = any(p is not None and str(p) == STDOUT for p in (json_path, junit))
     if not on_stdout:
         if results:

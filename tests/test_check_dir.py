@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
 import re
@@ -11,9 +12,11 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from rich.console import Console
 
 from nnspec.batch import FolderResult, Shard, _map_isolated, check_folder, exit_code
 from nnspec.layers import LAYERS
+from nnspec.progress import bar
 
 
 @pytest.fixture
@@ -114,8 +117,22 @@ def _die_on_two(x: int) -> int:
     return 10 * x
 
 
-def test_a_process_that_dies_takes_only_its_own_item_down():
-    assert _map_isolated(_die_on_two, [1, 2, 3, 4], 2, lambda x: -x) == [10, -2, 30, 40]
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_process_that_dies_takes_only_its_own_item_down(jobs):
+    ended = []
+    items = [1, 3, 4] if jobs == 1 else [1, 2, 3, 4]  # in this process, dying would end the test run
+    results = _map_isolated(_die_on_two, items, jobs, lambda x: -x, ended.append)
+    assert results == [10 * x if x != 2 else -2 for x in items]
+    assert ended == [1] * len(items)  # one step of the progress bar per item, the dead one included
+
+
+def test_the_progress_bar_is_drawn_on_a_terminal_only():
+    for terminal in (True, False):
+        stream = io.StringIO()
+        with bar(Console(file=stream, force_terminal=terminal, width=60), 3, "checking specs") as done:
+            for _ in range(3):
+                done(1)
+        assert ("checking specs" in stream.getvalue()) is terminal
 
 
 def test_json_is_a_list_of_results_the_same_for_any_jobs(cli, folder, tmp_path):
