@@ -848,6 +848,31 @@ def limits_(
     out.print("Set one with NNSPEC_<NAME> (e.g. NNSPEC_MAX_SPEC_BYTES=512MiB) or nnspec --limit max-spec-bytes=512MiB.")
 
 
+@command(short_help="Draw a spec's network as an SVG picture.")
+@reports_errors
+def draw(
+    spec: SpecArg,
+    output: Annotated[
+        Path | None,
+        typer.Option("-o", "--output", metavar="PATH", help="Where to write the SVG (default: <name>.svg)."),
+    ] = None,
+) -> None:
+    """Draw the network as neurons joined by weighted edges, and write it as SVG.
+
+    Every input and neuron of a small network is a node, every weight an edge (blue, or red and dashed when
+    negative; width by size), the activation under each layer. Layers of more than 16 values, and layers
+    other than dense, are labelled blocks with their output shape; branches and merges are drawn as such.
+    """
+    from .draw import svg
+
+    s = api.load(spec)
+    g = api.graph(s)
+    target = output if output is not None else Path(f"{g.name}.svg")
+    data = svg(g).encode()
+    atomic_write(target, data)
+    out.print(f"wrote {target} ({len(g.inputs)} input(s), {len(g.nodes)} layer(s), {len(data):,} bytes)", markup=False)
+
+
 @command(short_help="Print the JSON Schema of the spec format.")
 def schema() -> None:
     """Print the JSON Schema of the spec format."""
