@@ -119,6 +119,29 @@ class Activation:
         return self.type.onnx(g, x, out, **self.params)
 
     @property
+    def gradient_refused(self) -> str | None:
+        """Why no gradient passes through this activation (None when one does), for the trainer's message."""
+        if self.type.error.kind == "step":
+            return "its slope is 0 wherever it has one (it jumps at 0), so no gradient reaches the weights before it"
+        if self.type.error.kind == "elementwise" and self.type.error.derivative is None:
+            return "it has no derivative registered"
+        return None
+
+    def vjp(self, n: np.ndarray, a: np.ndarray, upstream: np.ndarray) -> np.ndarray:
+        """dL/dn from dL/da = `upstream`, where a = f(n) (float64, [..., d]): f'(n) * upstream with the very
+        f' the error bound uses (ErrorModel.derivative), or the row Jacobian's transpose times upstream for
+        softmax and log_softmax. A step function has no such rule: see `gradient_refused`."""
+        model = self.type.error
+        if model.kind == "softmax":
+            return softmax_vjp(a, upstream)
+        if model.kind == "log_softmax":
+            return log_softmax_vjp(a, upstream)
+        if self.gradient_refused is not None:
+            raise ValueError(f"{self.name}: {self.gradient_refused}")
+        assert model.derivative is not None
+        return upstream * model.derivative(n, **self.params)
+
+    @property
     def label(self) -> str:
         """`tanh`, or `leaky_relu[alpha=0.2]` with the parameters that differ from their defaults."""
         changed = {k: v for k, v in self.params.items() if v != self.type.defaults().get(k)}
@@ -200,7 +223,7 @@ def _step(x: np.ndarray, low: float) -> np.ndarray:
     return np.where(x >= 0, 1, low).astype(x.dtype)
 
 
-# --- derivatives, for the error bound -------------------------------------------------------------
+# --- derivatives, for the error bound and for training ----------------------------------------------
 
 
 def _dsigmoid(x: np.ndarray) -> np.ndarray:
@@ -220,6 +243,18 @@ def _dgelu(x: np.ndarray, approximate: str) -> np.ndarray:
 def _dmish(x: np.ndarray) -> np.ndarray:
     t = np.tanh(_softplus(x))
     return t + x * (1 - t**2) * _sigmoid(x)
+
+
+def softmax_vjp(a: np.ndarray, upstream: np.ndarray) -> np.ndarray:
+    """J^T g for a = softmax(n) along the last axis: J = diag(a) - a a^T (the Jacobian the error bound carries,
+    nnspec.affine.activate), which is symmetric, so J^T g = a * (g - a.g), without forming J."""
+    return a * (upstream - (upstream * a).sum(axis=-1, keepdims=True))
+
+
+def log_softmax_vjp(a: np.ndarray, upstream: np.ndarray) -> np.ndarray:
+    """J^T g for a = log_softmax(n) along the last axis: J = I - 1 s^T with s = softmax(n) = exp(a) (as in
+    nnspec.affine.activate), so J^T g = g - s * sum(g)."""
+    return upstream - np.exp(a) * upstream.sum(axis=-1, keepdims=True)
 
 
 def _clip_model(low: float, high: float) -> ErrorModel:

@@ -769,6 +769,158 @@ def _print_folder(folder: Path, results: list[FolderResult], share: str = "") ->
         out.print(f"[bold red]FAIL[/bold red]: {tally} ({len(results)} specs)", highlight=False)
 
 
+def positive_number(value: str) -> float:
+    """A parser for --lr: a finite number > 0."""
+    try:
+        number = float(value)
+    except ValueError:
+        raise typer.BadParameter(f"expected a number > 0, found {value!r}") from None
+    if not np.isfinite(number) or number <= 0:
+        raise typer.BadParameter(f"expected a finite number > 0, found {value}")
+    return number
+
+
+@command(short_help="Learn a spec's weights from examples by gradient descent.")
+@reports_errors
+def train(
+    spec: SpecArg,
+    data: Annotated[
+        Path,
+        typer.Option(
+            "--data",
+            metavar="PATH",
+            help="The examples: .npz or .json keyed by input names (features) and output names (targets), or .csv "
+            "with a header (--target names the target columns).",
+            show_default=False,
+        ),
+    ],
+    output: Annotated[
+        Path,
+        typer.Option(
+            "-o",
+            "--output",
+            metavar="PATH",
+            help="The trained spec to write (.json); its weights go beside it in one .npz of the same stem.",
+            show_default=False,
+        ),
+    ],
+    target: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--target",
+            metavar="COLUMN",
+            help="A .csv file's target column (repeatable, in the output's order); the other columns, in order, are "
+            "the input's features.",
+            show_default=False,
+        ),
+    ] = None,
+    epochs: Annotated[
+        int,
+        typer.Option(
+            "--epochs",
+            metavar="N",
+            parser=integer(minimum=1),
+            help="Passes over the examples (1000: enough for the seed's small networks, the party neuron and XOR).",
+        ),
+    ] = 1000,
+    lr: Annotated[
+        float,
+        typer.Option(
+            "--lr",
+            metavar="R",
+            parser=positive_number,
+            help="Learning rate: each step moves a weight by -R dL/dw (0.1: small enough not to overshoot on inputs "
+            "of size ~1).",
+        ),
+    ] = 0.1,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(
+            "--batch-size",
+            metavar="B",
+            parser=integer(minimum=1),
+            help="Examples per step (default: all of them, the seed's plain gradient descent; fewer: mini-batches, "
+            "shuffled each epoch by --seed).",
+            show_default=False,
+        ),
+    ] = None,
+    loss: Annotated[
+        str,
+        typer.Option(
+            "--loss",
+            metavar="[mse|cross_entropy]",
+            parser=choice("--loss", ("mse", "cross_entropy")),
+            help="The cost: mse, the squared error per example (summed over an output's elements) averaged over the "
+            "examples, for any output (the seed's); cross_entropy, for sigmoid or softmax outputs.",
+        ),
+    ] = "mse",
+    seed: Annotated[
+        int,
+        typer.Option(
+            "--seed",
+            metavar="S",
+            parser=integer(minimum=0),
+            help="Seed of the mini-batch shuffle: the same seed gives the same weights, byte for byte.",
+        ),
+    ] = 0,
+) -> None:
+    """Learn a spec's weights from examples by gradient descent on a cost, and write the trained spec.
+
+    Starts from the spec's own weights (inline, files or seeded initializers), backpropagates the cost through
+    every layer in float64, and writes TRAINED.json with every weight in TRAINED.npz beside it, both atomically;
+    the trained spec validates, compiles and checks like any other. Exit 0 when written; 2, writing nothing, for
+    an invalid spec or data file, a layer no gradient passes through (a step activation), or a run that diverges.
+    """
+    from . import train as training
+
+    s = api.load(spec)
+    g = api.graph(s)
+    training.check_trainable(g, loss, s.source)
+    examples = training.load_data(data, g, target or [], loss)
+    options = training.Options(epochs, lr, batch_size, loss, seed)
+    size = examples.count if batch_size is None else min(batch_size, examples.count)
+    every = max(1, epochs // 10)
+    if out.is_terminal:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        with Progress(
+            TextColumn("epoch"),
+            MofNCompleteColumn(),
+            BarColumn(),
+            TextColumn("loss {task.fields[loss]}"),
+            TimeRemainingColumn(),
+            console=out,
+        ) as bar:
+            task = bar.add_task("training", total=epochs, loss="-")
+            trained = training.train(
+                g, examples, options, lambda epoch, value: bar.update(task, completed=epoch, loss=f"{value:.6g}")
+            )
+    else:
+
+        def log(epoch: int, value: float) -> None:
+            if epoch % every == 0 or epoch in (1, epochs):
+                out.print(f"epoch {epoch}/{epochs}: loss {value:.6g}", markup=False, highlight=False)
+
+        trained = training.train(g, examples, options, log)
+    note = (
+        f"Trained by nnspec train on {data.name}: {epochs} epochs of gradient descent ({loss}, lr {lr:g}, "
+        f"{size} examples per step, seed {seed}), final loss {trained.final_loss:.6g}."
+    )
+    written = training.write_trained(s, g, trained, output, note)
+    correct = "" if trained.correct is None else f"; classified correctly: {trained.correct} of {trained.count}"
+    out.print(
+        f"final loss {trained.final_loss:.6g} ({loss} over {trained.count} examples, the weights as stored in "
+        f"{g.dtype.name}){correct}",
+        markup=False,
+        highlight=False,
+    )
+    out.print(
+        f"wrote {' and '.join(map(str, written))} ({', '.join(trained.learned) or 'no parameters'} learned)",
+        markup=False,
+        highlight=False,
+    )
+
+
 @command(short_help="Upgrade a spec to the current format version.")
 @reports_errors
 def migrate(

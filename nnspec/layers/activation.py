@@ -5,13 +5,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
+import numpy as np
+
 from ..activations import Precision
 from ..affine import Affine, activate
 from ..fields import ActivationField
 from ..ir import LayerPlan, Node, Source
 from ..lifting import ACTIVATION_OP, Lifted, ModelView, OnnxNode
 from ..lowering import OpBuilder
-from .base import Kernel, LayerSpec, LayerType, register
+from .base import Gradients, Kernel, LayerSpec, LayerType, register
 
 
 class ActivationLayer(LayerSpec):
@@ -33,6 +35,12 @@ def numpy_kernel(node: Node) -> Kernel:
 def onnx_lowering(node: Node, g: OpBuilder, inputs: Sequence[str], out: str) -> str:
     assert node.activation is not None
     return node.activation.lower(g, inputs[0], out)
+
+
+def vjp(node: Node, inputs: Sequence[np.ndarray], output: np.ndarray, upstream: np.ndarray) -> Gradients:
+    """dL/dp = f'(p) * dL/da (a row Jacobian for softmax and log_softmax): the activation's own rule."""
+    assert node.activation is not None
+    return [node.activation.vjp(inputs[0], output, upstream)], {}
 
 
 def error_bound(node: Node, inputs: Sequence[Affine], precision: Precision) -> Affine:
@@ -75,5 +83,6 @@ register(
         doc=__doc__ or "",
         examples=EXAMPLES,
         lift=lift,
+        vjp=vjp,
     )
 )

@@ -16,6 +16,10 @@ from ..lifting import Lift
 from ..lowering import OpBuilder
 
 Kernel = Callable[..., np.ndarray]
+# (node with float64 parameters, its inputs, its output, dL/d(output)) -> (dL/d(each input), dL/d(each learned
+# parameter)); an input that carries no gradient (integer ids) gets None. Arrays are float64, batch first.
+Gradients = tuple[list[np.ndarray | None], dict[str, np.ndarray]]
+Vjp = Callable[[Node, Sequence[np.ndarray], np.ndarray, np.ndarray], Gradients]
 
 
 class LayerSpec(StrictModel):
@@ -62,6 +66,11 @@ class LayerType:
     # Recognises the type's ONNX pattern (its own lowering, and other exporters' idioms for the same layer)
     # at a node, for `nnspec import`: see nnspec.lifting. None: the importer never produces this type.
     lift: Lift | None = None
+    # The vector-Jacobian product that `nnspec train` backpropagates through (see nnspec.train). None: training
+    # refuses a network that needs a gradient through this type, naming the layer.
+    vjp: Vjp | None = None
+    # Parameters that training leaves as the spec gives them (the vjp returns no gradient for them).
+    frozen: tuple[str, ...] = ()
 
 
 LAYERS: dict[str, LayerType] = {}

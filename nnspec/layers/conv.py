@@ -17,7 +17,7 @@ from ..fields import ActivationField, WeightField, parse_activation, spec_error
 from ..ir import LayerPlan, Node, ParamPlan, Source
 from ..lifting import Lifted, ModelView, OnnxNode, Unliftable, computed, int_list
 from ..lowering import OpBuilder
-from .base import Kernel, LayerType, register
+from .base import Gradients, Kernel, LayerType, register
 from .spatial import PerAxis, Window, WindowSpec, compact, lift_window
 
 
@@ -134,6 +134,37 @@ def numpy_kernel(node: Node) -> Kernel:
         return act(n) if act is not None else n
 
     return conv
+
+
+def vjp(node: Node, inputs: Sequence[np.ndarray], output: np.ndarray, upstream: np.ndarray) -> Gradients:
+    """Backpropagation through a = f(W ⊛ x + b), on convolve's own im2col layout: with g = f'(n) * dL/da per
+    group, dL/dW = g cols^T, dL/db = g summed over samples and positions, and dL/dx the windows' gradients
+    W^T g summed back into the positions they read (Window.unview)."""
+    (x,) = inputs
+    window, groups = Window.from_attrs(node.attrs), node.attrs["group"]
+    weights = node.params["weights"]
+    g = upstream
+    if not _linear(node):
+        assert node.activation is not None
+        n = convolve(x, weights, window, groups)
+        if "bias" in node.params:
+            n += node.params["bias"].reshape(_bias_shape(node))
+        g = node.activation.vjp(n, output, upstream)
+    batch, rank = x.shape[0], window.rank
+    filters, per_group = weights.shape[:2]
+    out = g.shape[2:]
+    cols = window.view(x, 0.0).reshape(batch, groups, per_group, *out, *window.kernel)
+    cols = cols.transpose(1, 2, *range(3 + rank, 3 + 2 * rank), 0, *range(3, 3 + rank))
+    cols = cols.reshape(groups, per_group * math.prod(window.kernel), batch * math.prod(out))
+    rows = g.swapaxes(0, 1).reshape(groups, filters // groups, batch * math.prod(out))  # [G, F / G, N * out]
+    grads = {"weights": np.matmul(rows, cols.swapaxes(1, 2)).reshape(weights.shape)}
+    if "bias" in node.params:
+        grads["bias"] = g.sum(axis=(0, *range(2, g.ndim)))
+    taps = np.matmul(weights.reshape(groups, filters // groups, -1).swapaxes(1, 2), rows)  # [G, Cg * k, N * out]
+    taps = taps.reshape(groups, per_group, *window.kernel, batch, *out)
+    taps = taps.transpose(2 + rank, 0, 1, *range(3 + rank, 3 + 2 * rank), *range(2, 2 + rank))
+    spatial = x.shape[2:]
+    return [window.unview(taps.reshape(batch, groups * per_group, *out, *window.kernel), spatial)], grads
 
 
 def onnx_lowering(node: Node, g: OpBuilder, inputs: Sequence[str], out: str) -> str:
@@ -321,5 +352,6 @@ for _name, _spec, _examples in (("conv1d", Conv1D, EXAMPLES_1D), ("conv2d", Conv
             doc=__doc__ or "",
             examples=_examples,
             lift=lift,
+            vjp=vjp,
         )
     )

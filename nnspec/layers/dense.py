@@ -15,7 +15,7 @@ from ..fields import ActivationField, WeightField, parse_activation
 from ..ir import LayerPlan, Node, ParamPlan, Source
 from ..lifting import Lifted, ModelView, OnnxNode, Unliftable, computed
 from ..lowering import OpBuilder
-from .base import Kernel, LayerSpec, LayerType, register
+from .base import Gradients, Kernel, LayerSpec, LayerType, register
 
 
 class Dense(LayerSpec):
@@ -72,6 +72,22 @@ def onnx_lowering(node: Node, g: OpBuilder, inputs: Sequence[str], out: str) -> 
         return out
     assert node.activation is not None
     return node.activation.lower(g, pre, out)
+
+
+def vjp(node: Node, inputs: Sequence[np.ndarray], output: np.ndarray, upstream: np.ndarray) -> Gradients:
+    """Backpropagation through a = f(W p + b): g = f'(n) * dL/da, then dL/dW = g^T p, dL/db = sum g, dL/dp = g W
+    (summed over the batch and any leading axes, which share W)."""
+    (x,) = inputs
+    weights, bias = node.params["weights"], node.params.get("bias")
+    g = upstream
+    if node.activation is not None and node.activation.name != "linear":
+        n = x @ weights.T if bias is None else x @ weights.T + bias
+        g = node.activation.vjp(n, output, upstream)
+    rows = g.reshape(-1, g.shape[-1])
+    grads = {"weights": rows.T @ x.reshape(-1, x.shape[-1])}
+    if bias is not None:
+        grads["bias"] = rows.sum(axis=0)
+    return [g @ weights], grads
 
 
 def error_bound(node: Node, inputs: Sequence[Affine], precision: Precision) -> Affine:
@@ -194,5 +210,6 @@ register(
         doc=__doc__ or "",
         examples=EXAMPLES,
         lift=lift,
+        vjp=vjp,
     )
 )

@@ -14,7 +14,7 @@ from ..fields import WeightField
 from ..ir import LayerPlan, Node, ParamPlan, Source
 from ..lifting import Lifted, ModelView, OnnxNode, computed
 from ..lowering import OpBuilder
-from .base import Kernel, LayerSpec, LayerType, register
+from .base import Gradients, Kernel, LayerSpec, LayerType, register
 
 
 class Embedding(LayerSpec):
@@ -51,6 +51,15 @@ def numpy_kernel(node: Node) -> Kernel:
 def onnx_lowering(node: Node, g: OpBuilder, inputs: Sequence[str], out: str) -> str:
     table = g.const(node.params["weights"], f"{node.name}.weights")
     return g.op("Gather", [table, inputs[0]], out, axis=0)
+
+
+def vjp(node: Node, inputs: Sequence[np.ndarray], output: np.ndarray, upstream: np.ndarray) -> Gradients:
+    """Each id's row of the table gathers dL/dy from every place the id was read; ids carry no gradient."""
+    (ids,) = inputs
+    table = node.params["weights"]
+    grads = np.zeros_like(table)
+    np.add.at(grads, ids.reshape(-1).astype(np.int64), upstream.reshape(-1, table.shape[1]))
+    return [None], {"weights": grads}
 
 
 def error_bound(node: Node, inputs: Sequence[Affine], precision: Precision) -> Affine:
@@ -128,5 +137,6 @@ register(
         doc=Embedding.__doc__ or "",
         examples=EXAMPLES,
         lift=lift,
+        vjp=vjp,
     )
 )

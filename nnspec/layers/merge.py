@@ -15,7 +15,7 @@ from ..ir import LayerPlan, Node
 from ..ir import Source as Input
 from ..lifting import Lifted, ModelView, OnnxNode, Unliftable, computed, rank_of
 from ..lowering import OpBuilder
-from .base import Kernel, LayerSpec, LayerType, register
+from .base import Gradients, Kernel, LayerSpec, LayerType, register
 
 
 def _listing(sources: Sequence[Input]) -> str:
@@ -122,6 +122,11 @@ def add_bound(node: Node, inputs: Sequence[Affine], precision: Precision) -> Aff
     return Affine(value, [*sources, Source(gamma * magnitude)]).condensed()
 
 
+def add_vjp(node: Node, inputs: Sequence[np.ndarray], output: np.ndarray, upstream: np.ndarray) -> Gradients:
+    """A sum passes dL/d(sum) to every term unchanged."""
+    return [upstream for _ in inputs], {}
+
+
 # --- multiply ------------------------------------------------------------------------------------
 
 
@@ -147,6 +152,12 @@ def multiply_bound(node: Node, inputs: Sequence[Affine], precision: Precision) -
     return functools.reduce(lambda acc, x: _product(acc, x, precision), inputs)
 
 
+def multiply_vjp(node: Node, inputs: Sequence[np.ndarray], output: np.ndarray, upstream: np.ndarray) -> Gradients:
+    """dL/dx_i = dL/dy times the product of the other factors (formed directly, so a zero factor is no problem)."""
+    others = [functools.reduce(np.multiply, [x for j, x in enumerate(inputs) if j != i]) for i in range(len(inputs))]
+    return [upstream * rest for rest in others], {}
+
+
 # --- concat --------------------------------------------------------------------------------------
 
 
@@ -168,6 +179,12 @@ def concat_bound(node: Node, inputs: Sequence[Affine], precision: Precision) -> 
     parts = [unfold(x, shape) for x, shape in zip(inputs, node.input_shapes, strict=True)]
     axis = node.attrs["axis"]
     return elementwise(np.concatenate([v for v, _ in parts], axis), np.concatenate([e for _, e in parts], axis))
+
+
+def concat_vjp(node: Node, inputs: Sequence[np.ndarray], output: np.ndarray, upstream: np.ndarray) -> Gradients:
+    """dL/d(output) cut back into each input's part along the joined axis."""
+    sizes = [x.shape[node.attrs["axis"]] for x in inputs]
+    return list(np.split(upstream, np.cumsum(sizes)[:-1], axis=node.attrs["axis"])), {}
 
 
 def concat_formula(node: Node) -> str:
@@ -294,6 +311,7 @@ register(
         Add.__doc__ or "",
         ADD_EXAMPLES,
         lift=_lift_elementwise(("Add", "Sum"), "add"),
+        vjp=add_vjp,
     )
 )
 register(
@@ -307,6 +325,7 @@ register(
         Multiply.__doc__ or "",
         MULTIPLY_EXAMPLES,
         lift=_lift_elementwise(("Mul",), "multiply"),
+        vjp=multiply_vjp,
     )
 )
 register(
@@ -320,5 +339,6 @@ register(
         Concat.__doc__ or "",
         CONCAT_EXAMPLES,
         lift=concat_lift,
+        vjp=concat_vjp,
     )
 )

@@ -21,7 +21,7 @@ from ..ir import LayerPlan, Node, ParamPlan
 from ..ir import Source as Input
 from ..lifting import Lifted, ModelView, OnnxNode, Unliftable, computed, last_axis, tidy_float
 from ..lowering import OpBuilder
-from .base import Kernel, LayerSpec, LayerType, register
+from .base import Gradients, Kernel, LayerSpec, LayerType, register
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -153,6 +153,22 @@ def batch_norm_numpy(node: Node) -> Kernel:
     return batch_norm
 
 
+def batch_norm_vjp(node: Node, inputs: Sequence[np.ndarray], output: np.ndarray, upstream: np.ndarray) -> Gradients:
+    """y = scale x̂ + offset with x̂ = (x - mean) / sqrt(variance + epsilon), an affine map per channel:
+    dL/dx = dL/dy scale / sqrt(variance + epsilon), dL/dscale = sum dL/dy x̂, dL/doffset = sum dL/dy. The running
+    mean and variance are statistics of the training data, not weights: training leaves them (`frozen`)."""
+    (x,) = inputs
+    root = _per_channel(node, np.sqrt(node.params["variance"] + node.attrs["epsilon"]))
+    scale = _per_channel(node, node.params["scale"]) if "scale" in node.params else 1.0
+    axes = (0, *range(2, x.ndim))
+    grads = {}
+    if "scale" in node.params:
+        grads["scale"] = (upstream * (x - _per_channel(node, node.params["mean"])) / root).sum(axis=axes)
+    if "offset" in node.params:
+        grads["offset"] = upstream.sum(axis=axes)
+    return [upstream * scale / root], grads
+
+
 def batch_norm_onnx(node: Node, g: OpBuilder, inputs: Sequence[str], out: str) -> str:
     _checked(node)
     channels = node.shape[0]
@@ -278,6 +294,24 @@ def layer_norm_numpy(node: Node) -> Kernel:
         return y
 
     return layer_norm
+
+
+def layer_norm_vjp(node: Node, inputs: Sequence[np.ndarray], output: np.ndarray, upstream: np.ndarray) -> Gradients:
+    """With x̂ = (x - mean) / s over the last axis (s = sqrt(var + epsilon)) and h = dL/dy scale:
+    dL/dx = (h - mean(h) - x̂ mean(h x̂)) / s; dL/dscale = sum dL/dy x̂, dL/doffset = sum dL/dy over the other axes."""
+    (x,) = inputs
+    centred = x - x.mean(axis=-1, keepdims=True)
+    root = np.sqrt((centred * centred).mean(axis=-1, keepdims=True) + node.attrs["epsilon"])
+    normed = centred / root
+    h = upstream * node.params["scale"] if "scale" in node.params else upstream
+    dx = (h - h.mean(axis=-1, keepdims=True) - normed * (h * normed).mean(axis=-1, keepdims=True)) / root
+    axes = tuple(range(x.ndim - 1))
+    grads = {}
+    if "scale" in node.params:
+        grads["scale"] = (upstream * normed).sum(axis=axes)
+    if "offset" in node.params:
+        grads["offset"] = upstream.sum(axis=axes)
+    return [dx], grads
 
 
 def layer_norm_onnx(node: Node, g: OpBuilder, inputs: Sequence[str], out: str) -> str:
@@ -589,6 +623,8 @@ register(
         examples=BATCH_NORM_EXAMPLES,
         loaded=_checked,
         lift=batch_norm_lift,
+        vjp=batch_norm_vjp,
+        frozen=("mean", "variance"),
     )
 )
 register(
@@ -602,5 +638,6 @@ register(
         doc=LayerNorm.__doc__ or "",
         examples=LAYER_NORM_EXAMPLES,
         lift=layer_norm_lift,
+        vjp=layer_norm_vjp,
     )
 )

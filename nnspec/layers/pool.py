@@ -17,7 +17,7 @@ from ..errors import SpecError
 from ..ir import LayerPlan, Node, Source
 from ..lifting import Lifted, ModelView, OnnxNode, Unliftable, computed, int_list
 from ..lowering import OpBuilder
-from .base import Kernel, LayerSpec, LayerType, register
+from .base import Gradients, Kernel, LayerSpec, LayerType, register
 from .spatial import PerAxis, Window, WindowSpec, axis_label, compact, lift_window
 
 
@@ -139,6 +139,24 @@ def window_kernel(node: Node) -> Kernel:
     return lambda x: window.taps(x, -np.inf).max(axis=0)
 
 
+def window_vjp(node: Node, inputs: Sequence[np.ndarray], output: np.ndarray, upstream: np.ndarray) -> Gradients:
+    """A mean sends dL/dy / count to every position of its window; a max sends it to the window's first largest
+    value (a tie is a kink, where any share is a subgradient). Windows overlap: Window.unview sums them back."""
+    (x,) = inputs
+    window = Window.from_attrs(node.attrs)
+    spatial = x.shape[2:]
+    if node.op.startswith("avg"):
+        counts = window.counts(spatial, bool(node.attrs["count_include_pad"]))
+        share = upstream / counts
+        taps = np.broadcast_to(share.reshape(*share.shape, *(1,) * window.rank), (*share.shape, *window.kernel))
+    else:
+        values = window.taps(x, -np.inf)  # [k, N, C, *out]
+        first = np.argmax(values, axis=0)
+        chosen = np.arange(values.shape[0]).reshape(-1, *(1,) * first.ndim) == first
+        taps = np.moveaxis(np.where(chosen, upstream, 0.0), 0, -1).reshape(*upstream.shape, *window.kernel)
+    return [window.unview(np.ascontiguousarray(taps), spatial)], {}
+
+
 def window_lowering(node: Node, g: OpBuilder, inputs: Sequence[str], out: str) -> str:
     a = node.attrs
     common = {
@@ -204,6 +222,18 @@ def global_kernel(node: Node) -> Kernel:
     if node.op == "global_avg_pool":
         return lambda x: x.mean(axis=_spatial_axes(x))
     return lambda x: x.max(axis=_spatial_axes(x))
+
+
+def global_vjp(node: Node, inputs: Sequence[np.ndarray], output: np.ndarray, upstream: np.ndarray) -> Gradients:
+    """The windowed pools' rule, the window being every spatial position."""
+    (x,) = inputs
+    flat = x.reshape(*x.shape[:2], -1)
+    if node.op == "global_avg_pool":
+        share = np.broadcast_to(upstream[..., None] / flat.shape[-1], flat.shape)
+    else:
+        first = np.argmax(flat, axis=-1)
+        share = np.where(np.arange(flat.shape[-1]) == first[..., None], upstream[..., None], 0.0)
+    return [np.ascontiguousarray(share).reshape(x.shape)], {}
 
 
 def global_lowering(node: Node, g: OpBuilder, inputs: Sequence[str], out: str) -> str:
@@ -451,6 +481,7 @@ for _spec in (MaxPool1D, MaxPool2D, AvgPool1D, AvgPool2D):
             doc=__doc__ or "",
             examples=EXAMPLES[_name],
             lift=window_lift,
+            vjp=window_vjp,
         )
     )
 for _spec in (GlobalAvgPool, GlobalMaxPool):
@@ -466,5 +497,6 @@ for _spec in (GlobalAvgPool, GlobalMaxPool):
             doc=__doc__ or "",
             examples=EXAMPLES[_name],
             lift=global_lift,
+            vjp=global_vjp,
         )
     )

@@ -19,7 +19,7 @@ from ..fields import spec_error
 from ..ir import LayerPlan, Node, Source
 from ..lifting import Lifted, ModelView, OnnxNode, Unliftable, computed, int_list
 from ..lowering import OpBuilder
-from .base import Kernel, LayerSpec, LayerType, register
+from .base import Gradients, Kernel, LayerSpec, LayerType, register
 
 
 def _dims(shape: Sequence[int]) -> str:
@@ -46,6 +46,11 @@ def _reshape_kernel(node: Node) -> Kernel:
         return x.reshape((x.shape[0], *node.shape))
 
     return reshape
+
+
+def _reshape_vjp(node: Node, inputs: Sequence[np.ndarray], output: np.ndarray, upstream: np.ndarray) -> Gradients:
+    """A move of values moves their gradients back: dL/d(output) in the input's shape (row-major both ways)."""
+    return [upstream.reshape(inputs[0].shape)], {}
 
 
 # --- flatten -------------------------------------------------------------------------------------
@@ -146,6 +151,11 @@ def transpose_kernel(node: Node) -> Kernel:
     return transpose
 
 
+def transpose_vjp(node: Node, inputs: Sequence[np.ndarray], output: np.ndarray, upstream: np.ndarray) -> Gradients:
+    """The inverse permutation carries dL/d(output) back to the input's axes."""
+    return [np.ascontiguousarray(upstream.transpose(np.argsort(node.attrs["perm"])))], {}
+
+
 def transpose_lowering(node: Node, g: OpBuilder, inputs: Sequence[str], out: str) -> str:
     return g.op("Transpose", [inputs[0]], out, perm=node.attrs["perm"])
 
@@ -189,6 +199,11 @@ def dropout_kernel(node: Node) -> Kernel:
 
 def dropout_lowering(node: Node, g: OpBuilder, inputs: Sequence[str], out: str) -> str:
     return inputs[0]  # no node: later layers read the source's tensor (the exporter resolves the alias)
+
+
+def dropout_vjp(node: Node, inputs: Sequence[np.ndarray], output: np.ndarray, upstream: np.ndarray) -> Gradients:
+    """The identity (as at inference: nnspec trains the network the spec describes, which drops nothing)."""
+    return [upstream], {}
 
 
 def dropout_bound(node: Node, inputs: Sequence[Affine], precision: Precision) -> Affine:
@@ -367,6 +382,7 @@ register(
         Flatten.__doc__ or "",
         FLATTEN_EXAMPLES,
         lift=flatten_lift,
+        vjp=_reshape_vjp,
     )
 )
 register(
@@ -380,6 +396,7 @@ register(
         Reshape.__doc__ or "",
         RESHAPE_EXAMPLES,
         lift=reshape_lift,
+        vjp=_reshape_vjp,
     )
 )
 register(
@@ -393,6 +410,7 @@ register(
         Transpose.__doc__ or "",
         TRANSPOSE_EXAMPLES,
         lift=transpose_lift,
+        vjp=transpose_vjp,
     )
 )
 register(
@@ -406,5 +424,6 @@ register(
         Dropout.__doc__ or "",
         DROPOUT_EXAMPLES,
         lift=dropout_lift,
+        vjp=dropout_vjp,
     )
 )

@@ -175,6 +175,24 @@ class Window:
         )
         return as_strided(x, (n, c, *out, *self.kernel), strides, writeable=False)
 
+    def unview(self, windows: np.ndarray, spatial: Sequence[int]) -> np.ndarray:
+        """The adjoint of `view`, for backpropagation: [N, C, *out, *kernel] gradients of the windows summed back
+        into the [N, C, *spatial] input positions they read (what fell on padding is dropped). One strided
+        add per kernel tap."""
+        n, c = windows.shape[:2]
+        out = self.output_shape(spatial)
+        axes = zip(spatial, out, self.extent, self.strides, self.begins, strict=True)
+        ends = [max((o - 1) * s + extent - b - size, 0) for size, o, extent, s, b in axes]
+        sizes = [b + size + e for b, size, e in zip(self.begins, spatial, ends, strict=True)]
+        padded = np.zeros((n, c, *sizes), dtype=windows.dtype)
+        for tap in np.ndindex(*self.kernel):
+            where = tuple(
+                slice(t * d, t * d + (o - 1) * s + 1, s)
+                for t, d, o, s in zip(tap, self.dilations, out, self.strides, strict=True)
+            )
+            padded[(..., *where)] += windows[(..., *tap)]
+        return padded[(..., *(slice(b, b + size) for b, size in zip(self.begins, spatial, strict=True)))]
+
     def taps(self, x: np.ndarray, fill: float) -> np.ndarray:
         """[prod(kernel), N, C, *out]: the windows' positions first, in one contiguous copy of `view`. A reduction
         over axis 0 of this runs at array speed; over the trailing window axes of the view, 15-20x slower."""
