@@ -278,8 +278,9 @@ def show(
     if info["description"]:
         out.print(escape(info["description"]))
     table = Table()
-    for column in ("#", "layer", "computes", "output", "params"):
-        table.add_column(column, no_wrap=column != "computes", justify="right" if column in ("#", "params") else "left")
+    for column in ("#", "layer", "computes", "output", "params", "mult-adds"):
+        right = column in ("#", "params", "mult-adds")
+        table.add_column(column, no_wrap=column != "computes", justify="right" if right else "left")
     table.add_column("numbers from (range)")
     for layer in info["layers"]:
         numbers = "\n".join(
@@ -293,12 +294,13 @@ def show(
             escape(layer["computes"]),
             dims(layer["shape"]),
             f"{layer['parameters']:,}" if layer["parameters"] else "-",
+            f"{layer['multiply_adds']:,}" if layer["multiply_adds"] else "-",
             escape(numbers) or "-",
         )
     out.print(table)
     out.print(
         f"{info['parameters']:,} parameters ({human_bytes(info['weight_bytes'])} as {info['dtype']}); "
-        f"outputs: {escape(', '.join(info['outputs']))}"
+        f"{info['multiply_adds']:,} multiply-adds per sample; outputs: {escape(', '.join(info['outputs']))}"
     )
     out.print(f"sha256 {info['sha256']} (written into compiled models as nnspec.spec_sha256)")
 

@@ -33,7 +33,8 @@ def _stats(array: np.ndarray) -> dict[str, float | None]:
 
 
 def summarize(spec: Spec, graph: Graph) -> dict[str, Any]:
-    """The network as data: per layer its formula, output shape, parameters and their sources and ranges."""
+    """The network as data: per layer its formula, output shape, parameters and their sources and ranges, and
+    its multiply-adds per sample (LayerType.multiply_adds)."""
     layers = []
     for node in graph.nodes:
         layer = spec.layers[node.index]
@@ -50,6 +51,7 @@ def summarize(spec: Spec, graph: Graph) -> dict[str, Any]:
                 "computes": LAYERS[node.op].formula(node),
                 "shape": ["N", *node.shape],
                 "parameters": sum(int(a.size) for a in node.params.values()),
+                "multiply_adds": LAYERS[node.op].multiply_adds(node),
                 "params": params,
             }
         )
@@ -63,6 +65,7 @@ def summarize(spec: Spec, graph: Graph) -> dict[str, Any]:
         "outputs": [o.name for o in graph.outputs],
         "parameters": graph.parameter_count,
         "weight_bytes": graph.parameter_count * graph.dtype.itemsize,
+        "multiply_adds": sum(layer["multiply_adds"] for layer in layers),  # per sample
         "tolerance": {name: {"rtol": r, "atol": a} for name, (r, a) in graph.tolerances.items()},
         "sha256": graph.fingerprint,
     }

@@ -362,6 +362,49 @@ def test_show_names_files_parameters_and_ranges(cli, tmp_path, party):
     assert layer["params"]["bias"]["source"] == "inline"
 
 
+def test_show_counts_multiply_adds_per_sample(cli, write_spec, three_layer):
+    """three_layer is 3 -> 4 -> 5 -> 2: a dense layer does one multiply-add per weight for each sample."""
+    info = json.loads(cli("show", write_spec(three_layer), "--json").stdout)
+    assert [layer["multiply_adds"] for layer in info["layers"]] == [12, 20, 10]
+    assert info["multiply_adds"] == 42
+    text = " ".join(cli("show", write_spec(three_layer)).stdout.split())
+    assert "mult-adds" in text and "42 multiply-adds per sample" in text
+
+
+@pytest.mark.parametrize(
+    ("layer", "shape", "expected"),
+    [
+        # 8 filters of 2 x 3 x 3 over a 2 x 6 x 6 image, 'same': 8 x 6 x 6 outputs, each 18 taps
+        ({"type": "conv2d", "filters": 8, "kernel_size": 3, "padding": "same"}, [2, 6, 6], 8 * 36 * 18),
+        # groups of 2 channels, stride 2: 4 x 3 x 3 outputs, each (4 / 2) x 3 x 3 taps
+        (
+            {"type": "conv2d", "filters": 4, "kernel_size": 3, "strides": 2, "padding": "same", "groups": 2},
+            [4, 6, 6],
+            4 * 9 * 18,
+        ),
+        ({"type": "conv1d", "filters": 3, "kernel_size": 2}, [2, 5], 3 * 4 * 4),  # 'valid': 4 positions
+        ({"type": "dense", "units": 3}, [4, 5], 4 * 3 * 5),  # a dense layer over [T, in] acts at each of T
+        ({"type": "layer_norm"}, [4, 5], 3 * 20),  # mean, variance, scale and shift per element
+        (
+            {"type": "batch_norm", "mean": [0, 0, 0], "variance": [1, 1, 1]},
+            [3, 4, 4],
+            48,
+        ),  # x * factor + shift per element
+        ({"type": "max_pool2d", "pool_size": 2}, [3, 4, 4], 0),
+        ({"type": "activation", "activation": "tanh"}, [7], 0),
+    ],
+)
+def test_multiply_adds_of_each_layer_type(cli, write_spec, layer, shape, expected):
+    seeded = (
+        {"weights": {"init": "glorot_uniform", "seed": 1}} if layer["type"] in ("conv1d", "conv2d", "dense") else {}
+    )
+    spec = {"format": "nnspec/1", "name": "m", "inputs": [{"name": "x", "shape": shape}], "layers": [layer | seeded]}
+    result = cli("show", write_spec(spec), "--json")
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert info["layers"][0]["multiply_adds"] == info["multiply_adds"] == expected
+
+
 def test_show_refuses_a_bad_spec(cli, write_spec, party):
     party["layers"][0]["weights"] = [[1.0, 2.0, 3.0]]
     result = cli("show", write_spec(party))

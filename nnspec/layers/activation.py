@@ -13,7 +13,7 @@ from ..fields import ActivationField
 from ..ir import LayerPlan, Node, Source
 from ..lifting import ACTIVATION_OP, Lifted, ModelView, OnnxNode
 from ..lowering import OpBuilder
-from .base import Gradients, Kernel, LayerSpec, LayerType, register
+from .base import Gradients, Kernel, LayerSpec, LayerType, no_multiply_adds, register
 
 
 class ActivationLayer(LayerSpec):
@@ -84,5 +84,6 @@ register(
         examples=EXAMPLES,
         lift=lift,
         vjp=vjp,
+        multiply_adds=no_multiply_adds,
     )
 )

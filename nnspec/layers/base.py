@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -71,6 +71,14 @@ class LayerType:
     vjp: Vjp | None = None
     # Parameters that training leaves as the spec gives them (the vjp returns no gradient for them).
     frozen: tuple[str, ...] = ()
+    # Multiply-adds per sample, for `nnspec show`: one per weight use (dense, conv) or per scaled element (norms);
+    # elementwise functions, lookups, pools, merges and reshapes do none (`no_multiply_adds`). Every type says.
+    multiply_adds: Callable[[Node], int] = field(kw_only=True)
+
+
+def no_multiply_adds(node: Node) -> int:
+    """A layer whose work is elementwise functions, lookups, comparisons, sums or moves: no multiply-adds."""
+    return 0
 
 
 LAYERS: dict[str, LayerType] = {}

@@ -218,6 +218,11 @@ def error_bound(node: Node, inputs: Sequence[Affine], precision: Precision) -> A
     return activate(form, node.activation, precision)
 
 
+def multiply_adds(node: Node) -> int:
+    """One per weight use: every output value (filter x position) reads (channels / groups) x kernel taps."""
+    return math.prod(node.shape) * math.prod(node.params["weights"].shape[1:])
+
+
 def formula(node: Node) -> str:
     """`relu(W ⊛ x + b)`."""
     affine = f"W ⊛ {node.inputs[0]}" + (" + b" if "bias" in node.params else "")
@@ -353,5 +358,6 @@ for _name, _spec, _examples in (("conv1d", Conv1D, EXAMPLES_1D), ("conv2d", Conv
             examples=_examples,
             lift=lift,
             vjp=vjp,
+            multiply_adds=multiply_adds,
         )
     )

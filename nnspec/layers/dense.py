@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from functools import partial
 from typing import Literal
@@ -97,6 +98,11 @@ def error_bound(node: Node, inputs: Sequence[Affine], precision: Precision) -> A
     if node.activation is None or node.activation.name == "linear":
         return n
     return activate(n, node.activation, precision)
+
+
+def multiply_adds(node: Node) -> int:
+    """One per weight use: units x inputs, for every position of the leading axes ([T, in] gives T of them)."""
+    return math.prod(node.shape) * int(node.params["weights"].shape[1])
 
 
 def formula(node: Node) -> str:
@@ -211,5 +217,6 @@ register(
         examples=EXAMPLES,
         lift=lift,
         vjp=vjp,
+        multiply_adds=multiply_adds,
     )
 )

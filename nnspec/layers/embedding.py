@@ -14,7 +14,7 @@ from ..fields import WeightField
 from ..ir import LayerPlan, Node, ParamPlan, Source
 from ..lifting import Lifted, ModelView, OnnxNode, computed
 from ..lowering import OpBuilder
-from .base import Gradients, Kernel, LayerSpec, LayerType, register
+from .base import Gradients, Kernel, LayerSpec, LayerType, no_multiply_adds, register
 
 
 class Embedding(LayerSpec):
@@ -138,5 +138,6 @@ register(
         examples=EXAMPLES,
         lift=lift,
         vjp=vjp,
+        multiply_adds=no_multiply_adds,
     )
 )

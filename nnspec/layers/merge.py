@@ -15,7 +15,7 @@ from ..ir import LayerPlan, Node
 from ..ir import Source as Input
 from ..lifting import Lifted, ModelView, OnnxNode, Unliftable, computed, rank_of
 from ..lowering import OpBuilder
-from .base import Gradients, Kernel, LayerSpec, LayerType, register
+from .base import Gradients, Kernel, LayerSpec, LayerType, no_multiply_adds, register
 
 
 def _listing(sources: Sequence[Input]) -> str:
@@ -312,6 +312,7 @@ register(
         ADD_EXAMPLES,
         lift=_lift_elementwise(("Add", "Sum"), "add"),
         vjp=add_vjp,
+        multiply_adds=no_multiply_adds,
     )
 )
 register(
@@ -326,6 +327,7 @@ register(
         MULTIPLY_EXAMPLES,
         lift=_lift_elementwise(("Mul",), "multiply"),
         vjp=multiply_vjp,
+        multiply_adds=no_multiply_adds,
     )
 )
 register(
@@ -340,5 +342,6 @@ register(
         CONCAT_EXAMPLES,
         lift=concat_lift,
         vjp=concat_vjp,
+        multiply_adds=no_multiply_adds,
     )
 )

@@ -257,6 +257,11 @@ def _folded_rounding(
     return fold, (1 + alpha) * fused_terms
 
 
+def batch_norm_multiply_adds(node: Node) -> int:
+    """One per element: at inference a batch norm is x * (scale / sqrt(variance + epsilon)) + shift per channel."""
+    return math.prod(node.shape)
+
+
 def batch_norm_formula(node: Node) -> str:
     return f"batchnorm({node.inputs[0]})"
 
@@ -408,6 +413,11 @@ def _layer_norm_error(
     overflow = avg(big_r * big_r) * d * (1 + gamma(d + 3, u)) >= p.max
     overflow |= avg(ax * ax) * d * (1 + gamma(d + 2, u)) >= p.max
     return np.where(np.isnan(error) | overflow, np.inf, error)
+
+
+def layer_norm_multiply_adds(node: Node) -> int:
+    """Three per element: the mean's sum, the variance's sum of squares, and the scale and shift."""
+    return 3 * math.prod(node.shape)
 
 
 def layer_norm_formula(node: Node) -> str:
@@ -624,6 +634,7 @@ register(
         loaded=_checked,
         lift=batch_norm_lift,
         vjp=batch_norm_vjp,
+        multiply_adds=batch_norm_multiply_adds,
         frozen=("mean", "variance"),
     )
 )
@@ -639,5 +650,6 @@ register(
         examples=LAYER_NORM_EXAMPLES,
         lift=layer_norm_lift,
         vjp=layer_norm_vjp,
+        multiply_adds=layer_norm_multiply_adds,
     )
 )

@@ -17,7 +17,7 @@ from ..errors import SpecError
 from ..ir import LayerPlan, Node, Source
 from ..lifting import Lifted, ModelView, OnnxNode, Unliftable, computed, int_list
 from ..lowering import OpBuilder
-from .base import Gradients, Kernel, LayerSpec, LayerType, register
+from .base import Gradients, Kernel, LayerSpec, LayerType, no_multiply_adds, register
 from .spatial import PerAxis, Window, WindowSpec, axis_label, compact, lift_window
 
 
@@ -482,6 +482,7 @@ for _spec in (MaxPool1D, MaxPool2D, AvgPool1D, AvgPool2D):
             examples=EXAMPLES[_name],
             lift=window_lift,
             vjp=window_vjp,
+            multiply_adds=no_multiply_adds,
         )
     )
 for _spec in (GlobalAvgPool, GlobalMaxPool):
@@ -498,5 +499,6 @@ for _spec in (GlobalAvgPool, GlobalMaxPool):
             examples=EXAMPLES[_name],
             lift=global_lift,
             vjp=global_vjp,
+            multiply_adds=no_multiply_adds,
         )
     )

@@ -19,7 +19,7 @@ from ..fields import spec_error
 from ..ir import LayerPlan, Node, Source
 from ..lifting import Lifted, ModelView, OnnxNode, Unliftable, computed, int_list
 from ..lowering import OpBuilder
-from .base import Gradients, Kernel, LayerSpec, LayerType, register
+from .base import Gradients, Kernel, LayerSpec, LayerType, no_multiply_adds, register
 
 
 def _dims(shape: Sequence[int]) -> str:
@@ -383,6 +383,7 @@ register(
         FLATTEN_EXAMPLES,
         lift=flatten_lift,
         vjp=_reshape_vjp,
+        multiply_adds=no_multiply_adds,
     )
 )
 register(
@@ -397,6 +398,7 @@ register(
         RESHAPE_EXAMPLES,
         lift=reshape_lift,
         vjp=_reshape_vjp,
+        multiply_adds=no_multiply_adds,
     )
 )
 register(
@@ -411,6 +413,7 @@ register(
         TRANSPOSE_EXAMPLES,
         lift=transpose_lift,
         vjp=transpose_vjp,
+        multiply_adds=no_multiply_adds,
     )
 )
 register(
@@ -425,5 +428,6 @@ register(
         DROPOUT_EXAMPLES,
         lift=dropout_lift,
         vjp=dropout_vjp,
+        multiply_adds=no_multiply_adds,
     )
 )
