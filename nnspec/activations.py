@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -115,6 +116,12 @@ class Activation:
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.type.numpy(x, **self.params)
 
+    @property
+    def function(self) -> Callable[[np.ndarray], np.ndarray]:
+        """The formula with its parameters bound, x -> a: the function itself when it has none (no wrapper to
+        call through, and what a generated module names), else a `functools.partial` of it."""
+        return partial(self.type.numpy, **self.params) if self.params else self.type.numpy
+
     def lower(self, g: OpBuilder, x: str, out: str | None = None) -> str:
         return self.type.onnx(g, x, out, **self.params)
 
@@ -178,24 +185,56 @@ def lookup(name: str) -> ActivationType | None:
     return REGISTRY[canonical] if canonical else None
 
 
-# --- shared formulas ---------------------------------------------------------------------------
+# --- formulas --------------------------------------------------------------------------------------
+# Module-level functions, not lambdas: `nnspec compile --emit numpy` copies their source into the generated
+# module (nnspec.emit), so that it runs the very code the evaluator runs.
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
+def linear(x: np.ndarray) -> np.ndarray:
+    return x
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
     # 1 / (1 + e) for x >= 0 and e / (1 + e) below, e = exp(-|x|), so that nothing overflows. exp(min(x, 0))
     # is exactly 1 for x >= 0 and exactly e below: one division computes both branches, bit for bit, without
     # a select (np.where costs more than a second exp).
     return np.exp(np.minimum(x, 0)) / (1 + np.exp(-np.abs(x)))
 
 
-def _softplus(x: np.ndarray) -> np.ndarray:
+def relu(x: np.ndarray) -> np.ndarray:
+    return np.maximum(x, 0)
+
+
+def leaky_relu(x: np.ndarray, alpha: float) -> np.ndarray:
+    return np.where(x >= 0, x, alpha * x)
+
+
+def elu(x: np.ndarray, alpha: float) -> np.ndarray:
+    return np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0)))
+
+
+def selu(x: np.ndarray, alpha: float, gamma: float) -> np.ndarray:
+    return gamma * np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0)))
+
+
+def softplus(x: np.ndarray) -> np.ndarray:
     return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
 
 
-_erf = np.frompyfunc(math.erf, 1, 1)
+def softsign(x: np.ndarray) -> np.ndarray:
+    return x / (1 + np.abs(x))
 
 
-def _gelu(x: np.ndarray, approximate: str) -> np.ndarray:
+def hard_sigmoid(x: np.ndarray, alpha: float, beta: float) -> np.ndarray:
+    return np.clip(alpha * x + beta, 0, 1)
+
+
+def _erf(x: np.ndarray) -> np.ndarray:
+    """math.erf per element (an object array)."""
+    return np.frompyfunc(math.erf, 1, 1)(x)
+
+
+def gelu(x: np.ndarray, approximate: str) -> np.ndarray:
     if approximate == "tanh":
         inner = math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)
         return 0.5 * x * (1 + np.tanh(inner))
@@ -205,29 +244,57 @@ def _gelu(x: np.ndarray, approximate: str) -> np.ndarray:
     return 0.5 * x * (1 + erf)
 
 
-def _softmax(x: np.ndarray) -> np.ndarray:
+def silu(x: np.ndarray) -> np.ndarray:
+    return x * sigmoid(x)
+
+
+def mish(x: np.ndarray) -> np.ndarray:
+    return x * np.tanh(softplus(x))
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
     e = np.exp(x - x.max(axis=-1, keepdims=True))
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def _log_softmax(x: np.ndarray) -> np.ndarray:
+def log_softmax(x: np.ndarray) -> np.ndarray:
     shifted = x - x.max(axis=-1, keepdims=True)
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
-
-
-def _hard_swish(x: np.ndarray) -> np.ndarray:
-    return x * (np.clip(x + 3, 0, 6) / 6)  # the clip divided first: x * 6 would overflow near the largest float
 
 
 def _step(x: np.ndarray, low: float) -> np.ndarray:
     return np.where(x >= 0, 1, low).astype(x.dtype)
 
 
+def hardlim(x: np.ndarray) -> np.ndarray:
+    return _step(x, 0.0)
+
+
+def hardlims(x: np.ndarray) -> np.ndarray:
+    return _step(x, -1.0)
+
+
+def satlin(x: np.ndarray) -> np.ndarray:
+    return np.clip(x, 0, 1)
+
+
+def satlins(x: np.ndarray) -> np.ndarray:
+    return np.clip(x, -1, 1)
+
+
+def relu6(x: np.ndarray) -> np.ndarray:
+    return np.clip(x, 0, 6)
+
+
+def hard_swish(x: np.ndarray) -> np.ndarray:
+    return x * (np.clip(x + 3, 0, 6) / 6)  # the clip divided first: x * 6 would overflow near the largest float
+
+
 # --- derivatives, for the error bound and for training ----------------------------------------------
 
 
 def _dsigmoid(x: np.ndarray) -> np.ndarray:
-    sig = _sigmoid(x)
+    sig = sigmoid(x)
     return sig * (1 - sig)
 
 
@@ -241,8 +308,8 @@ def _dgelu(x: np.ndarray, approximate: str) -> np.ndarray:
 
 
 def _dmish(x: np.ndarray) -> np.ndarray:
-    t = np.tanh(_softplus(x))
-    return t + x * (1 - t**2) * _sigmoid(x)
+    t = np.tanh(softplus(x))
+    return t + x * (1 - t**2) * sigmoid(x)
 
 
 def softmax_vjp(a: np.ndarray, upstream: np.ndarray) -> np.ndarray:
@@ -439,8 +506,8 @@ def _silu_onnx(g: OpBuilder, x: str, out: str | None) -> str:
 def _mish_onnx(g: OpBuilder, x: str, out: str | None) -> str:
     if g.opset >= 18 and not _wide(g):
         return g.op("Mish", [x], out)
-    softplus = _softplus_composed(g, x) if _wide(g) else g.op("Softplus", [x])
-    return g.op("Mul", [x, g.op("Tanh", [softplus])], out)
+    smooth = _softplus_composed(g, x) if _wide(g) else g.op("Softplus", [x])
+    return g.op("Mul", [x, g.op("Tanh", [smooth])], out)
 
 
 def _hard_swish_onnx(g: OpBuilder, x: str, out: str | None) -> str:
@@ -471,10 +538,10 @@ def _clip_onnx(low: float, high: float) -> Lowering:
 # Semantics follow the ONNX operator of the same meaning; aliases are the transfer-function names
 # of the classic neural-network notation (purelin, logsig, tansig, poslin, ...).
 for _entry in [
-    ActivationType("linear", lambda x: x, _unary("Identity"), ("identity", "purelin"), doc="a = n", error=_LINEAR),
+    ActivationType("linear", linear, _unary("Identity"), ("identity", "purelin"), doc="a = n", error=_LINEAR),
     ActivationType(
         "sigmoid",
-        _sigmoid,
+        sigmoid,
         _unary("Sigmoid"),
         ("logsig",),
         doc="a = 1 / (1 + exp(-n))",
@@ -488,10 +555,10 @@ for _entry in [
         doc="a = tanh(n)",
         error=ErrorModel(derivative=lambda n: 1 - np.tanh(n) ** 2, curvature=_const(0.8), floor=_const(1.0)),
     ),
-    ActivationType("relu", lambda x: np.maximum(x, 0), _unary("Relu"), ("poslin",), doc="a = max(0, n)", error=_RELU),
+    ActivationType("relu", relu, _unary("Relu"), ("poslin",), doc="a = max(0, n)", error=_RELU),
     ActivationType(
         "leaky_relu",
-        lambda x, alpha: np.where(x >= 0, x, alpha * x),
+        leaky_relu,
         _native_or("LeakyRelu", _leaky_relu_onnx),
         params={"alpha": 0.01},
         doc="a = n if n >= 0 else alpha * n",
@@ -501,7 +568,7 @@ for _entry in [
     ),
     ActivationType(
         "elu",
-        lambda x, alpha: np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0))),
+        elu,
         _native_or("Elu", _elu_onnx),
         params={"alpha": 1.0},
         doc="a = n if n > 0 else alpha * (exp(n) - 1)",
@@ -514,7 +581,7 @@ for _entry in [
     ),
     ActivationType(
         "selu",
-        lambda x, alpha, gamma: gamma * np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0))),
+        selu,
         _native_or("Selu", _selu_onnx),
         # The self-normalizing constants of Klambauer et al. (2017), ONNX's defaults, to float32 precision.
         params={"alpha": 1.67326319217681884765625, "gamma": 1.05070102214813232421875},
@@ -529,21 +596,21 @@ for _entry in [
     ),
     ActivationType(
         "softplus",
-        _softplus,
+        softplus,
         _native_or("Softplus", _softplus_composed),
         doc="a = log(1 + exp(n))",
-        error=ErrorModel(derivative=_sigmoid, curvature=_const(0.25), floor=_const(1.0)),
+        error=ErrorModel(derivative=sigmoid, curvature=_const(0.25), floor=_const(1.0)),
     ),
     ActivationType(
         "softsign",
-        lambda x: x / (1 + np.abs(x)),
+        softsign,
         _native_or("Softsign", _softsign_onnx),
         doc="a = n / (1 + |n|)",
         error=ErrorModel(derivative=lambda n: 1 / (1 + np.abs(n)) ** 2, curvature=_const(2.0), ulps=3.0),
     ),
     ActivationType(
         "hard_sigmoid",
-        lambda x, alpha, beta: np.clip(alpha * x + beta, 0, 1),
+        hard_sigmoid,
         _native_or("HardSigmoid", _hard_sigmoid_onnx),
         params={"alpha": 0.2, "beta": 0.5},
         doc="a = clip(alpha * n + beta, 0, 1)",
@@ -558,7 +625,7 @@ for _entry in [
     ),
     ActivationType(
         "gelu",
-        _gelu,
+        gelu,
         _gelu_onnx,
         params={"approximate": Choice(("none", "tanh"))},
         doc="a = n * Phi(n), Phi the standard normal CDF (or its tanh approximation)",
@@ -567,22 +634,22 @@ for _entry in [
     ),
     ActivationType(
         "silu",
-        lambda x: x * _sigmoid(x),
+        silu,
         _silu_onnx,
         ("swish",),
         doc="a = n * sigmoid(n)",
-        error=ErrorModel(derivative=lambda n: _sigmoid(n) + n * _dsigmoid(n), curvature=_const(1.0), per_n=1.0),
+        error=ErrorModel(derivative=lambda n: sigmoid(n) + n * _dsigmoid(n), curvature=_const(1.0), per_n=1.0),
     ),
     ActivationType(
         "mish",
-        lambda x: x * np.tanh(_softplus(x)),
+        mish,
         _mish_onnx,
         doc="a = n * tanh(softplus(n))",
         error=ErrorModel(derivative=_dmish, curvature=_const(1.0), per_n=1.0),
     ),
     ActivationType(
         "softmax",
-        _softmax,
+        softmax,
         _unary("Softmax", axis=-1),
         doc="a = exp(n) / sum(exp(n)), last axis",
         # Along a row perturbation v: d^2 a_i = a_i ((v_i - a.v)^2 - Var_a(v)), at most 4 a_i max|v|^2.
@@ -590,41 +657,37 @@ for _entry in [
     ),
     ActivationType(
         "log_softmax",
-        _log_softmax,
+        log_softmax,
         _unary("LogSoftmax", axis=-1),
         doc="a = n - log(sum(exp(n))), last axis",
         error=ErrorModel(kind="log_softmax", curvature=_const(2.0)),
     ),
     ActivationType(
         "hardlim",
-        lambda x: _step(x, 0.0),
+        hardlim,
         _step_onnx(0.0),
         doc="a = 1 if n >= 0 else 0",
         error=ErrorModel(kind="step", jump=1.0, ulps=0.0),
     ),
     ActivationType(
         "hardlims",
-        lambda x: _step(x, -1.0),
+        hardlims,
         _step_onnx(-1.0),
         doc="a = 1 if n >= 0 else -1",
         error=ErrorModel(kind="step", jump=2.0, ulps=0.0),
     ),
-    ActivationType(
-        "satlin", lambda x: np.clip(x, 0, 1), _clip_onnx(0.0, 1.0), doc="a = clip(n, 0, 1)", error=_clip_model(0.0, 1.0)
-    ),
+    ActivationType("satlin", satlin, _clip_onnx(0.0, 1.0), doc="a = clip(n, 0, 1)", error=_clip_model(0.0, 1.0)),
     ActivationType(
         "satlins",
-        lambda x: np.clip(x, -1, 1),
+        satlins,
         _clip_onnx(-1.0, 1.0),
         doc="a = clip(n, -1, 1)",
         error=_clip_model(-1.0, 1.0),
     ),
-    ActivationType(
-        "relu6", lambda x: np.clip(x, 0, 6), _clip_onnx(0.0, 6.0), doc="a = clip(n, 0, 6)", error=_clip_model(0.0, 6.0)
-    ),
+    ActivationType("relu6", relu6, _clip_onnx(0.0, 6.0), doc="a = clip(n, 0, 6)", error=_clip_model(0.0, 6.0)),
     ActivationType(
         "hard_swish",
-        _hard_swish,
+        hard_swish,
         _hard_swish_onnx,
         doc="a = n * relu6(n + 3) / 6",
         # Composed (n + 3, clip, / 6, * n): n + 3 is off by u |n + 3| inside the clip, which costs

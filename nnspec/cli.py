@@ -26,6 +26,7 @@ from .runners import PROVIDERS, RUNNERS
 
 if TYPE_CHECKING:
     from .batch import FolderResult, Shard
+    from .ir import Graph
 
 
 class Command(TyperCommand):
@@ -305,13 +306,18 @@ def show(
     out.print(f"sha256 {info['sha256']} (written into compiled models as nnspec.spec_sha256)")
 
 
-@command("compile", short_help="Cross-check a spec, then write its ONNX model.")
+@command("compile", short_help="Cross-check a spec, then write its ONNX model (or a NumPy module).")
 @reports_errors
 def compile_(
     spec: SpecArg,
     output: Annotated[
         Path | None,
-        typer.Option("-o", "--output", metavar="PATH", help="Where to write the model (default: <name>.onnx)."),
+        typer.Option(
+            "-o",
+            "--output",
+            metavar="PATH",
+            help="Where to write the model (default: <name>.onnx; with --emit numpy, <name>.py).",
+        ),
     ] = None,
     opset: OpsetOpt = api.DEFAULT_OPSET,
     no_check: Annotated[bool, typer.Option("--no-check", help="Skip the cross-check before writing.")] = False,
@@ -322,13 +328,27 @@ def compile_(
             help="Write the weights to one data file beside the model (<OUT>.data); automatic above 2 GiB.",
         ),
     ] = False,
+    emit: Annotated[
+        str,
+        typer.Option(
+            "--emit",
+            metavar="[onnx|numpy]",
+            parser=choice("--emit", ("onnx", "numpy")),
+            help="onnx: an ONNX model; numpy: a standalone Python module that needs NumPy alone, its arrays in "
+            "<OUT>.npz beside it.",
+        ),
+    ] = "onnx",
 ) -> None:
-    """Compile a spec to ONNX; unless --no-check, first prove the model agrees with the NumPy evaluator.
+    """Compile a spec to ONNX (or, with --emit numpy, to a Python module); unless --no-check, first prove the
+    result agrees with the NumPy evaluator.
 
     Exit 1, writing nothing, when the check fails.
     """
     s = api.load(spec)
     g = api.graph(s)
+    if emit == "numpy":
+        _compile_numpy(spec, g, output, no_check=no_check, external_data=external_data)
+        return
     if not no_check:
         api.check_opset(opset)
     exported = api.export(s, opset)
@@ -354,6 +374,31 @@ def compile_(
     files = " and ".join(str(path) for path in reversed(written))
     size = human_bytes(sum(path.stat().st_size for path in written))
     out.print(f"wrote {files} (opset {opset}, {g.parameter_count} parameters, {size}){summary}")
+
+
+def _compile_numpy(spec: Path, g: Graph, output: Path | None, *, no_check: bool, external_data: bool) -> None:
+    """`compile --emit numpy`: the module and its .npz, written after the generated module passes the check."""
+    from .emit import compile_numpy
+
+    if external_data:
+        raise NNSpecError("--external-data is for --emit onnx; a NumPy module's arrays are always in its .npz")
+    target = output if output is not None else Path(f"{g.name}.py")
+    command = f"nnspec compile {spec} --emit numpy -o {target}"
+    report, written = compile_numpy(g, target, command=command, check=not no_check)
+    if report is not None and not report.passed:
+        from .render import print_report
+
+        print_report(report, err)
+        err.print(
+            f"[bold red]not written:[/bold red] {target} (the generated module disagrees with the spec)", markup=True
+        )
+        raise typer.Exit(1)
+    summary = ""
+    if report is not None:
+        worst = max((o.max_abs_error for o in report.outputs), default=0.0)
+        summary = f"; cross-check passed on {len(report.cases)} batches (max abs error {worst:.3g})"
+    size = human_bytes(sum(path.stat().st_size for path in written))
+    out.print(f"wrote {written[1]} and {written[0]} ({g.parameter_count} parameters, {size}){summary}", markup=False)
 
 
 @command("import", short_help="Lift an ONNX model into a reviewable spec and its weights.")

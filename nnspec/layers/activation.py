@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import numpy as np
@@ -13,7 +13,7 @@ from ..fields import ActivationField
 from ..ir import LayerPlan, Node, Source
 from ..lifting import ACTIVATION_OP, Lifted, ModelView, OnnxNode
 from ..lowering import OpBuilder
-from .base import Gradients, Kernel, LayerSpec, LayerType, no_multiply_adds, register
+from .base import Arguments, Gradients, LayerSpec, LayerType, no_multiply_adds, register
 
 
 class ActivationLayer(LayerSpec):
@@ -27,9 +27,14 @@ class ActivationLayer(LayerSpec):
         return LayerPlan(shape=src.shape, activation=self.activation)
 
 
-def numpy_kernel(node: Node) -> Kernel:
+def activation(x: np.ndarray, function: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """a = f(p): the activation's formula, its parameters bound."""
+    return function(x)
+
+
+def prepare(node: Node) -> Arguments:
     assert node.activation is not None
-    return node.activation
+    return {"function": node.activation.function}
 
 
 def onnx_lowering(node: Node, g: OpBuilder, inputs: Sequence[str], out: str) -> str:
@@ -76,7 +81,6 @@ register(
     LayerType(
         "activation",
         ActivationLayer,
-        numpy_kernel,
         onnx_lowering,
         error_bound,
         formula,
@@ -85,5 +89,7 @@ register(
         lift=lift,
         vjp=vjp,
         multiply_adds=no_multiply_adds,
+        kernel=activation,
+        prepare=prepare,
     )
 )

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import ClassVar, Literal
 
 import numpy as np
@@ -17,7 +17,7 @@ from ..fields import ActivationField, WeightField, parse_activation, spec_error
 from ..ir import LayerPlan, Node, ParamPlan, Source
 from ..lifting import Lifted, ModelView, OnnxNode, Unliftable, computed, int_list
 from ..lowering import OpBuilder
-from .base import Gradients, Kernel, LayerType, register
+from .base import Arguments, Gradients, LayerType, register
 from .spatial import PerAxis, Window, WindowSpec, compact, lift_window
 
 
@@ -121,19 +121,30 @@ def _linear(node: Node) -> bool:
     return node.activation is None or node.activation.name == "linear"
 
 
-def numpy_kernel(node: Node) -> Kernel:
-    window, groups = Window.from_attrs(node.attrs), node.attrs["group"]
-    weights = node.params["weights"]
-    bias = node.params["bias"].reshape(_bias_shape(node)) if "bias" in node.params else None
+def conv(
+    x: np.ndarray,
+    weights: np.ndarray,
+    bias: np.ndarray | None,
+    window: Window,
+    groups: int,
+    activation: Callable[[np.ndarray], np.ndarray] | None,
+) -> np.ndarray:
+    """a = f(W ⊛ x + b), the bias shaped [F, 1, ...] to broadcast over the positions, f None for linear."""
+    n = convolve(x, weights, window, groups)
+    if bias is not None:
+        n += bias
+    return activation(n) if activation is not None else n
+
+
+def prepare(node: Node) -> Arguments:
     act = None if _linear(node) else node.activation
-
-    def conv(x: np.ndarray) -> np.ndarray:
-        n = convolve(x, weights, window, groups)
-        if bias is not None:
-            n += bias
-        return act(n) if act is not None else n
-
-    return conv
+    return {
+        "weights": node.params["weights"],
+        "bias": node.params["bias"].reshape(_bias_shape(node)) if "bias" in node.params else None,
+        "window": Window.from_attrs(node.attrs),
+        "groups": node.attrs["group"],
+        "activation": act.function if act is not None else None,
+    }
 
 
 def vjp(node: Node, inputs: Sequence[np.ndarray], output: np.ndarray, upstream: np.ndarray) -> Gradients:
@@ -350,7 +361,6 @@ for _name, _spec, _examples in (("conv1d", Conv1D, EXAMPLES_1D), ("conv2d", Conv
         LayerType(
             _name,
             _spec,
-            numpy_kernel,
             onnx_lowering,
             error_bound,
             formula,
@@ -359,5 +369,7 @@ for _name, _spec, _examples in (("conv1d", Conv1D, EXAMPLES_1D), ("conv2d", Conv
             lift=lift,
             vjp=vjp,
             multiply_adds=multiply_adds,
+            kernel=conv,
+            prepare=prepare,
         )
     )

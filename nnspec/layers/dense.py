@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from functools import partial
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import numpy as np
@@ -16,7 +15,7 @@ from ..fields import ActivationField, WeightField, parse_activation
 from ..ir import LayerPlan, Node, ParamPlan, Source
 from ..lifting import Lifted, ModelView, OnnxNode, Unliftable, computed
 from ..lowering import OpBuilder
-from .base import Gradients, Kernel, LayerSpec, LayerType, register
+from .base import Arguments, Gradients, LayerSpec, LayerType, register
 
 
 class Dense(LayerSpec):
@@ -38,20 +37,25 @@ class Dense(LayerSpec):
         return LayerPlan(shape=(*src.shape[:-1], self.units), params=params, activation=self.activation)
 
 
-def numpy_kernel(node: Node) -> Kernel:
-    weights_t = np.ascontiguousarray(node.params["weights"].T)  # [in, units]: x @ W.T without a per-call copy
-    bias = node.params.get("bias")
+def dense(
+    x: np.ndarray, weights_t: np.ndarray, bias: np.ndarray | None, activation: Callable[[np.ndarray], np.ndarray] | None
+) -> np.ndarray:
+    """a = f(W p + b) for batch-first rows p, W given transposed ([in, units]), f None for linear."""
+    n = x @ weights_t
+    if bias is not None:
+        n += bias
+    return activation(n) if activation is not None else n
+
+
+def prepare(node: Node) -> Arguments:
+    """W transposed once ([in, units]: x @ W.T without a per-call copy), and the activation's formula with its
+    parameters bound once rather than unpacked on every call."""
     act: Activation | None = node.activation
-    # The activation's formula with its parameters bound once, rather than unpacked on every call.
-    apply = None if act is None or act.name == "linear" else partial(act.type.numpy, **act.params)
-
-    def dense(x: np.ndarray) -> np.ndarray:
-        n = x @ weights_t
-        if bias is not None:
-            n += bias
-        return apply(n) if apply is not None else n
-
-    return dense
+    return {
+        "weights_t": np.ascontiguousarray(node.params["weights"].T),
+        "bias": node.params.get("bias"),
+        "activation": None if act is None or act.name == "linear" else act.function,
+    }
 
 
 def onnx_lowering(node: Node, g: OpBuilder, inputs: Sequence[str], out: str) -> str:
@@ -209,7 +213,6 @@ register(
     LayerType(
         "dense",
         Dense,
-        numpy_kernel,
         onnx_lowering,
         error_bound,
         formula,
@@ -218,5 +221,7 @@ register(
         lift=lift,
         vjp=vjp,
         multiply_adds=multiply_adds,
+        kernel=dense,
+        prepare=prepare,
     )
 )

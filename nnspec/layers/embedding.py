@@ -14,7 +14,7 @@ from ..fields import WeightField
 from ..ir import LayerPlan, Node, ParamPlan, Source
 from ..lifting import Lifted, ModelView, OnnxNode, computed
 from ..lowering import OpBuilder
-from .base import Gradients, Kernel, LayerSpec, LayerType, no_multiply_adds, register
+from .base import Arguments, Gradients, LayerSpec, LayerType, no_multiply_adds, register
 
 
 class Embedding(LayerSpec):
@@ -39,13 +39,13 @@ class Embedding(LayerSpec):
         return LayerPlan(shape=(*src.shape, self.output_dim), params=params, attrs={"input_dim": self.input_dim})
 
 
-def numpy_kernel(node: Node) -> Kernel:
-    table = node.params["weights"]
+def embedding(ids: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """Row `id` of the table for every id: [N, *s] -> [N, *s, output_dim]."""
+    return table[ids]  # ids were checked against [0, input_dim) by nnspec.feeds
 
-    def embedding(ids: np.ndarray) -> np.ndarray:
-        return table[ids]  # ids were checked against [0, input_dim) by nnspec.feeds
 
-    return embedding
+def prepare(node: Node) -> Arguments:
+    return {"table": node.params["weights"]}
 
 
 def onnx_lowering(node: Node, g: OpBuilder, inputs: Sequence[str], out: str) -> str:
@@ -130,7 +130,6 @@ register(
     LayerType(
         "embedding",
         Embedding,
-        numpy_kernel,
         onnx_lowering,
         error_bound,
         formula,
@@ -139,5 +138,7 @@ register(
         lift=lift,
         vjp=vjp,
         multiply_adds=no_multiply_adds,
+        kernel=embedding,
+        prepare=prepare,
     )
 )

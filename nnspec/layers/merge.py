@@ -15,7 +15,7 @@ from ..ir import LayerPlan, Node
 from ..ir import Source as Input
 from ..lifting import Lifted, ModelView, OnnxNode, Unliftable, computed, rank_of
 from ..lowering import OpBuilder
-from .base import Gradients, Kernel, LayerSpec, LayerType, no_multiply_adds, register
+from .base import Arguments, Gradients, LayerSpec, LayerType, no_arguments, no_multiply_adds, register
 
 
 def _listing(sources: Sequence[Input]) -> str:
@@ -89,11 +89,8 @@ class Concat(Merge):
 # --- add -----------------------------------------------------------------------------------------
 
 
-def add_kernel(node: Node) -> Kernel:
-    def add(*xs: np.ndarray) -> np.ndarray:
-        return functools.reduce(np.add, xs)
-
-    return add
+def add(*xs: np.ndarray) -> np.ndarray:
+    return functools.reduce(np.add, xs)
 
 
 def _chain(op_type: str) -> Callable[[Node, OpBuilder, Sequence[str], str], str]:
@@ -130,11 +127,8 @@ def add_vjp(node: Node, inputs: Sequence[np.ndarray], output: np.ndarray, upstre
 # --- multiply ------------------------------------------------------------------------------------
 
 
-def multiply_kernel(node: Node) -> Kernel:
-    def multiply(*xs: np.ndarray) -> np.ndarray:
-        return functools.reduce(np.multiply, xs)
-
-    return multiply
+def multiply(*xs: np.ndarray) -> np.ndarray:
+    return functools.reduce(np.multiply, xs)
 
 
 def _product(x: Affine, y: Affine, precision: Precision) -> Affine:
@@ -161,13 +155,12 @@ def multiply_vjp(node: Node, inputs: Sequence[np.ndarray], output: np.ndarray, u
 # --- concat --------------------------------------------------------------------------------------
 
 
-def concat_kernel(node: Node) -> Kernel:
-    axis = node.attrs["axis"]
+def concat(*xs: np.ndarray, axis: int) -> np.ndarray:
+    return np.concatenate(xs, axis=axis)
 
-    def concat(*xs: np.ndarray) -> np.ndarray:
-        return np.concatenate(xs, axis=axis)
 
-    return concat
+def concat_prepare(node: Node) -> Arguments:
+    return {"axis": node.attrs["axis"]}
 
 
 def concat_lowering(node: Node, g: OpBuilder, inputs: Sequence[str], out: str) -> str:
@@ -304,7 +297,6 @@ register(
     LayerType(
         "add",
         Add,
-        add_kernel,
         _chain("Add"),
         add_bound,
         lambda n: " + ".join(n.inputs),
@@ -313,13 +305,14 @@ register(
         lift=_lift_elementwise(("Add", "Sum"), "add"),
         vjp=add_vjp,
         multiply_adds=no_multiply_adds,
+        kernel=add,
+        prepare=no_arguments,
     )
 )
 register(
     LayerType(
         "multiply",
         Multiply,
-        multiply_kernel,
         _chain("Mul"),
         multiply_bound,
         lambda n: " ⊙ ".join(n.inputs),
@@ -328,13 +321,14 @@ register(
         lift=_lift_elementwise(("Mul",), "multiply"),
         vjp=multiply_vjp,
         multiply_adds=no_multiply_adds,
+        kernel=multiply,
+        prepare=no_arguments,
     )
 )
 register(
     LayerType(
         "concat",
         Concat,
-        concat_kernel,
         concat_lowering,
         concat_bound,
         concat_formula,
@@ -343,5 +337,7 @@ register(
         lift=concat_lift,
         vjp=concat_vjp,
         multiply_adds=no_multiply_adds,
+        kernel=concat,
+        prepare=concat_prepare,
     )
 )

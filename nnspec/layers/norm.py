@@ -21,7 +21,7 @@ from ..ir import LayerPlan, Node, ParamPlan
 from ..ir import Source as Input
 from ..lifting import Lifted, ModelView, OnnxNode, Unliftable, computed, last_axis, tidy_float
 from ..lowering import OpBuilder
-from .base import Gradients, Kernel, LayerSpec, LayerType, register
+from .base import Arguments, Gradients, LayerSpec, LayerType, register
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -133,24 +133,28 @@ def _per_channel(node: Node, values: np.ndarray) -> np.ndarray:
     return values.reshape((-1,) + (1,) * (len(node.shape) - 1))
 
 
-def batch_norm_numpy(node: Node) -> Kernel:
+def batch_norm(x: np.ndarray, mean: np.ndarray, factor: np.ndarray, offset: np.ndarray | None) -> np.ndarray:
+    """y = (x - mean) * factor + offset, per channel, with factor = scale / sqrt(variance + epsilon)."""
+    y = (x - mean) * factor
+    if offset is not None:
+        y += offset
+    return y
+
+
+def batch_norm_prepare(node: Node) -> Arguments:
+    """The per-channel arrays shaped [C, 1, ...] to broadcast over a batch; scale / sqrt(variance + epsilon) once."""
     _checked(node)
     dtype = node.params["mean"].dtype
     epsilon = dtype.type(node.attrs["epsilon"])
     scale = node.params.get("scale")
     with np.errstate(over="ignore"):  # a factor beyond the dtype's range is inf, as in any runtime
         factor = 1 / np.sqrt(node.params["variance"] + epsilon)
-        inv = _per_channel(node, factor if scale is None else scale * factor)
-    mean = _per_channel(node, node.params["mean"])
-    offset = _per_channel(node, node.params["offset"]) if "offset" in node.params else None
-
-    def batch_norm(x: np.ndarray) -> np.ndarray:
-        y = (x - mean) * inv
-        if offset is not None:
-            y += offset
-        return y
-
-    return batch_norm
+        factor = _per_channel(node, factor if scale is None else scale * factor)
+    return {
+        "mean": _per_channel(node, node.params["mean"]),
+        "factor": factor,
+        "offset": _per_channel(node, node.params["offset"]) if "offset" in node.params else None,
+    }
 
 
 def batch_norm_vjp(node: Node, inputs: Sequence[np.ndarray], output: np.ndarray, upstream: np.ndarray) -> Gradients:
@@ -285,20 +289,20 @@ class LayerNorm(Normalization):
         return LayerPlan(shape=src.shape, params=params, attrs={"epsilon": self.epsilon})
 
 
-def layer_norm_numpy(node: Node) -> Kernel:
-    scale, offset = node.params.get("scale"), node.params.get("offset")
+def layer_norm(x: np.ndarray, epsilon: float, scale: np.ndarray | None, offset: np.ndarray | None) -> np.ndarray:
+    """(x - mean) / sqrt(variance + epsilon) * scale + offset over the last axis."""
+    centred = x - x.mean(axis=-1, keepdims=True)
+    variance = (centred * centred).mean(axis=-1, keepdims=True)
+    y = centred / np.sqrt(variance + x.dtype.type(epsilon))
+    if scale is not None:
+        y *= scale
+    if offset is not None:
+        y += offset
+    return y
 
-    def layer_norm(x: np.ndarray) -> np.ndarray:
-        centred = x - x.mean(axis=-1, keepdims=True)
-        variance = (centred * centred).mean(axis=-1, keepdims=True)
-        y = centred / np.sqrt(variance + x.dtype.type(node.attrs["epsilon"]))
-        if scale is not None:
-            y *= scale
-        if offset is not None:
-            y += offset
-        return y
 
-    return layer_norm
+def layer_norm_prepare(node: Node) -> Arguments:
+    return {"epsilon": node.attrs["epsilon"], "scale": node.params.get("scale"), "offset": node.params.get("offset")}
 
 
 def layer_norm_vjp(node: Node, inputs: Sequence[np.ndarray], output: np.ndarray, upstream: np.ndarray) -> Gradients:
@@ -625,7 +629,6 @@ register(
     LayerType(
         "batch_norm",
         BatchNorm,
-        batch_norm_numpy,
         batch_norm_onnx,
         batch_norm_bound,
         batch_norm_formula,
@@ -636,13 +639,14 @@ register(
         vjp=batch_norm_vjp,
         multiply_adds=batch_norm_multiply_adds,
         frozen=("mean", "variance"),
+        kernel=batch_norm,
+        prepare=batch_norm_prepare,
     )
 )
 register(
     LayerType(
         "layer_norm",
         LayerNorm,
-        layer_norm_numpy,
         layer_norm_onnx,
         layer_norm_bound,
         layer_norm_formula,
@@ -651,5 +655,7 @@ register(
         lift=layer_norm_lift,
         vjp=layer_norm_vjp,
         multiply_adds=layer_norm_multiply_adds,
+        kernel=layer_norm,
+        prepare=layer_norm_prepare,
     )
 )

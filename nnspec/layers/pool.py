@@ -17,7 +17,7 @@ from ..errors import SpecError
 from ..ir import LayerPlan, Node, Source
 from ..lifting import Lifted, ModelView, OnnxNode, Unliftable, computed, int_list
 from ..lowering import OpBuilder
-from .base import Gradients, Kernel, LayerSpec, LayerType, no_multiply_adds, register
+from .base import Arguments, Gradients, LayerSpec, LayerType, bind, no_arguments, no_multiply_adds, register
 from .spatial import PerAxis, Window, WindowSpec, axis_label, compact, lift_window
 
 
@@ -120,23 +120,25 @@ class GlobalMaxPool(GlobalPool):
 # --- windowed pools ---------------------------------------------------------------------------------
 
 
-def _average(node: Node) -> Callable[[np.ndarray], np.ndarray]:
-    """x -> each window's sum / its count, the counts (onnxruntime's, see Window.counts) computed once."""
+def max_pool(x: np.ndarray, window: Window) -> np.ndarray:
+    """The largest value of each window (padding reads as -inf)."""
+    return window.taps(x, -np.inf).max(axis=0)
+
+
+def avg_pool(x: np.ndarray, window: Window, counts: np.ndarray) -> np.ndarray:
+    """Each window's sum / its count, the float64 counts [*out] given (onnxruntime's, see Window.counts)."""
+    sums = window.taps(x, 0.0).sum(axis=0)
+    return np.divide(sums, counts.astype(sums.dtype, copy=False), out=sums)
+
+
+def max_prepare(node: Node) -> Arguments:
+    return {"window": Window.from_attrs(node.attrs)}
+
+
+def avg_prepare(node: Node) -> Arguments:
+    """The window, and how many positions each one divides by, computed once."""
     window = Window.from_attrs(node.attrs)
-    counts = window.counts(node.input_shapes[0][1:], bool(node.attrs["count_include_pad"]))
-
-    def average(x: np.ndarray) -> np.ndarray:
-        sums = window.taps(x, 0.0).sum(axis=0)
-        return np.divide(sums, counts.astype(sums.dtype, copy=False), out=sums)
-
-    return average
-
-
-def window_kernel(node: Node) -> Kernel:
-    if node.op.startswith("avg"):
-        return _average(node)
-    window = Window.from_attrs(node.attrs)
-    return lambda x: window.taps(x, -np.inf).max(axis=0)
+    return {"window": window, "counts": window.counts(node.input_shapes[0][1:], bool(node.attrs["count_include_pad"]))}
 
 
 def window_vjp(node: Node, inputs: Sequence[np.ndarray], output: np.ndarray, upstream: np.ndarray) -> Gradients:
@@ -176,7 +178,7 @@ def window_bound(node: Node, inputs: Sequence[Affine], precision: Precision) -> 
     x, e = unfold(inputs[0], node.input_shapes[0])
     window = Window.from_attrs(node.attrs)
     if node.op.startswith("avg"):
-        average = _average(node)
+        average = bind(avg_pool, avg_prepare(node))
         return _mean_bound(x, e, lambda a, absolute: average(a), math.prod(window.kernel), precision)
     taps = window.taps(x, -np.inf)
     # A window holding NaN has no agreed maximum: NumPy propagates it, onnxruntime's MaxPool skips it, onnx's
@@ -218,10 +220,12 @@ def _spatial_axes(x: np.ndarray) -> tuple[int, ...]:
     return tuple(range(2, x.ndim))
 
 
-def global_kernel(node: Node) -> Kernel:
-    if node.op == "global_avg_pool":
-        return lambda x: x.mean(axis=_spatial_axes(x))
-    return lambda x: x.max(axis=_spatial_axes(x))
+def global_avg_pool(x: np.ndarray) -> np.ndarray:
+    return x.mean(axis=_spatial_axes(x))
+
+
+def global_max_pool(x: np.ndarray) -> np.ndarray:
+    return x.max(axis=_spatial_axes(x))
 
 
 def global_vjp(node: Node, inputs: Sequence[np.ndarray], output: np.ndarray, upstream: np.ndarray) -> Gradients:
@@ -474,7 +478,6 @@ for _spec in (MaxPool1D, MaxPool2D, AvgPool1D, AvgPool2D):
         LayerType(
             _name,
             _spec,
-            window_kernel,
             window_lowering,
             window_bound,
             window_formula,
@@ -483,6 +486,8 @@ for _spec in (MaxPool1D, MaxPool2D, AvgPool1D, AvgPool2D):
             lift=window_lift,
             vjp=window_vjp,
             multiply_adds=no_multiply_adds,
+            kernel=avg_pool if _name.startswith("avg") else max_pool,
+            prepare=avg_prepare if _name.startswith("avg") else max_prepare,
         )
     )
 for _spec in (GlobalAvgPool, GlobalMaxPool):
@@ -491,7 +496,6 @@ for _spec in (GlobalAvgPool, GlobalMaxPool):
         LayerType(
             _name,
             _spec,
-            global_kernel,
             global_lowering,
             global_bound,
             global_formula,
@@ -500,5 +504,7 @@ for _spec in (GlobalAvgPool, GlobalMaxPool):
             lift=global_lift,
             vjp=global_vjp,
             multiply_adds=no_multiply_adds,
+            kernel=global_avg_pool if _name == "global_avg_pool" else global_max_pool,
+            prepare=no_arguments,
         )
     )

@@ -19,7 +19,7 @@ from ..fields import spec_error
 from ..ir import LayerPlan, Node, Source
 from ..lifting import Lifted, ModelView, OnnxNode, Unliftable, computed, int_list
 from ..lowering import OpBuilder
-from .base import Gradients, Kernel, LayerSpec, LayerType, no_multiply_adds, register
+from .base import Arguments, Gradients, LayerSpec, LayerType, no_arguments, no_multiply_adds, register
 
 
 def _dims(shape: Sequence[int]) -> str:
@@ -41,11 +41,13 @@ def _move_bound(node: Node, inputs: Sequence[Affine], precision: Precision) -> A
     return elementwise(*_reshaped(node, inputs))
 
 
-def _reshape_kernel(node: Node) -> Kernel:
-    def reshape(x: np.ndarray) -> np.ndarray:
-        return x.reshape((x.shape[0], *node.shape))
+def reshape(x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Each sample to `shape`, row-major; the batch axis stays."""
+    return x.reshape((x.shape[0], *shape))
 
-    return reshape
+
+def _reshape_prepare(node: Node) -> Arguments:
+    return {"shape": tuple(node.shape)}
 
 
 def _reshape_vjp(node: Node, inputs: Sequence[np.ndarray], output: np.ndarray, upstream: np.ndarray) -> Gradients:
@@ -142,13 +144,12 @@ class Transpose(LayerSpec):
         return LayerPlan(shape=tuple(src.shape[p - 1] for p in perm[1:]), attrs={"perm": perm})
 
 
-def transpose_kernel(node: Node) -> Kernel:
-    perm = tuple(node.attrs["perm"])
+def transpose(x: np.ndarray, perm: tuple[int, ...]) -> np.ndarray:
+    return np.ascontiguousarray(x.transpose(perm))
 
-    def transpose(x: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(x.transpose(perm))
 
-    return transpose
+def transpose_prepare(node: Node) -> Arguments:
+    return {"perm": tuple(node.attrs["perm"])}
 
 
 def transpose_vjp(node: Node, inputs: Sequence[np.ndarray], output: np.ndarray, upstream: np.ndarray) -> Gradients:
@@ -190,11 +191,9 @@ class Dropout(LayerSpec):
         return LayerPlan(shape=src.shape, attrs={"rate": self.rate})
 
 
-def dropout_kernel(node: Node) -> Kernel:
-    def dropout(x: np.ndarray) -> np.ndarray:
-        return x
-
-    return dropout
+def dropout(x: np.ndarray) -> np.ndarray:
+    """The identity: nothing is dropped at inference."""
+    return x
 
 
 def dropout_lowering(node: Node, g: OpBuilder, inputs: Sequence[str], out: str) -> str:
@@ -375,7 +374,6 @@ register(
     LayerType(
         "flatten",
         Flatten,
-        _reshape_kernel,
         flatten_lowering,
         _move_bound,
         lambda n: f"flatten({n.inputs[0]})",
@@ -384,13 +382,14 @@ register(
         lift=flatten_lift,
         vjp=_reshape_vjp,
         multiply_adds=no_multiply_adds,
+        kernel=reshape,
+        prepare=_reshape_prepare,
     )
 )
 register(
     LayerType(
         "reshape",
         Reshape,
-        _reshape_kernel,
         reshape_lowering,
         _move_bound,
         lambda n: f"reshape({n.inputs[0]}; {list(n.shape)})",
@@ -399,13 +398,14 @@ register(
         lift=reshape_lift,
         vjp=_reshape_vjp,
         multiply_adds=no_multiply_adds,
+        kernel=reshape,
+        prepare=_reshape_prepare,
     )
 )
 register(
     LayerType(
         "transpose",
         Transpose,
-        transpose_kernel,
         transpose_lowering,
         transpose_bound,
         lambda n: f"transpose({n.inputs[0]}; {n.attrs['perm']})",
@@ -414,13 +414,14 @@ register(
         lift=transpose_lift,
         vjp=transpose_vjp,
         multiply_adds=no_multiply_adds,
+        kernel=transpose,
+        prepare=transpose_prepare,
     )
 )
 register(
     LayerType(
         "dropout",
         Dropout,
-        dropout_kernel,
         dropout_lowering,
         dropout_bound,
         lambda n: f"dropout({n.inputs[0]}; {n.attrs['rate']:g}, identity at inference)",
@@ -429,5 +430,7 @@ register(
         lift=dropout_lift,
         vjp=dropout_vjp,
         multiply_adds=no_multiply_adds,
+        kernel=dropout,
+        prepare=no_arguments,
     )
 )
