@@ -112,13 +112,20 @@ def external_data_file(path: str | Path) -> Path:
     return path.with_name(f"{path.name}.data")
 
 
-def write_onnx(exported: Export, path: str | Path, *, external_data: bool | None = None) -> list[Path]:
+def write_onnx(
+    exported: Export,
+    path: str | Path,
+    *,
+    external_data: bool | None = None,
+    written: Callable[[int], None] | None = None,
+) -> list[Path]:
     """Write the model to `path` (atomically) and return the files written.
 
     One self-contained file, or, with `external_data` (None: when one file would exceed protobuf's 2 GiB),
     the model with its tensors of 1 KiB or more in one data file beside it (`external_data_file`), named
     by a relative location. Either way the numbers go from the spec's arrays to the file, uncopied. The
     files are written under temporary names and renamed into place when complete, the data file first.
+    `written(n)` is told of every n bytes written (for a progress bar).
     """
     from . import limits
     from .files import atomic_write_all
@@ -128,15 +135,17 @@ def write_onnx(exported: Export, path: str | Path, *, external_data: bool | None
         external_data = exported.size() > limits.PROTOBUF_MAX_BYTES
     if not external_data:
         pieces = exported.pieces()
-        return atomic_write_all([(path, lambda f: _write_pieces(f, pieces))])
+        return atomic_write_all([(path, lambda f: _write_pieces(f, pieces, written))])
     data_file = external_data_file(path)
     proto, data = exported.external(data_file.name)
-    return atomic_write_all([(data_file, lambda f: _write_pieces(f, data)), (path, proto)])
+    return atomic_write_all([(data_file, lambda f: _write_pieces(f, data, written)), (path, proto)])
 
 
-def _write_pieces(f: IO[bytes], pieces: Sequence[bytes | memoryview]) -> None:
+def _write_pieces(f: IO[bytes], pieces: Sequence[bytes | memoryview], written: Callable[[int], None] | None) -> None:
     for piece in pieces:
         f.write(piece)
+        if written is not None:
+            written(memoryview(piece).nbytes)
 
 
 def structure(spec: Spec, g: Graph) -> str:

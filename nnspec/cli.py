@@ -370,7 +370,12 @@ def compile_(
         raise NNSpecError(f"{target} is a folder; give a file name such as {target / (g.name + '.onnx')}")
     if not target.parent.is_dir() and str(target.parent):
         raise NNSpecError(f"folder {target.parent} does not exist")
-    written = api.write_onnx(exported, target, external_data=external_data or None)
+    from .progress import bar
+
+    total = exported.size()
+    # A bar where writing takes a while: about a second per GB at page-cache speed, longer on a slow disk.
+    with bar(err, total if total >= PROGRESS_BYTES else 0, f"writing {target.name}") as done:
+        written = api.write_onnx(exported, target, external_data=external_data or None, written=done)
     files = " and ".join(str(path) for path in reversed(written))
     size = human_bytes(sum(path.stat().st_size for path in written))
     out.print(f"wrote {files} (opset {opset}, {g.parameter_count} parameters, {size}){summary}")
@@ -1079,6 +1084,10 @@ def schema() -> None:
 
     sys.stdout.write(json.dumps(Spec.model_json_schema(), indent=2) + "\n")
 
+
+# Models of at least this many bytes show a progress bar while they are written (on a terminal): 256 MiB takes
+# a quarter second at page-cache speed, so smaller ones would only flash one.
+PROGRESS_BYTES = 256 << 20
 
 # Options of nnspec itself that users write after the command too.
 HOISTED = ("--limit", "--threads")

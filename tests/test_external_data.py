@@ -288,3 +288,14 @@ def test_external_data_over_the_weight_limit_is_refused_unread(cli: Any, compile
     spec, model = compiled
     result = cli("--limit", "max-weight-bytes=4KiB", "check", spec, "--onnx", model)
     assert result.exit_code == 2 and "NNSPEC_MAX_WEIGHT_BYTES" in result.stderr
+
+
+@pytest.mark.parametrize("external", [False, True])
+def test_writing_reports_every_byte_for_the_progress_bar(tmp_path: Path, external: bool) -> None:
+    spec = nnspec.load(mlp(tmp_path))
+    seen: list[int] = []
+    written = nnspec.api.write_onnx(
+        nnspec.api.export(spec), tmp_path / "m.onnx", external_data=external, written=seen.append
+    )
+    # the pieces counted are the whole file, or the whole data file (the small model itself is written at once)
+    assert sum(seen) == written[0].stat().st_size and len(seen) > 1
