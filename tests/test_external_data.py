@@ -121,7 +121,7 @@ def test_a_failed_write_replaces_nothing_and_leaves_no_temporary_file(
     spec, model = compiled
     before = model.read_bytes(), Path(f"{model}.data").read_bytes()
 
-    def fail_halfway(f: Any, pieces: Any) -> None:
+    def fail_halfway(f: Any, pieces: Any, written: Any) -> None:
         f.write(b"half")
         raise OSError(28, "No space left on device")
 
