@@ -69,8 +69,8 @@ class Source:
             return self.e
         if self.diagonal:
             return np.abs(self.J) * self.e
-        if self.J.ndim == 2:
-            return self.e @ np.abs(self.J).T
+        if self.J.ndim == 2:  # shared by the rows: a weight matrix (its |W| is the one `linear` made) or a product
+            return self.e @ _magnitudes(self.J, keep=False).T
         return np.matmul(np.abs(self.J), self.e[:, :, None])[:, :, 0]  # batched BLAS, not einsum
 
     @property
@@ -187,18 +187,26 @@ _MAGNITUDES: dict[int, tuple[weakref.ref[np.ndarray], np.ndarray]] = {}
 _MAGNITUDES_KEPT = 64  # weight matrices whose |W| is remembered: a check bounds every layer on every batch
 
 
-def _magnitudes(w: np.ndarray) -> np.ndarray:
-    """|w|, remembered while the same array lives (entries of arrays gone are dropped on the next miss)."""
+def _magnitudes(w: np.ndarray, keep: bool = True) -> np.ndarray:
+    """|w|, remembered (with `keep`) while the same array lives: an entry goes with its array, so a layer's
+    float64 weights made for one pass (nnspec.ir.Graph.wide_node) take their |W| with them."""
     kept = _MAGNITUDES.get(id(w))
     if kept is not None and kept[0]() is w:
         return kept[1]
-    for key in [k for k, (ref, _) in _MAGNITUDES.items() if ref() is None]:
-        del _MAGNITUDES[key]
-    if len(_MAGNITUDES) >= _MAGNITUDES_KEPT:
-        _MAGNITUDES.pop(next(iter(_MAGNITUDES)))
     magnitudes = np.abs(w)
-    _MAGNITUDES[id(w)] = (weakref.ref(w), magnitudes)
+    if keep:
+        if len(_MAGNITUDES) >= _MAGNITUDES_KEPT:
+            _MAGNITUDES.pop(next(iter(_MAGNITUDES)))
+        key = id(w)
+        _MAGNITUDES[key] = (weakref.ref(w, lambda ref: _forget(key, ref)), magnitudes)
     return magnitudes
+
+
+def _forget(key: int, ref: weakref.ref[np.ndarray]) -> None:
+    """Drop the |W| of an array that is gone (unless its id already names a newer array's)."""
+    kept = _MAGNITUDES.get(key)
+    if kept is not None and kept[0] is ref:
+        del _MAGNITUDES[key]
 
 
 def _overflowing(own: np.ndarray, magnitude: np.ndarray, gamma: float, p: Precision) -> np.ndarray:

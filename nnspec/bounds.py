@@ -46,7 +46,6 @@ def propagate(
     if budget is not None:
         with jacobian_budget(budget):
             return propagate(graph, feeds, precision, keep=keep)
-    wide = graph.widened()
     shapes = {name: np.shape(array) for name, array in feeds.items()}
     forms: dict[str, Affine] = {
         name: exact(np.asarray(array, dtype=np.float64).reshape(-1, shapes[name][-1])) for name, array in feeds.items()
@@ -54,8 +53,9 @@ def propagate(
     batch = next(iter(shapes.values()))[0]
     values, errors, ambiguous, loose = {}, {}, {}, []
     with np.errstate(all="ignore"):  # inf and NaN are values like any other; the comparison judges them
-        for node in wide.nodes:
-            form = LAYERS[node.op].bound(node, [forms[i] for i in node.inputs], precision)
+        for node in graph.nodes:
+            # the float64 node lives for this call only where the graph keeps no float64 copy (Graph.wide_node)
+            form = LAYERS[node.op].bound(graph.wide_node(node), [forms[i] for i in node.inputs], precision)
             forms[node.name] = form
             shape = (batch, *node.shape)
             if keep is None or node.name in keep:
@@ -65,7 +65,7 @@ def propagate(
                 loose.append(node.name)
             if form.ambiguous is not None:
                 ambiguous[node.name] = form.ambiguous.reshape(shape)
-            for name in [n for n in forms if _done_with(n, node, wide)]:
+            for name in [n for n in forms if _done_with(n, node, graph)]:
                 forms.pop(name)
     for name, array in feeds.items():
         values[name], errors[name] = np.asarray(array, dtype=np.float64), np.zeros(shapes[name])

@@ -17,7 +17,7 @@ from .inputs import Case, repeat_differs
 from .ir import Graph, Node
 from .layers import LAYERS
 from .power import PowerResult, collect_samples, test_layers
-from .runners import Runner
+from .runners import Runner, close_runner
 
 
 @dataclass(frozen=True)
@@ -274,7 +274,8 @@ def cross_check(
     output: with `stepwise` (and the derived tolerance), every layer of every candidate is also checked
     against its own step (see `step_results`), and every parameter of its dense and conv layers is tested
     against the spec's (nnspec.power) over those cases and `power_cases`, run through the traced model only;
-    on failure, the first layer that diverges is named.
+    on failure, the first layer that diverges is named. Every side is closed (`nnspec.runners.close_runner`)
+    once it has run the end-to-end batches, before a traced model is opened: a side run again reopens.
     """
     runners = [candidates] if not isinstance(candidates, Sequence) else list(candidates)
     report = Report(
@@ -296,6 +297,11 @@ def cross_check(
     # forward pass per layer, the bulk of a check, for cancellation the steps do not need.
     budget = FOLDED_BUDGET if steps and not graph.tolerances else None
     traces = _end_to_end(graph, reference, runners, cases, tol, report, budget)
+    # NOTE: every side has run its last batch of the end-to-end comparison: what each holds besides the model
+    # given to it (an onnxruntime session, the evaluator's transposed weights: each as many bytes as the weights)
+    # is let go before the traced models are opened, and made again by a side that runs again (localize).
+    for side in [reference, *runners]:
+        close_runner(side)
     if traces is None:  # a runner failed: reported as a problem
         return report
     tracers: dict[str, Runner] = {}
@@ -503,8 +509,7 @@ def step_results(
     one. Layers whose inputs the candidate does not expose are skipped. `seen` collects, per case, every
     value the candidate exposed (for the parameter test, nnspec.power).
     """
-    precision, wide_precision = Precision.of(graph.dtype), Precision.of(np.float64)
-    wide = graph.widened()
+    precision = Precision.of(graph.dtype)
     pairs: dict[str, list[Pair]] = {n.name: [] for n in graph.nodes}
     kernels: dict[str, Callable[..., np.ndarray]] = {}  # built once, for layers the model holds in no tensor
     runs: list[tuple[Case, dict[str, np.ndarray], dict[str, np.ndarray]]] = []
@@ -522,36 +527,49 @@ def step_results(
                 with np.errstate(all="ignore"):
                     values[node.name] = kernels[node.name](*(values[i] for i in node.inputs))
         runs.append((case, got, values))
-    for node, wide_node in zip(graph.nodes, wide.nodes, strict=True):
+    for node in graph.nodes:
         # A step's bound is each row's own: the cases go through together, each layer's weights read once.
         held = [(case, got, values) for case, got, values in runs if node.name in got]
         held = [run for run in held if all(i in run[2] for i in node.inputs)]
-        if not held:
-            continue
-        sizes = [run[1][node.name].shape[0] for run in held]
-        shape = (sum(sizes), *node.shape)
-        output = np.concatenate([np.asarray(got[node.name], dtype=np.float64) for _, got, _ in held])
-        with np.errstate(all="ignore"):
-            inputs = []
-            for i in node.inputs:
-                value = np.concatenate([np.asarray(values[i], dtype=np.float64) for _, _, values in held])
-                inputs.append(exact(value.reshape(-1, value.shape[-1])))
-            step = LAYERS[node.op].bound(wide_node, inputs, precision)
-            allowed = step.bound().reshape(shape)
-            # The float64 recomputation's own error is added where it could matter: where the model is
-            # beyond the step's bound alone (elsewhere the layer passes with or without it, and its
-            # err/allowed reads a hair high). It is the same bound again in float64 networks.
-            outside = ~(np.abs(output - step.value.reshape(shape)) <= allowed)
-            if outside.any():
-                same = precision == wide_precision
-                own = step.bound() if same else LAYERS[node.op].bound(wide_node, inputs, wide_precision).bound()
-                allowed = allowed + own.reshape(shape)
-        expected = step.value.reshape(shape)
-        ends = np.cumsum(sizes)
-        for (case, got, _), start, end in zip(held, ends - sizes, ends, strict=True):
-            pairs[node.name].append((case.label, expected[start:end], got[node.name], allowed[start:end]))
+        if held:
+            pairs[node.name] = _step_pairs(node, graph.wide_node(node), held, precision)
     names = (STEP_REFERENCE, name)
     return [compare(n.name, n.shape, pairs[n.name], graph.dtype, names) for n in graph.nodes if pairs[n.name]]
+
+
+def _step_pairs(
+    node: Node,
+    wide_node: Node,
+    held: Sequence[tuple[Case, dict[str, np.ndarray], dict[str, np.ndarray]]],
+    precision: Precision,
+) -> list[Pair]:
+    """One layer's step on every case that exposed it and its inputs: (case, float64 step, the model's output,
+    allowed) per case. `wide_node` is the layer in float64, dropped on return where the graph keeps no copy."""
+    wide_precision = Precision.of(np.float64)
+    sizes = [got[node.name].shape[0] for _, got, _ in held]
+    shape = (sum(sizes), *node.shape)
+    output = np.concatenate([np.asarray(got[node.name], dtype=np.float64) for _, got, _ in held])
+    with np.errstate(all="ignore"):
+        inputs = []
+        for i in node.inputs:
+            value = np.concatenate([np.asarray(values[i], dtype=np.float64) for _, _, values in held])
+            inputs.append(exact(value.reshape(-1, value.shape[-1])))
+        step = LAYERS[node.op].bound(wide_node, inputs, precision)
+        allowed = step.bound().reshape(shape)
+        # The float64 recomputation's own error is added where it could matter: where the model is
+        # beyond the step's bound alone (elsewhere the layer passes with or without it, and its
+        # err/allowed reads a hair high). It is the same bound again in float64 networks.
+        outside = ~(np.abs(output - step.value.reshape(shape)) <= allowed)
+        if outside.any():
+            same = precision == wide_precision
+            own = step.bound() if same else LAYERS[node.op].bound(wide_node, inputs, wide_precision).bound()
+            allowed = allowed + own.reshape(shape)
+    expected = step.value.reshape(shape)
+    ends = np.cumsum(sizes)
+    return [
+        (case.label, expected[start:end], got[node.name], allowed[start:end])
+        for (case, got, _), start, end in zip(held, ends - sizes, ends, strict=True)
+    ]
 
 
 # A passing output whose closest call used less than this share of its derived bound is reported as

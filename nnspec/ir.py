@@ -80,6 +80,17 @@ class TensorInfo:
     dtype: str | None = None
 
 
+# A graph keeps its float64 copy, made once, while that copy is at most this size: the bounds, the oracle and the
+# layer steps read each layer's float64 parameters on every pass. A larger network's layers are converted when
+# read and dropped after, so that a check holds one layer's float64 parameters at a time (a 3 GB float32 network
+# would otherwise hold 6 GB more, and as much again in their magnitudes, nnspec.affine).
+WIDE_KEPT_BYTES = 256 << 20
+
+
+def _widen(node: Node) -> Node:
+    return replace(node, params={k: v.astype(np.float64) for k, v in node.params.items()})
+
+
 @dataclass(frozen=True, eq=False)
 class Graph:
     """A validated network: inputs, nodes in evaluation order, outputs, and a fingerprint of it all."""
@@ -99,16 +110,33 @@ class Graph:
         return next(n for n in self.nodes if n.name == name)
 
     def widened(self) -> Graph:
-        """The same network in float64, its weights converted exactly (the float64 oracle); made once."""
+        """The same network in float64, its weights converted exactly (the float64 oracle); made once and kept.
+        The check reads its layers through `wide_node`, which keeps no copy of a large network."""
         return self._widened
 
     @cached_property
     def _widened(self) -> Graph:
         if self.dtype == np.float64:
             return self
-        wide = np.dtype(np.float64)
-        nodes = tuple(replace(n, params={k: v.astype(wide) for k, v in n.params.items()}) for n in self.nodes)
-        return replace(self, dtype=wide, nodes=nodes)
+        return replace(self, dtype=np.dtype(np.float64), nodes=tuple(_widen(n) for n in self.nodes))
+
+    def wide_node(self, node: Node) -> Node:
+        """One of this graph's nodes in float64, its parameters converted exactly (what the oracle, the bounds
+        and the layer steps compute with): from `widened()` while the network's float64 parameters are within
+        WIDE_KEPT_BYTES, else made for this call, for the caller to drop when done with the layer."""
+        if self.dtype == np.float64:
+            return node
+        if self._wide_bytes <= WIDE_KEPT_BYTES:
+            return self._wide_nodes[node]
+        return _widen(node)
+
+    @cached_property
+    def _wide_bytes(self) -> int:
+        return self.parameter_count * np.dtype(np.float64).itemsize
+
+    @cached_property
+    def _wide_nodes(self) -> dict[Node, Node]:
+        return dict(zip(self.nodes, self._widened.nodes, strict=True))
 
     @cached_property
     def fingerprint(self) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from functools import lru_cache
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -49,7 +49,14 @@ class NumpyRunner:
 
     def __init__(self, graph: Graph) -> None:
         self.name = "numpy"
-        self.model = NumpyModel(graph)
+        self.graph = graph
+        self._model: NumpyModel | None = NumpyModel(graph)
+
+    @property
+    def model(self) -> NumpyModel:
+        if self._model is None:
+            self._model = NumpyModel(self.graph)
+        return self._model
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self.model.run(feeds)
@@ -57,6 +64,11 @@ class NumpyRunner:
     def trace(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Every layer's output, by layer name."""
         return self.model.run(feeds, trace=True)
+
+    def close(self) -> None:
+        """Let go of the kernels until the next run (a dense layer's holds its weights transposed: as many bytes
+        again)."""
+        self._model = None
 
 
 def _ort():  # type: ignore[no-untyped-def]
@@ -93,10 +105,16 @@ class OnnxRuntimeRunner:
     """
 
     def __init__(self, model_bytes: Model, provider: str = "cpu", *, source: str | None = None) -> None:
-        ort = _ort()
-        data = model_bytes
-        proto, weights = (data, {}) if isinstance(data, bytes | bytearray) else (data.proto, data.weights)
         self.name = "onnxruntime" if provider == "cpu" else f"onnxruntime-{provider}"
+        self._model, self._provider, self._source = model_bytes, provider, source
+        self._weights: list[Any] = []
+        self.session = self._open()
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def _open(self) -> Any:
+        ort = _ort()
+        data, provider, source = self._model, self._provider, self._source
+        proto, weights = (data, {}) if isinstance(data, bytes | bytearray) else (data.proto, data.weights)
         options = ort.SessionOptions()
         options.log_severity_level = 3  # errors only: warnings about unused initializers are noise here
         # The check alternates runs with NumPy work: threads that spin-wait after a run (the default) take the
@@ -104,13 +122,13 @@ class OnnxRuntimeRunner:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads := session_threads():  # --threads (nnspec.threads); else onnxruntime's default
             options.intra_op_num_threads = threads
-        # onnxruntime uses these buffers in place for as long as the session lives: they are kept with it
+        # Kept with the session, which may use these buffers in place (onnxruntime 1.32 copies them into it)
         self._weights = [ort.OrtValue.ortvalue_from_numpy(a) for a in weights.values()]
         if weights:
             options.add_external_initializers(list(weights), self._weights)
         try:
             providers = [(provider_name(provider), PROVIDER_OPTIONS[provider])]
-            self.session = ort.InferenceSession(proto, options, providers=providers)
+            return ort.InferenceSession(proto, options, providers=providers)
         except NNSpecError:
             raise
         except Exception as exc:  # onnxruntime raises its own untyped errors
@@ -128,11 +146,26 @@ class OnnxRuntimeRunner:
             raise ModelNotRunnable(
                 f"onnxruntime cannot load the model: {exc}", first_line(exc), source=source
             ) from None
-        self.output_names = [o.name for o in self.session.get_outputs()]
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self.session is None:
+            self.session = self._open()
         results = self.session.run(None, dict(feeds))
         return dict(zip(self.output_names, results, strict=True))
+
+    def close(self) -> None:
+        """Let go of the session until the next run: onnxruntime holds its own copy of every initializer
+        (measured with 1.32: as many bytes as the weights, `session.disable_prepacking` or not)."""
+        self.session = None
+        self._weights = []
+
+
+def close_runner(runner: Runner) -> None:
+    """Have a runner let go of what it holds besides the model given to it (its `close()`: a runtime's session,
+    the evaluator's kernels) until it runs again; nothing for a runner without `close()`."""
+    done = getattr(runner, "close", None)
+    if done is not None:
+        done()
 
 
 def onnxruntime_version() -> str:
@@ -217,6 +250,9 @@ class RenamedRunner:
         # A model tensor that merely shares a renamed output's spec name is something else: left out.
         return {self.back.get(k, k): v for k, v in got.items() if k in self.back or k not in self.outputs}
 
+    def close(self) -> None:
+        close_runner(self.runner)
+
 
 class ChunkedRunner:
     """A model that takes batches of exactly `rows` rows (a fixed first dim): any batch is run in chunks of
@@ -239,3 +275,6 @@ class ChunkedRunner:
                 chunk = {k: np.concatenate([v, np.repeat(v[-1:], self.rows - real, axis=0)]) for k, v in chunk.items()}
             parts.append({k: out[:real] for k, out in self.runner.run(chunk).items()})
         return {k: np.concatenate([part[k] for part in parts]) for k in parts[0]}
+
+    def close(self) -> None:
+        close_runner(self.runner)

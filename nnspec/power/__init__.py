@@ -192,11 +192,17 @@ class _Group:
     first_unit: int  # output channel of column 0 (conv groups)
 
 
-def _groups(node: Node, inputs: Sequence[np.ndarray], pre: np.ndarray | None, limit: int | None) -> list[_Group]:
-    """The layer's linear part in rows; `limit` caps the rows (evenly spaced positions, chosen from shapes only)."""
+def _groups(
+    node: Node,
+    inputs: Sequence[np.ndarray],
+    pre: np.ndarray | None,
+    limit: int | None,
+    wide: tuple[np.ndarray, np.ndarray | None] | None = None,
+) -> list[_Group]:
+    """The layer's linear part in rows; `limit` caps the rows (evenly spaced positions, chosen from shapes only).
+    `wide`: the layer's weights and bias in float64 (`_wide`), made once for all its cases; else made here."""
     (x,) = inputs
-    weights = node.params["weights"].astype(np.float64)
-    bias = node.params["bias"].astype(np.float64) if "bias" in node.params else None
+    weights, bias = wide or _wide(node)
     if node.op == "dense":
         rows = np.asarray(x, dtype=np.float64).reshape(-1, weights.shape[1])
         y = None if pre is None else np.asarray(pre, dtype=np.float64).reshape(-1, weights.shape[0])
@@ -227,6 +233,12 @@ def _groups(node: Node, inputs: Sequence[np.ndarray], pre: np.ndarray | None, li
         )
         for g in range(groups)
     ]
+
+
+def _wide(node: Node) -> tuple[np.ndarray, np.ndarray | None]:
+    """A layer's weights and bias (or None) in float64, converted exactly."""
+    bias = node.params["bias"].astype(np.float64) if "bias" in node.params else None
+    return node.params["weights"].astype(np.float64), bias
 
 
 def _spaced(count: int, limit: int | None) -> np.ndarray:
@@ -274,43 +286,75 @@ def test_layers(
     """
     nodes = [graph.node(name) for name in samples if pre_activation_name(graph.node(name)) is not None]
     t = threshold(sum(count_tests(n) for n in nodes) if tests is None else tests, alpha)
-    results = []
-    for node in nodes:
-        cases = samples[node.name]
-        if not cases:
-            continue
-        k = math.prod(node.params["weights"].shape[1:])
-        counts = [_row_count(node, inputs) for inputs, _ in cases]
-        share = min(1.0, ROW_BUDGET / k / max(sum(counts), 1))
-        per_case = [
-            _groups(node, inputs, pre, math.ceil(n * share)) for (inputs, pre), n in zip(cases, counts, strict=True)
-        ]
-        result = PowerResult(node.name, candidate, 0, 0, t, 0, None, 0.0)
-        for g, first in enumerate(per_case[0]):
-            x = np.concatenate([case[g].x for case in per_case])
-            y = np.concatenate([case[g].y for case in per_case])
-            f = build_filter(x, y, first.weights, first.bias, graph.dtype)
-            spec = first.weights.T if first.bias is None else np.concatenate([first.weights.T, first.bias[None]])
-            # The slack and the floor only lower z: they are made for the units whose z exceeds t without them.
-            slack, floor = np.zeros(spec.shape), np.zeros(spec.shape)
-            z, _ = z_scores(f, f.residual)
-            flagged = np.flatnonzero((z > t).any(axis=0))
-            if tolerated_ulps and len(flagged):
-                tolerance = np.spacing(np.abs(spec[:, flagged]).astype(graph.dtype)).astype(np.float64)
-                slack[:, flagged] = np.abs(f.gain) @ (tolerated_ulps * tolerance)
-                floor[:, flagged] = change_floor(f, flagged)
-                z[:, flagged], _ = z_scores(f, f.residual[:, flagged], slack[:, flagged], floor[:, flagged])
-            units = spec.shape[1]
-            result.rows = max(result.rows, f.rows)
-            result.tested += int(f.testable.sum()) * units
-            result.blind += int(np.count_nonzero(f.testable & (f.reach <= t))) * units
-            result.max_abs_z = max(result.max_abs_z, float(z.max(initial=0.0)))
-            for finding in _localize(node, first, f, z, slack, floor, spec, t):
-                result.flagged += 1
-                if result.worst is None or finding.z > result.worst.z:
-                    result.worst = finding
-        results.append(result)
-    return results
+    # One layer at a time: what a layer's test holds (its float64 parameters, rows and scores) goes before the next.
+    # Its float64 parameters are the graph's own copy where it keeps one, else made for the layer (Graph.wide_node).
+    return [
+        _test_layer(graph.wide_node(node), samples[node.name], candidate, t, tolerated_ulps, graph.dtype)
+        for node in nodes
+        if samples[node.name]
+    ]
+
+
+# Numbers in one [parameters, units] array of scores (float64: 64 MiB). A layer with more is scored in blocks of
+# units, so that its test holds a block's scores at a time, not the layer's several times over.
+SCORE_BUDGET = 2**23
+
+
+def _test_layer(
+    node: Node,
+    cases: Sequence[tuple[list[np.ndarray], np.ndarray]],
+    candidate: str,
+    t: float,
+    tolerated_ulps: float,
+    dtype: np.dtype,
+) -> PowerResult:
+    """Every parameter of one layer (`node` in float64), over its cases' pooled rows (see `test_layers`)."""
+    k = math.prod(node.params["weights"].shape[1:])
+    counts = [_row_count(node, inputs) for inputs, _ in cases]
+    share = min(1.0, ROW_BUDGET / k / max(sum(counts), 1))
+    wide = (node.params["weights"], node.params.get("bias"))
+    per_case = [
+        _groups(node, inputs, pre, math.ceil(n * share), wide) for (inputs, pre), n in zip(cases, counts, strict=True)
+    ]
+    result = PowerResult(node.name, candidate, 0, 0, t, 0, None, 0.0)
+    for g, first in enumerate(per_case[0]):
+        x = np.concatenate([case[g].x for case in per_case])
+        y = np.concatenate([case[g].y for case in per_case])
+        f = build_filter(x, y, first.weights, first.bias, dtype)
+        del x, y
+        units = len(first.weights)
+        # z without the slack and the floor, at its largest, per unit; the slack and the floor only lower z, so
+        # they are made for the units whose z exceeds t without them (`flagged`), whose z is kept.
+        most, kept = np.zeros(units), []
+        step = max(1, SCORE_BUDGET // max(f.x.shape[1], 1))
+        for start in range(0, units, step):
+            block, _ = z_scores(f, f.residual[:, start : start + step])
+            most[start : start + step] = block.max(axis=0, initial=0.0)
+            kept.append(block[:, block.max(axis=0, initial=0.0) > t])
+        flagged = np.flatnonzero(most > t)
+        z = np.concatenate(kept, axis=1)
+        slack, floor = np.zeros(z.shape), np.zeros(z.shape)
+        if tolerated_ulps and len(flagged):
+            tolerance = np.spacing(np.abs(_spec_columns(first, flagged)).astype(dtype)).astype(np.float64)
+            slack = np.abs(f.gain) @ (tolerated_ulps * tolerance)
+            floor = change_floor(f, flagged)
+            z, _ = z_scores(f, f.residual[:, flagged], slack, floor)
+            most[flagged] = z.max(axis=0, initial=0.0)
+        result.rows = max(result.rows, f.rows)
+        result.tested += int(f.testable.sum()) * units
+        result.blind += int(np.count_nonzero(f.testable & (f.reach <= t))) * units
+        result.max_abs_z = max(result.max_abs_z, float(most.max(initial=0.0)))
+        for finding in _localize(node, first, f, flagged, z, slack, floor, t):
+            result.flagged += 1
+            if result.worst is None or finding.z > result.worst.z:
+                result.worst = finding
+    return result
+
+
+def _spec_columns(group: _Group, units: np.ndarray) -> np.ndarray:
+    """The spec's parameters of some units as the filter's columns: [k', len(units)], the bias last."""
+    columns = group.weights[units].T
+    return columns if group.bias is None else np.concatenate([columns, group.bias[units][None]])
 
 
 def count_tests(node: Node) -> int:
@@ -333,24 +377,26 @@ def _localize(
     node: Node,
     group: _Group,
     f: Filter,
+    flagged: np.ndarray,
     z: np.ndarray,
     slack: np.ndarray,
     floor: np.ndarray,
-    spec: np.ndarray,
     t: float,
 ) -> list[WeightFinding]:
     """The changes that explain each flagged unit: the parameter with the largest z is taken as changed by its
     estimate δ̂, its effect removed from the unit's residual, and the unit tested again (a change seen through
-    inputs that are correlated with its own would otherwise be reported once per input)."""
-    units = np.flatnonzero((z > t).any(axis=0))
+    inputs that are correlated with its own would otherwise be reported once per input). z, slack and floor are
+    [k', len(flagged)], the columns of the units in `flagged`."""
+    failing = (z > t).any(axis=0)
+    units = flagged[failing]
+    slack, floor = slack[:, failing], floor[:, failing]
     found: dict[tuple[int, int], tuple[float, float]] = {}  # (i, j) -> (its changes so far, summed; the largest z)
     residual = f.residual[:, units].copy()
     active = np.arange(len(units))  # positions in `units` still to explain
     for _ in range(MAX_CHANGES_PER_UNIT):
         if not len(active):
             break
-        cols = units[active]
-        scores, delta = z_scores(f, residual[:, active], slack[:, cols], floor[:, cols])
+        scores, delta = z_scores(f, residual[:, active], slack[:, active], floor[:, active])
         best = np.argmax(scores, axis=0)
         top = scores[best, np.arange(len(active))]
         for pos in np.flatnonzero(top > t):
@@ -361,14 +407,17 @@ def _localize(
             found[(i, j)] = (total + float(delta[i, pos]), max(most, float(top[pos])))
             residual[:, col] -= f.x[:, i] * delta[i, pos]
         active = active[top > t]
-    return [_finding(node, group, i, j, float(spec[i, j]), d, z_) for (i, j), (d, z_) in found.items()]
+    return [_finding(node, group, i, j, d, z_) for (i, j), (d, z_) in found.items()]
 
 
-def _finding(node: Node, group: _Group, i: int, j: int, spec: float, delta: float, z: float) -> WeightFinding:
+def _finding(node: Node, group: _Group, i: int, j: int, delta: float, z: float) -> WeightFinding:
     unit = group.first_unit + j
     k = group.weights.shape[1]
     if i == k:  # the column of ones: the bias
+        assert group.bias is not None
+        spec = float(group.bias[j])
         return WeightFinding(node.name, "bias", (unit,), spec, spec + delta, z)
+    spec = float(group.weights[j, i])
     inner = np.unravel_index(i, node.params["weights"].shape[1:])
     return WeightFinding(node.name, "weights", (unit, *map(int, inner)), spec, spec + delta, z)
 
