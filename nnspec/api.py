@@ -243,6 +243,7 @@ def check(
     repro: str | Path | None = None,
     runners: Sequence[str] = ("onnxruntime",),
     exact_file: bool = False,
+    tell: Callable[[str], None] | None = None,
 ) -> Report:
     """Prove that the ONNX form computes what the spec says: run both on the same inputs, compare every output.
 
@@ -261,6 +262,7 @@ def check(
         runners: candidate runners, "onnxruntime" and/or "onnx-reference".
         exact_file: for a model nnspec compiled, also fail when its file differs in any bit from a fresh
             export of the spec (always reported, in `Report.differences`).
+        tell: told the stage under way as the check goes (for a progress display; `nnspec check` shows it).
 
     Returns:
         A `Report`: `.passed`, per output `.outputs` (with `.worst_margin`, the largest error divided by
@@ -346,6 +348,7 @@ def check(
         notes=notes,
         inputs=origin,
         power_cases=power_cases,
+        tell=tell,
     )
     report.notes.insert(0, f"candidate: {label}")
     report.exact_file = exact_file

@@ -355,7 +355,10 @@ def compile_(
     target = output if output is not None else Path(f"{g.name}.onnx")
     summary = ""
     if not no_check:
-        report = api.check(s, onnx_model=exported)
+        from .progress import stages
+
+        with stages(err, "checking") as tell:
+            report = api.check(s, onnx_model=exported, tell=tell)
         if not report.passed:
             from .render import print_report
 
@@ -699,19 +702,23 @@ def check(
     s = api.load(spec)
     g = api.graph(s)
     feeds = load_arrays(inputs, g.inputs) if inputs is not None else None
-    report = api.check(
-        s,
-        onnx_model=onnx,
-        inputs=feeds,
-        rtol=rtol,
-        atol=atol,
-        seed=seed,
-        provider=provider,
-        opset=opset,
-        repro=repro,
-        runners=runners,
-        exact_file=exact_file,
-    )
+    from .progress import stages
+
+    with stages(err, f"checking {spec.name}") as tell:
+        report = api.check(
+            s,
+            onnx_model=onnx,
+            inputs=feeds,
+            rtol=rtol,
+            atol=atol,
+            seed=seed,
+            provider=provider,
+            opset=opset,
+            repro=repro,
+            runners=runners,
+            exact_file=exact_file,
+            tell=tell,
+        )
     writers: dict[str, Callable[[], str]] = {
         "--json": lambda: render.to_json(report),
         "--markdown": lambda: render.markdown(report),

@@ -265,6 +265,7 @@ def cross_check(
     notes: Sequence[str] = (),
     inputs: str = "",
     power_cases: Sequence[Case] = (),
+    tell: Callable[[str], None] | None = None,
 ) -> Report:
     """Run the reference and every candidate on every case and compare every output of the graph.
 
@@ -296,6 +297,8 @@ def cross_check(
     # the end-to-end bound keeps no per-row Jacobians (FOLDED_BUDGET): carrying them costs d_s times the
     # forward pass per layer, the bulk of a check, for cancellation the steps do not need.
     budget = FOLDED_BUDGET if steps and not graph.tolerances else None
+    tell = tell or (lambda stage: None)  # the stage under way, for a progress display
+    tell(f"every side twice on {len(cases)} input batches, and the error bounds")
     traces = _end_to_end(graph, reference, runners, cases, tol, report, budget)
     # NOTE: every side has run its last batch of the end-to-end comparison: what each holds besides the model
     # given to it (an onnxruntime session, the evaluator's transposed weights: each as many bytes as the weights)
@@ -317,6 +320,7 @@ def cross_check(
                     tracers[runner.name] = tracer
                     seen: list[dict[str, np.ndarray]] = []
                     if len(graph.nodes) > 1:
+                        tell(f"each of {len(graph.nodes)} layers ({runner.name}) against its own step")
                         report.steps += step_results(graph, tracer, runner.name, cases, seen)
                     else:  # one layer: its step is the end-to-end check; its traced values feed the parameter test
                         seen += [{**case.feeds, **tracer.run(case.feeds)} for case in cases]
@@ -324,6 +328,7 @@ def cross_check(
                     # values, which the parameter test leaves out, and later ones saturated or clamped; without it
                     # the test sorts out fewer duplicate and repeated rows in every layer (10 rows of the 594 it would have).
                     drawn = [values for case, values in zip(cases, seen, strict=True) if not case.edges]
+                    tell(f"every weight and bias ({runner.name}) against the spec's")
                     report.weights += _parameter_tests(graph, tracer, runner.name, drawn, power_cases)
     report.notes += _notes(report, graph, traces, tol, folded=budget is not None)
     failed_step = next((s for s in report.steps if not s.passed), None)

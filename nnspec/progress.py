@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 
 @contextmanager
@@ -20,3 +20,16 @@ def bar(console: Console, total: int, what: str) -> Iterator[Callable[[int], Non
     with Progress(*columns, console=console, transient=True) as progress:
         task = progress.add_task(what, total=total)
         yield lambda n=1: progress.advance(task, n)
+
+
+@contextmanager
+def stages(console: Console, what: str) -> Iterator[Callable[[str], None]]:
+    """`tell(stage)` names the stage of `what` under way, drawn on `console` with a spinner and the time elapsed
+    while the block runs (transient); where the console is not a terminal, nothing is drawn."""
+    if not console.is_terminal:
+        yield lambda stage: None
+        return
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task(what, total=None)
+        yield lambda stage: progress.update(task, description=f"{what}: {stage}")

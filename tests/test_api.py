@@ -211,3 +211,27 @@ def test_another_models_file_is_named_as_another_spec(tmp_path):
     changed["layers"][0]["bias"] = [2.5]
     notes = nnspec.check(nnspec.from_dict(changed), onnx_model=nnspec.to_onnx(nnspec.from_dict(PARTY))).notes
     assert any("a different network named 'party'" in n for n in notes)
+
+
+def test_a_check_tells_its_stages_as_it_goes(three_layer):
+    told: list[str] = []
+    assert nnspec.check(nnspec.from_dict(three_layer), tell=told.append).passed
+    assert told == [
+        "every side twice on 4 input batches, and the error bounds",
+        "each of 3 layers (onnxruntime) against its own step",
+        "every weight and bias (onnxruntime) against the spec's",
+    ]
+
+
+def test_stages_are_drawn_on_a_terminal_only():
+    import io
+
+    from rich.console import Console
+
+    from nnspec.progress import stages
+
+    for terminal in (True, False):
+        stream = io.StringIO()
+        with stages(Console(file=stream, force_terminal=terminal, width=80), "checking") as tell:
+            tell("the steps")
+        assert ("checking" in stream.getvalue()) is terminal
