@@ -16,7 +16,7 @@ import numpy as np
 
 from .ir import Graph, Node, Shape, TensorInfo
 from .layers import LAYERS
-from .render import template_dir
+from .render import templates
 
 # NOTE: a layer (or input) of more than 16 values is one block: 16 nodes 40 px apart fill a screen's
 # height, and the 16 x 16 = 256 edges between two such columns can still be told apart.
@@ -486,12 +486,6 @@ def _n(x: float) -> str:
 @cache
 def _environment() -> jinja2.Environment:
     # Autoescape: layer names and descriptions are the user's text, and SVG is XML.
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(template_dir())),
-        undefined=jinja2.StrictUndefined,
-        autoescape=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
+    env = templates(autoescape=True, trim=True, trailing_newline=False)
     env.filters["n"] = _n
     return env

@@ -368,16 +368,9 @@ def _docstring_text(text: str) -> str:
 
 
 def environment() -> jinja2.Environment:
-    from .render import template_dir
+    from .render import templates
 
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(template_dir())),
-        undefined=jinja2.StrictUndefined,
-        autoescape=False,
-        keep_trailing_newline=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
+    env = templates(trim=True)
     env.filters["py"] = literal
     return env
 

@@ -231,13 +231,22 @@ def template_dir() -> Path:
     raise NNSpecError("nnspec's templates are missing from this installation; reinstall nnspec")
 
 
-def environment() -> jinja2.Environment:
-    env = jinja2.Environment(
+def templates(*, autoescape: bool = False, trim: bool = False, trailing_newline: bool = True) -> jinja2.Environment:
+    """nnspec's templates, an undefined name an error: `autoescape` for XML (the user's names and text go into it),
+    `trim` for templates of source code (a block tag's line leaves no blank line)."""
+    return jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(template_dir())),
         undefined=jinja2.StrictUndefined,
-        autoescape=False,
-        keep_trailing_newline=True,
+        autoescape=autoescape,
+        keep_trailing_newline=trailing_newline,
+        trim_blocks=trim,
+        lstrip_blocks=trim,
     )
+
+
+def environment() -> jinja2.Environment:
+    """The reports' templates (Markdown, HTML), with the helpers they use."""
+    env = templates()
     env.globals.update(
         margin_name=MARGIN, fmt=fmt, where=where, tolerance_line=tolerance_line, verdict_lines=verdict_lines
     )
