@@ -126,7 +126,7 @@ def load_arrays(
             with path.open("rb") as f:
                 arrays = {inputs[0].name: _read_npy(f, repr(path.name), limit)}
         elif suffix == ".npz":
-            arrays = _read_npz(path, limits)
+            arrays = read_npz(path, limits)
         elif suffix == ".csv":
             arrays = {
                 _single_input(inputs, "a .csv file, which holds one table").name: _read_csv(path, inputs[0], limit)
@@ -174,7 +174,9 @@ def _read_npy(f: IO[bytes], what: str, limit: int, used: int = 0) -> np.ndarray:
     return npy.read_data(f, what)
 
 
-def _read_npz(path: Path, limits: Limits) -> dict[str, np.ndarray]:
+def read_npz(path: Path, limits: Limits) -> dict[str, np.ndarray]:
+    """Every array of an .npz file by name, each member's size checked before it is inflated, all of them
+    within the batch memory limit (input files here, `nnspec train`'s examples)."""
     arrays: dict[str, np.ndarray] = {}
     used = 0
     with npy.open_npz(path) as archive:

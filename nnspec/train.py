@@ -23,7 +23,7 @@ from . import jsontext, npy
 from .activations import REGISTRY, Activation
 from .errors import InputDataError, NNSpecError, OutputError, SpecError, suggest
 from .feeds import check_feeds
-from .files import atomic_write_all, json_text
+from .files import atomic_write_all, json_text, read_npz
 from .graph import build_graph
 from .ir import Graph, Node
 from .layers import LAYERS
@@ -407,7 +407,7 @@ def load_data(path: Path, graph: Graph, target: Sequence[str] = (), loss: str = 
         if suffix == ".csv":
             arrays = _read_csv(path, graph, list(target), limits)
         elif suffix == ".npz":
-            arrays = _read_npz(path, limits)
+            arrays = read_npz(path, limits)
         elif suffix == ".json":
             arrays = _read_json(path, limits)
         else:
@@ -513,29 +513,6 @@ def _csv_columns(header: list[str], target: list[str], input_name: str, output_n
             f"expected {width} feature column(s) for input {input_name!r} (every column not named by --target), "
             f"found {len(features)}: {', '.join(features) or 'none'}"
         )
-
-
-def _read_npz(path: Path, limits: Limits) -> dict[str, np.ndarray]:
-    arrays: dict[str, np.ndarray] = {}
-    used = 0
-    with npy.open_npz(path) as archive:
-        for info in archive.infolist():
-            if not info.filename.endswith(".npy"):
-                raise InputDataError(f"expected only .npy arrays, found {info.filename!r}")
-            name = info.filename[:-4]
-            what = f"{path.name}[{name!r}]"
-            if (refused := npy.member_problem(info, what, limits)) is not None:
-                raise InputDataError(refused)
-            with npy.damage_as_npy_error(what), archive.open(info) as member:
-                header = npy.read_header(member, what)
-                used += header.nbytes
-                if used > limits.max_batch_bytes:
-                    raise InputDataError(
-                        f"expected at most {human_bytes(limits.max_batch_bytes)} of examples (NNSPEC_MAX_BATCH_BYTES), "
-                        f"found {human_bytes(used)} by {name!r}"
-                    )
-                arrays[name] = npy.read_data(member, what)
-    return arrays
 
 
 def _read_json(path: Path, limits: Limits) -> dict[str, np.ndarray]:
