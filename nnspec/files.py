@@ -10,7 +10,8 @@ import math
 import os
 import re
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
@@ -99,6 +100,25 @@ def _mode_for(path: Path) -> int:
         return 0o666 & ~umask
 
 
+@contextmanager
+def reading(path: Path, what: str) -> Iterator[None]:
+    """Errors met while reading `path` (`what` it should be: "an input file") as InputDataError naming it:
+    a damaged array, a missing file, a folder, an unreadable file."""
+    try:
+        yield
+    except npy.NpyError as exc:
+        raise InputDataError(str(exc), source=str(path)) from None
+    except InputDataError as exc:
+        exc.source = str(path)
+        raise
+    except FileNotFoundError:
+        raise InputDataError(f"expected {what}, found no such file", source=str(path)) from None
+    except IsADirectoryError:
+        raise InputDataError(f"expected {what}, found a folder", source=str(path)) from None
+    except OSError as exc:
+        raise InputDataError(f"expected a readable file, found: {exc.strerror or exc}", source=str(path)) from None
+
+
 def load_arrays(
     path: str | Path, inputs: tuple[TensorInfo, ...], limits: Limits | None = None
 ) -> dict[str, np.ndarray]:
@@ -120,7 +140,7 @@ def load_arrays(
     limits = limits or Limits.from_env()
     limit = limits.max_batch_bytes
     suffix = path.suffix.lower()
-    try:
+    with reading(path, "an input file"):
         if suffix == ".npy":
             _single_input(inputs, "a .npy file, which holds one array")
             with path.open("rb") as f:
@@ -136,17 +156,6 @@ def load_arrays(
         else:
             raise InputDataError(f"expected a .npy, .npz, .csv or .json file, found {path.name!r}")
         return check_arrays(inputs, arrays)
-    except npy.NpyError as exc:
-        raise InputDataError(str(exc), source=str(path)) from None
-    except InputDataError as exc:
-        exc.source = str(path)
-        raise
-    except FileNotFoundError:
-        raise InputDataError("expected an input file, found no such file", source=str(path)) from None
-    except IsADirectoryError:
-        raise InputDataError("expected an input file, found a folder", source=str(path)) from None
-    except OSError as exc:
-        raise InputDataError(f"expected a readable file, found: {exc.strerror or exc}", source=str(path)) from None
 
 
 def _single_input(inputs: tuple[TensorInfo, ...], found: str) -> TensorInfo:
@@ -202,7 +211,7 @@ def read_npz(path: Path, limits: Limits) -> dict[str, np.ndarray]:
 _NUMBER = re.compile(r"[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?|inf(?:inity)?|nan)", re.IGNORECASE)
 
 
-def _check_text_size(path: Path, limit: int) -> None:
+def check_text_size(path: Path, limit: int) -> None:
     # NOTE: a text number takes at least two characters ("0,") and becomes 8 bytes of float64, so the
     # exact check is on the numbers parsed (below); this one keeps a huge file from being read at all.
     size = path.stat().st_size
@@ -223,7 +232,7 @@ def _check_count(count: int, limit: int, where: str) -> None:
 
 def _read_csv(path: Path, info: TensorInfo, limit: int) -> np.ndarray:
     """`[N, *info.shape]` float64 from one sample per line, `prod(info.shape)` comma-separated numbers each."""
-    _check_text_size(path, limit)
+    check_text_size(path, limit)
     width = math.prod(info.shape)
     columns = (
         f"{width} comma-separated number{'s' if width > 1 else ''} (input {info.name!r} has shape {list(info.shape)})"
@@ -272,7 +281,7 @@ def _read_csv(path: Path, info: TensorInfo, limit: int) -> np.ndarray:
 def _read_json(path: Path, inputs: tuple[TensorInfo, ...], limits: Limits) -> dict[str, np.ndarray]:
     """Nested lists keyed by input name, or one nested list for a single-input model."""
     limit = limits.max_batch_bytes
-    _check_text_size(path, limit)
+    check_text_size(path, limit)
     text = path.read_bytes()
     refused = jsontext.problem(text, limits)
     if refused is not None:

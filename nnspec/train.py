@@ -19,11 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from . import jsontext, npy
+from . import jsontext
 from .activations import REGISTRY, Activation
 from .errors import InputDataError, NNSpecError, OutputError, SpecError, suggest
 from .feeds import check_feeds
-from .files import atomic_write_all, json_text, read_npz
+from .files import atomic_write_all, check_text_size, json_text, read_npz, reading
 from .graph import build_graph
 from .ir import Graph, Node
 from .layers import LAYERS
@@ -398,7 +398,7 @@ def load_data(path: Path, graph: Graph, target: Sequence[str] = (), loss: str = 
     the key or column (and a CSV line), what was expected and what was found."""
     limits = Limits.from_env()
     suffix = path.suffix.lower()
-    try:
+    with reading(path, "a file of examples"):
         if target and suffix != ".csv":
             raise InputDataError(
                 f"expected --target only with a .csv file, found a {suffix or 'suffix-less'} file, whose arrays are "
@@ -413,26 +413,6 @@ def load_data(path: Path, graph: Graph, target: Sequence[str] = (), loss: str = 
         else:
             raise InputDataError(f"expected a .npz, .json or .csv file of examples, found {path.name!r}")
         return _checked(arrays, graph, loss)
-    except npy.NpyError as exc:
-        raise InputDataError(str(exc), source=str(path)) from None
-    except InputDataError as exc:
-        exc.source = str(path)
-        raise
-    except FileNotFoundError:
-        raise InputDataError("expected a file of examples, found no such file", source=str(path)) from None
-    except IsADirectoryError:
-        raise InputDataError("expected a file of examples, found a folder", source=str(path)) from None
-    except OSError as exc:
-        raise InputDataError(f"expected a readable file, found: {exc.strerror or exc}", source=str(path)) from None
-
-
-def _check_size(path: Path, limit: int) -> None:
-    size = path.stat().st_size
-    if size > limit:
-        raise InputDataError(
-            f"expected at most {human_bytes(limit)} of examples (NNSPEC_MAX_BATCH_BYTES), found a {human_bytes(size)} "
-            "file"
-        )
 
 
 def _read_csv(path: Path, graph: Graph, target: list[str], limits: Limits) -> dict[str, np.ndarray]:
@@ -442,7 +422,7 @@ def _read_csv(path: Path, graph: Graph, target: list[str], limits: Limits) -> di
             f"{', '.join(i.name for i in graph.inputs)} and outputs {', '.join(o.name for o in graph.outputs)}; use "
             ".npz or .json keyed by name"
         )
-    _check_size(path, limits.max_batch_bytes)
+    check_text_size(path, limits.max_batch_bytes)
     (info,), (out,) = graph.inputs, graph.outputs
     try:
         text = path.read_bytes().decode("utf-8-sig")
@@ -516,7 +496,7 @@ def _csv_columns(header: list[str], target: list[str], input_name: str, output_n
 
 
 def _read_json(path: Path, limits: Limits) -> dict[str, np.ndarray]:
-    _check_size(path, limits.max_batch_bytes)
+    check_text_size(path, limits.max_batch_bytes)
     text = path.read_bytes()
     refused = jsontext.problem(text, limits)
     if refused is not None:
