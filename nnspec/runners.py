@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
+import sys
 from collections.abc import Callable, Mapping
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Protocol
@@ -26,6 +28,16 @@ PROVIDER_OPTIONS: dict[str, dict[str, str]] = {"cpu": {}, "cuda": {"use_tf32": "
 
 # onnxruntime's message when no kernel matches a node's operator and types.
 _MISSING_KERNEL = re.compile(r"Could not find an implementation for (\w+)\((\d+)\) node with name '([^']*)'")
+
+
+@lru_cache(maxsize=1)
+def _preload_gpu_libraries() -> None:
+    """Load the CUDA and cuDNN libraries that `pip install onnxruntime-gpu[cuda,cudnn]` installs, as onnxruntime
+    asks its users to (it does not look in those packages by itself); its notes go to stderr, not the report."""
+    preload = getattr(_ort(), "preload_dlls", None)  # onnxruntime-gpu >= 1.21
+    if preload is not None:
+        with contextlib.redirect_stdout(sys.stderr):
+            preload()
 
 
 class ModelNotRunnable(BackendUnavailable):
@@ -127,8 +139,10 @@ class OnnxRuntimeRunner:
         if weights:
             options.add_external_initializers(list(weights), self._weights)
         try:
-            providers = [(provider_name(provider), PROVIDER_OPTIONS[provider])]
-            return ort.InferenceSession(proto, options, providers=providers)
+            full = provider_name(provider)
+            if provider != "cpu":
+                _preload_gpu_libraries()
+            session = ort.InferenceSession(proto, options, providers=[(full, PROVIDER_OPTIONS[provider])])
         except NNSpecError:
             raise
         except Exception as exc:  # onnxruntime raises its own untyped errors
@@ -146,6 +160,17 @@ class OnnxRuntimeRunner:
             raise ModelNotRunnable(
                 f"onnxruntime cannot load the model: {exc}", first_line(exc), source=source
             ) from None
+        # onnxruntime starts on the CPU alone, with only a logged error, when a GPU provider cannot load its
+        # libraries (CUDA, cuDNN); and it reruns a failed run on the CPU. Either would check the wrong thing.
+        if session.get_providers()[0] != full:
+            raise BackendUnavailable(
+                f"onnxruntime could not start its {provider} provider (it offered {', '.join(session.get_providers())}"
+                "): its CUDA and cuDNN libraries must match onnxruntime-gpu's build (pip install "
+                "'onnxruntime-gpu[cuda,cudnn]' brings them)",
+                source=source,
+            )
+        session.disable_fallback()
+        return session
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self.session is None:

@@ -375,54 +375,6 @@ def test_a_bound_folded_for_memory_says_so(three):
     assert stepped.steps and not any("looser" in note for note in stepped.notes)
 
 
-# --- the CUDA provider --------------------------------------------------------------------------
-
-HAS_CUDA = "CUDAExecutionProvider" in __import__("onnxruntime").get_available_providers()
-
-
-def test_cuda_session_asks_for_full_float32(monkeypatch):
-    """TF32 would round MatMul inputs to 10 mantissa bits; the CUDA session is opened with it off."""
-    import onnxruntime
-
-    from nnspec.runners import OnnxRuntimeRunner
-
-    opened = {}
-
-    class Session:
-        def __init__(self, model, options, providers):
-            opened["providers"] = providers
-
-        def get_outputs(self):
-            return []
-
-    monkeypatch.setattr(
-        onnxruntime, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    )
-    monkeypatch.setattr(onnxruntime, "InferenceSession", Session)
-    OnnxRuntimeRunner(b"model", "cuda")
-    assert opened["providers"] == [("CUDAExecutionProvider", {"use_tf32": "0"})]
-
-
-@pytest.mark.skipif(not HAS_CUDA, reason="needs onnxruntime-gpu and an NVIDIA GPU (the CUDA provider)")
-@pytest.mark.parametrize("width", [64, 1024])
-def test_wide_float32_network_agrees_on_cuda(width):
-    """On the GPU, a float32 network of wide dot products stays within the derived bound (TF32 would not)."""
-    spec = nnspec.from_dict(
-        {
-            "format": "nnspec/1",
-            "name": f"wide{width}",
-            "inputs": [{"name": "x", "shape": [width]}],
-            "layers": [
-                {"type": "dense", "name": "h", "units": width, "activation": "tanh",
-                 "weights": {"init": "glorot_uniform", "seed": 1}, "bias": {"init": "normal", "seed": 2}},
-                {"type": "dense", "name": "y", "units": 10, "weights": {"init": "glorot_uniform", "seed": 3}},
-            ],
-        }
-    )  # fmt: skip
-    report = nnspec.check(spec, provider="cuda")
-    assert report.passed, report
-
-
 def wide_tanh(width: int, depth: int) -> nnspec.Spec:
     layer = {"type": "dense", "units": width, "activation": "tanh"}
     return nnspec.from_dict(
