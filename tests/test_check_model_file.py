@@ -322,3 +322,59 @@ def test_a_given_float64_model_without_onnxruntime_kernels_falls_back_but_a_fres
     report = nnspec.check(spec, onnx_model=nnspec.to_onnx(spec))
     assert report.passed and report.candidate == "onnx-reference", str(report)
     assert any("no AveragePool-" in n and "reference evaluator instead" in n for n in report.notes)
+
+
+@pytest.mark.parametrize("ir", [3, 8], ids=["initializers-as-inputs", "initializers"])
+def test_a_traced_model_is_the_model_with_its_values_as_outputs_typed_as_inference_types_them(ir):
+    """with_outputs appends the outputs to the model's own bytes and infers their types without the large
+    weights: the result must parse as the model plus one output per value, each typed as shape inference on
+    the whole model types it (a Reshape reads its small shape initializer), and onnxruntime must return them."""
+    from nnspec.onnxio.model import with_outputs
+
+    rng = np.random.default_rng(5)
+    weights = rng.standard_normal((300, 4)).astype(np.float32)  # more numbers than inference is given
+    inits = [numpy_helper.from_array(weights, "w"), numpy_helper.from_array(np.array([-1, 2, 2], np.int64), "shape")]
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["h"]),
+        helper.make_node("Reshape", ["h", "shape"], ["r"]),
+        helper.make_node("Relu", ["r"], ["a"]),
+        helper.make_node("ReduceSum", ["a"], ["y"], keepdims=0),
+    ]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 300])]
+    inputs += [helper.make_tensor_value_info(t.name, t.data_type, t.dims) for t in inits] if ir < 4 else []
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)]
+    graph = helper.make_graph(nodes, "g", inputs, outputs, initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=ir)
+    inferred = {v.name: v for v in onnx.shape_inference.infer_shapes(model).graph.value_info}
+    assert list(inferred["r"].type.tensor_type.shape.dim)[1].dim_value == 2  # the shape's values were read
+
+    traced = with_outputs(model.SerializeToString(), ["h", "r", "a", "x", "y", "r"])
+    expected = copy.deepcopy(model)
+    expected.graph.output.extend(inferred[name] for name in ("h", "r", "a"))  # not the input, nor y again
+    assert onnx.load_from_string(traced) == expected
+    x = rng.standard_normal((3, 300)).astype(np.float32)
+    session = onnxruntime.InferenceSession(traced, providers=["CPUExecutionProvider"])
+    y, h, r, a = session.run(["y", "h", "r", "a"], {"x": x})
+    np.testing.assert_allclose(h, x @ weights, rtol=1e-5, atol=1e-4)
+    assert r.shape == (3, 2, 2) and np.array_equal(a, np.maximum(r, 0)) and np.isclose(y, a.sum(), rtol=1e-5)
+
+
+def test_a_traced_model_with_external_weights_keeps_its_arrays():
+    from nnspec.onnxio.export import export
+    from nnspec.onnxio.model import ModelData, with_outputs
+
+    rng = np.random.default_rng(6)
+    wide = copy.deepcopy(MLP)  # a hidden layer of 64: its weights go to external data
+    wide["layers"][0] |= {"units": 64, "weights": rng.standard_normal((64, 4)).tolist(), "bias": [0.0] * 64}
+    wide["layers"][1]["weights"] = rng.standard_normal((2, 64)).tolist()
+    data = export(nnspec.graph(nnspec.from_dict(wide))).data()
+    assert data.weights, "expected weights stored as external data"
+    traced = with_outputs(data, ["hidden", "probs"])
+    assert isinstance(traced, ModelData) and traced.weights is data.weights
+    inferred = {
+        v.name: v for v in onnx.shape_inference.infer_shapes(onnx.load_from_string(data.proto)).graph.value_info
+    }
+    assert list(onnx.load_from_string(traced.proto).graph.output) == [
+        *onnx.load_from_string(data.proto).graph.output,
+        inferred["hidden"],
+    ]

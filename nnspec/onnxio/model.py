@@ -245,20 +245,44 @@ def with_outputs(data: Model, names: Sequence[str]) -> Model:
     """The model with every named intermediate value also exposed as a graph output (for tracing); its
     external weights, if any, are the same arrays.
 
-    Each exposed output takes its type and shape from shape inference, so the model stays valid.
+    Each exposed output takes its type and shape from shape inference (a value it leaves untyped takes the
+    element type of the model's first output, no shape), so the model stays valid. The weights are neither inferred over nor
+    copied: inference runs on the graph with its large initializers as inputs of their type and shape, and the
+    outputs are appended to the model's own bytes as a second ModelProto, which protobuf merges into the first.
     """
     proto = data.proto if isinstance(data, ModelData) else data
     model = onnx.load_from_string(proto)
-    inferred = {v.name: v for v in onnx.shape_inference.infer_shapes(model).graph.value_info}
     produced = {out for node in model.graph.node for out in node.output}
     existing = {o.name for o in model.graph.output}
+    wanted = [name for name in dict.fromkeys(names) if name in produced and name not in existing]
+    if not wanted:
+        return data
+    inferred = {v.name: v for v in onnx.shape_inference.infer_shapes(_without_weights(model)).graph.value_info}
     elem = model.graph.output[0].type.tensor_type.elem_type  # layer outputs are floats; inputs may be ids
-    for name in names:
-        if name in produced and name not in existing:
-            info = inferred.get(name) or helper.make_tensor_value_info(name, elem, None)
-            model.graph.output.append(info)
-    traced = model.SerializeToString()
+    outputs = [inferred.get(name) or helper.make_tensor_value_info(name, elem, None) for name in wanted]
+    traced = proto + onnx.ModelProto(graph=onnx.GraphProto(output=outputs)).SerializeToString()
     return ModelData(traced, data.weights) if isinstance(data, ModelData) else traced
+
+
+# Initializers of more elements than this are only typed for shape inference: no operator's inference reads the
+# values of a tensor this large (shapes, axes, pads, scales and sizes hold one or two numbers per dimension).
+_INFERRED_VALUES = 256
+
+
+def _without_weights(model: onnx.ModelProto) -> onnx.ModelProto:
+    """`model` (changed in place) with each large initializer turned into a graph input of its type and shape,
+    so that shape inference neither copies nor reads its numbers."""
+    graph = model.graph
+    large = [t for t in graph.initializer if math.prod(t.dims) > _INFERRED_VALUES]
+    if large:
+        inputs = {i.name for i in graph.input}
+        graph.input.extend(
+            helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in large if t.name not in inputs
+        )
+        kept = [t for t in graph.initializer if math.prod(t.dims) <= _INFERRED_VALUES]
+        del graph.initializer[:]
+        graph.initializer.extend(kept)
+    return model
 
 
 def extract(data: Model, inputs: Sequence[str], outputs: Sequence[str]) -> bytes:
