@@ -330,7 +330,7 @@ def _test_layer(
         for start in range(0, units, step):
             block, _ = z_scores(f, f.residual[:, start : start + step])
             most[start : start + step] = block.max(axis=0, initial=0.0)
-            kept.append(block[:, block.max(axis=0, initial=0.0) > t])
+            kept.append(block[:, most[start : start + step] > t])
         flagged = np.flatnonzero(most > t)
         z = np.concatenate(kept, axis=1)
         slack, floor = np.zeros(z.shape), np.zeros(z.shape)

@@ -6,6 +6,8 @@ whatever they choose.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 
@@ -17,12 +19,12 @@ def distinct(x: np.ndarray) -> np.ndarray:
     """
     if not len(x):
         return np.arange(0)
-    _, exponents = np.frexp(np.abs(x).max(axis=1))
+    _, exponents = np.frexp(np.maximum(x.max(axis=1), -x.min(axis=1)))  # the largest |x| of each row
     # Rows equal up to sign and a power of two give equal fingerprints: each row's sum of products with one probe
     # (the same arithmetic, elementwise then a row sum, on numbers that differ by that factor, which commutes with
     # rounding), scaled back by the same power of two, without its sign. Rows whose fingerprints are equal are then
     # compared in full, so a collision costs time, never a row.
-    probe = np.random.default_rng(0).random(x.shape[1])
+    probe = _probe(x.shape[1])
     fingerprint = np.abs(np.ldexp((x * probe).sum(axis=1), -exponents))
     _, first, group = np.unique(fingerprint, return_index=True, return_inverse=True)
     counts = np.bincount(group)
@@ -34,6 +36,11 @@ def distinct(x: np.ndarray) -> np.ndarray:
         scaled = scaled * np.where(leading < 0, -1.0, 1.0)[:, None] + 0.0  # + 0.0: -0.0 and 0.0 alike
         kept.append(members[np.unique(scaled, axis=0, return_index=True)[1]])
     return np.sort(np.concatenate(kept))
+
+
+# `repeating` compares each input's values with the ones it holds twice when no input holds more than this many
+# (one pass over the rows per value); else it goes through an argsort (measured: 594 x 1024 rows, 3.8 ms).
+FEW_VALUES = 8
 
 
 def repeating(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -49,12 +56,38 @@ def repeating(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
         return np.zeros(len(x), dtype=bool)
     columns = np.ascontiguousarray(x.T, dtype=dtype)  # each input's values in a row (exact: they are the dtype's)
     ordered = np.sort(columns, axis=1)
-    twice = (ordered[:, 1:] == ordered[:, :-1]) & (ordered[:, 1:] != 0)
-    held = np.flatnonzero(twice.any(axis=1))  # the inputs that hold some value twice
-    repeated = np.zeros((len(held), len(x)), dtype=bool)
-    for n, i in enumerate(held):
-        repeated[n] = np.isin(columns[i], ordered[i, 1:][twice[i]])
-    return 2 * repeated.sum(axis=0) >= np.maximum(np.count_nonzero(x, axis=1), 1)
+    same = (ordered[:, 1:] == ordered[:, :-1]) & (ordered[:, 1:] != 0)
+    first = same.copy()  # where a run of equal non-zero values begins: one entry per value an input holds twice
+    first[:, 1:] &= ~same[:, :-1]
+    counts = np.count_nonzero(first, axis=1)
+    most = int(counts.max(initial=0))
+    if not most:
+        return np.zeros(len(x), dtype=bool)
+    if most <= FEW_VALUES:  # each input holds few values twice (clamps, steps): compare with those alone
+        inputs, at = np.nonzero(first)
+        held = np.full((len(columns), most), np.nan, dtype=columns.dtype)  # NaN equals nothing
+        held[inputs, np.arange(len(inputs)) - np.repeat(np.cumsum(counts) - counts, counts)] = ordered[inputs, at]
+        repeated = columns == held[:, :1]
+        for j in range(1, most):
+            repeated |= columns == held[:, j : j + 1]
+    else:  # many: mark them in sorted order and put the marks back in the rows' order
+        order = np.argsort(columns, axis=1)
+        ordered = np.take_along_axis(columns, order, axis=1)
+        same = (ordered[:, 1:] == ordered[:, :-1]) & (ordered[:, 1:] != 0)
+        marked = np.zeros(ordered.shape, dtype=bool)
+        marked[:, 1:] |= same
+        marked[:, :-1] |= same
+        repeated = np.zeros(ordered.shape, dtype=bool)
+        np.put_along_axis(repeated, order, marked, axis=1)
+    return 2 * np.count_nonzero(repeated, axis=0) >= np.maximum(np.count_nonzero(x, axis=1), 1)
+
+
+@lru_cache(maxsize=16)
+def _probe(width: int) -> np.ndarray:
+    """`distinct`'s probe for rows of `width` inputs: fixed numbers in [0, 1), made once per width."""
+    probe = np.random.default_rng(0).random(width)
+    probe.flags.writeable = False
+    return probe
 
 
 def keep(keep: np.ndarray, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:

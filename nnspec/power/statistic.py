@@ -80,12 +80,16 @@ def build_filter(x: np.ndarray, y: np.ndarray, weights: np.ndarray, bias: np.nda
     x, y = keep(~repeating(x, dtype), x, y)
     with np.errstate(over="ignore", invalid="ignore"):
         products = x @ weights.T
-        exact = products if bias is None else products + bias
-        residual = y - exact
         # rows whose results the dtype holds (their ulps, for `change_floor`, exist), of n and of the sum before the bias
         largest = np.finfo(dtype).max
-        ok = np.isfinite(residual).all(axis=1) & (np.abs(exact) <= largest).all(axis=1)
-        ok &= (np.abs(products) <= largest).all(axis=1)
+        ok = _within(products, largest)
+        exact = products
+        if bias is not None:
+            exact = products + bias
+            ok &= _within(exact, largest)
+        residual = y - exact  # finite where y is (checked above) and n within the float32 range
+        if dtype == np.float64:  # two float64 numbers within the largest may differ by more than it
+            ok &= np.isfinite(residual).all(axis=1)
     x, residual, exact = keep(ok, x, residual, exact)
     parts: tuple[np.ndarray, ...] = (exact,)
     ones = 1.0
@@ -104,7 +108,7 @@ def build_filter(x: np.ndarray, y: np.ndarray, weights: np.ndarray, bias: np.nda
     x, residual, rho, *kept_parts = keep(kept, x, residual, rho, *parts)
     parts = tuple(kept_parts)
     inverse = (1 / rho)[:, None]
-    x, residual = x * inverse, residual * inverse
+    x, residual = x * inverse, np.multiply(residual, inverse, out=residual)
     rows, k = x.shape
     if not rows:
         zero = np.zeros(k)
@@ -120,6 +124,11 @@ def build_filter(x: np.ndarray, y: np.ndarray, weights: np.ndarray, bias: np.nda
         reach = diagonal / np.sqrt((seen * seen).sum(axis=0))
     reach = np.where(testable, np.nan_to_num(reach), 0.0)
     return Filter(x, residual, rho, parts, weights, bias, dtype, a, diagonal, testable, reach)
+
+
+def _within(values: np.ndarray, largest: float) -> np.ndarray:
+    """Rows [R] whose values are all within ±largest (and not NaN)."""
+    return (values.max(axis=1, initial=-np.inf) <= largest) & (values.min(axis=1, initial=np.inf) >= -largest)
 
 
 def _weights_filter(x: np.ndarray, common: np.ndarray) -> np.ndarray:
@@ -147,7 +156,9 @@ def _weights_filter(x: np.ndarray, common: np.ndarray) -> np.ndarray:
         moment = (instrument @ single.T).astype(np.float64)
         moment -= np.outer(moment @ u, u)
         moment[np.diag_indices(rows)] += ridge
-        return np.linalg.solve(moment.astype(np.float32), instrument)
+        # the inverse, then one matrix product: 4x faster than a solve with k right-hand sides (594 x 1024: 12 vs
+        # 48 ms), and as good here (the ridge keeps the condition number near R)
+        return np.linalg.inv(moment).astype(np.float32) @ instrument
     except np.linalg.LinAlgError:  # X̌ᵀÃ has an eigenvalue of exactly −λ: no filter, and no flag
         return np.zeros_like(single)
 
@@ -164,7 +175,10 @@ def _common_filter(x: np.ndarray, common: np.ndarray) -> np.ndarray:
         single = x.astype(np.float32)
         gram = (single.T @ single).astype(np.float64)
         return common - x @ np.linalg.solve(gram + ridge * np.eye(k), x.T @ common)
-    return ridge * np.linalg.solve(x @ x.T + ridge * np.eye(rows), common)
+    single = x.astype(np.float32)  # as for the weights' filter: made from X alone, it need not be exact
+    gram = (single @ single.T).astype(np.float64)
+    gram[np.diag_indices(rows)] += ridge
+    return ridge * np.linalg.solve(gram, common)
 
 
 def change_floor(f: Filter, units: np.ndarray) -> np.ndarray:
@@ -222,16 +236,21 @@ def z_scores(
     gamma = (rows + 8) * 2.0**-24 / (1 - (rows + 8) * 2.0**-24)
     tiny = rows * 2.0**-125
     c = (a.T @ d).astype(np.float64)
-    root = np.sqrt((squares.T @ (d * d)).astype(np.float64) + tiny)
+    root = (squares.T @ np.square(d, out=d)).astype(np.float64)
+    root += tiny
+    np.sqrt(root, out=root)
     root *= 1 / math.sqrt(1 - gamma)  # √V
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         z = np.abs(c)
-        z -= gamma * math.sqrt(rows) * root + tiny
+        z -= root * (gamma * math.sqrt(rows))
+        z -= tiny
         if slack is not None:
             scale = np.outer(a_scale, d_scale)
             z -= slack * scale
         z /= root
-    z[np.isnan(z) | ~f.testable[:, None]] = 0.0  # 0 / 0: nothing moved, nothing seen
+    unseen = np.isnan(z)  # 0 / 0: nothing moved, nothing seen
+    unseen |= ~f.testable[:, None]
+    z[unseen] = 0.0
     if slack is None and floor is None:
         return z, None
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
@@ -243,6 +262,8 @@ def z_scores(
 
 def _scaled32(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(m·s as float32, s): each column [R, n] scaled by a power of two to a largest magnitude in [1/2, 1)."""
-    _, exponent = np.frexp(np.abs(m).max(axis=0, initial=0.0))
+    _, exponent = np.frexp(np.maximum(m.max(axis=0, initial=0.0), -m.min(axis=0, initial=0.0)))
     scale = np.ldexp(1.0, -exponent)
-    return (m * scale).astype(np.float32), scale
+    scaled = np.empty(m.shape, dtype=np.float32)
+    np.multiply(m, scale, out=scaled, casting="same_kind")  # in float64, rounded once to float32
+    return scaled, scale
