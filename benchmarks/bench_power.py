@@ -108,7 +108,7 @@ def runs(graph: nnspec.ir.Graph, model: onnx.ModelProto, extra: int, seed: int) 
     runner = traced(graph, model)
     cases = random_cases(graph, seed=seed)
     if extra:
-        cases += random_cases(graph, seed=seed, batch_sizes=(extra,), edges=False)
+        cases += random_cases(graph, seed=seed, batch_sizes=(extra,), edges=False, single=True)  # as the check does
     return [{**c.feeds, **runner.run(c.feeds)} for c in cases]
 
 
@@ -243,7 +243,8 @@ def timing(repeats: int) -> None:
         )
         graph = nnspec.graph(spec)
         model = nnspec.to_onnx(spec)
-        cases = random_cases(graph) + random_cases(graph, batch_sizes=(power.power_rows(graph),), edges=False)
+        extra = random_cases(graph, batch_sizes=(power.power_rows(graph),), edges=False, single=True)
+        cases = random_cases(graph) + extra
         bare = onnxruntime.InferenceSession(to_bytes(model), providers=["CPUExecutionProvider"])
         runner = traced(graph, model)
         samples = power.collect_samples(graph, [{**c.feeds, **runner.run(c.feeds)} for c in cases])

@@ -335,7 +335,8 @@ def check(
 
     # the parameter test's own rows (nnspec.power): enough for the widest layer, run through the traced model only
     extra = power_rows(g)
-    power_cases = random_cases(g, seed, [extra], edges=False) if extra and stepwise and tol.mode == "derived" else []
+    wanted = extra and stepwise and tol.mode == "derived"
+    power_cases = random_cases(g, seed, [extra], edges=False, single=True) if wanted else []
 
     report = cross_check(
         g,

@@ -41,7 +41,12 @@ class Case:
 
 
 def random_cases(
-    graph: Graph, seed: int = 0, batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES, *, edges: bool = True
+    graph: Graph,
+    seed: int = 0,
+    batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
+    *,
+    edges: bool = True,
+    single: bool = False,
 ) -> list[Case]:
     """Seeded batches `[batch, *shape]` for every input: one per batch size, then the edges.
 
@@ -49,7 +54,9 @@ def random_cases(
     drawn uniformly from [0, input_dim) of the layers that read them (the smallest, if several do).
 
     The numbers come from PCG64's raw stream (see `nnspec.weights._normal`), so a seed means the same
-    arrays under every NumPy release. Batches are capped so that the graph's largest per-sample value
+    arrays under every NumPy release. With `single`, the normal numbers are made in float32 arithmetic
+    (`_normal_single`, 5x faster) from the same stream: for the parameter test's extra rows, which no report
+    shows. Batches are capped so that the graph's largest per-sample value
     times the batch fits `NNSPEC_MAX_BATCH_BYTES`; sizes that the cap makes equal are run once.
     """
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
@@ -67,7 +74,8 @@ def random_cases(
                 ids = np.floor(_uniform01(_stream(seed, batch, j), count) * _id_count(graph, info)).astype(np.int64)
                 feeds[info.name] = ids.reshape(batch, *info.shape).astype(info.dtype)
                 continue
-            rows = _normal(_stream(seed, batch, j), count).reshape(batch, -1) * scales[:, None]
+            rows = (_normal_single if single else _normal)(_stream(seed, batch, j), count)
+            rows = rows.reshape(batch, -1) * scales[:, None]
             feeds[info.name] = rows.reshape(batch, *info.shape).astype(graph.dtype)
         low, high = scales.min(), scales.max()
         spread = f"scale {low:g}" if low == high else f"scales {low:g}..{high:g}"
@@ -75,6 +83,16 @@ def random_cases(
     if edges:
         cases.append(edge_case(graph, largest))
     return cases
+
+
+def _normal_single(seed: int, count: int) -> np.ndarray:
+    """Standard normal numbers by Box-Muller in float32 on PCG64's raw stream (24-bit uniforms: the tails end at
+    5.8): NumPy's float32 logarithm, sine and cosine are vectorized, its float64 ones not everywhere."""
+    pairs = (count + 1) // 2
+    u = (np.random.PCG64(seed).random_raw(2 * pairs) >> np.uint64(40)).astype(np.float32) * np.float32(2.0**-24)
+    radius = np.sqrt(np.float32(-2.0) * np.log1p(-u[:pairs]))
+    angle = np.float32(2.0 * np.pi) * u[pairs:]
+    return np.concatenate([radius * np.cos(angle), radius * np.sin(angle)])[:count]
 
 
 def _stream(seed: int, batch: int, input_index: int) -> int:

@@ -138,6 +138,23 @@ def test_rows_reach_every_scale(dtype: str) -> None:
     assert (np.abs(rows) < 0.05).any()
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_single_precision_rows_are_seeded_normal_rows_too(dtype: str) -> None:
+    """The parameter test's extra rows (`single`): the same seed gives the same arrays, another seed others, and
+    each row is N(0, 1) x its scale, as the float64 draw's rows are (not the same numbers)."""
+    g = wide(dtype=dtype)
+    (first,), (again,), (other,) = (
+        random_cases(g, seed, batch_sizes=(8,), edges=False, single=True) for seed in (0, 0, 1)
+    )
+    rows = first.feeds["p"]
+    assert rows.dtype == np.dtype(dtype) and rows.tobytes() == again.feeds["p"].tobytes()
+    assert not np.array_equal(rows, other.feeds["p"])
+    precise = random_cases(g, 0, batch_sizes=(8,), edges=False)[0].feeds["p"]
+    assert not np.array_equal(rows, precise)
+    np.testing.assert_allclose(rows.astype(np.float64).std(axis=1), np.resize(ROW_SCALES, 8), rtol=0.05)
+    np.testing.assert_allclose(rows.astype(np.float64).mean(axis=1) / np.resize(ROW_SCALES, 8), 0, atol=0.07)
+
+
 def test_edge_case_contents() -> None:
     g = graph_of(TWO_INPUTS, dtype="float64")
     case = random_cases(g)[-1]
