@@ -235,26 +235,25 @@ def z_scores(
     rows = len(residual)
     gamma = (rows + 8) * 2.0**-24 / (1 - (rows + 8) * 2.0**-24)
     tiny = rows * 2.0**-125
-    c = (a.T @ d).astype(np.float64)
-    root = (squares.T @ np.square(d, out=d)).astype(np.float64)
-    root += tiny
+    c = a.T @ d
+    root = np.add(squares.T @ np.square(d, out=d), tiny, dtype=np.float64)
     np.sqrt(root, out=root)
     root *= 1 / math.sqrt(1 - gamma)  # √V
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        z = np.abs(c)
-        z -= root * (gamma * math.sqrt(rows))
+        z = np.abs(c, dtype=np.float64)
         z -= tiny
         if slack is not None:
             scale = np.outer(a_scale, d_scale)
             z -= slack * scale
         z /= root
+        z -= gamma * math.sqrt(rows)  # (|C| − γ√R·√V − tiny − T) / √V
     unseen = np.isnan(z)  # 0 / 0: nothing moved, nothing seen
     unseen |= ~f.testable[:, None]
     z[unseen] = 0.0
     if slack is None and floor is None:
         return z, None
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        delta = c / np.outer(a_scale, d_scale) / f.diagonal[:, None]
+        delta = c.astype(np.float64) / np.outer(a_scale, d_scale) / f.diagonal[:, None]
     if floor is not None:
         z[np.abs(delta) <= floor] = 0.0
     return z, delta
