@@ -92,7 +92,7 @@ def open_model(data: Model, source: str, folder: Path | None = None) -> tuple[on
     # tensors read into the model (not mapped) are part of what the runners take
     proto = given.proto if len(weights) == len(external) else model.SerializeToString()
     try:
-        check(model, weights)
+        check(model, weights, serialized=proto)
     except Exception as exc:  # the checker's errors have no common base class either
         raise ModelFileError(f"not a valid ONNX model: {first_line(exc)}", source=source) from None
     return model, ModelData(proto, weights)
@@ -179,9 +179,16 @@ def _extent(tensor: onnx.TensorProto, root: Path, source: str) -> tuple[Path, in
     return target, offset, length
 
 
-def check(model: onnx.ModelProto, held: Collection[str] = (), *, full_check: bool = False) -> None:
+def check(
+    model: onnx.ModelProto, held: Collection[str] = (), *, full_check: bool = False, serialized: bytes | None = None
+) -> None:
     """onnx.checker on `model`, whose initializers named in `held` are stored as external data: the checker
-    would look for their files in the working folder, so it sees them as graph inputs of their type instead."""
+    would look for their files in the working folder, so it sees them as graph inputs of their type instead.
+    `serialized`: the model's own bytes, checked as they are where nothing is held (the checker takes bytes; a
+    ModelProto it serializes first: 9 ms for 16 MB of weights)."""
+    if serialized is not None and not held:
+        onnx.checker.check_model(serialized, full_check=full_check)
+        return
     if held:
         visible = onnx.ModelProto()
         visible.CopyFrom(model)
