@@ -206,15 +206,17 @@ def compare(
     allowed = np.where(np.isnan(allowed), np.inf, allowed)  # no bound is an infinite one, counted as such
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         diff = np.abs(c - r)
-        same_special = (r == c) | (np.isnan(r) & np.isnan(c))  # equal infinities, or NaN on both sides
-        # A result whose exact value may lie beyond the dtype's largest number overflows to an infinity of
-        # its sign in any correct implementation: the float64 reference holds the finite exact value.
-        limit = float(np.finfo(dtype).max)
-        overflows = np.isinf(c) & np.isfinite(r) & (np.sign(c) == np.sign(r)) & (np.abs(r) + allowed >= limit)
-        same_special |= overflows
-        diff = np.where(same_special, 0.0, np.where(np.isnan(diff), np.inf, diff))
+        if not np.isfinite(diff).all():  # an infinity or NaN on some side (else both sides are finite everywhere)
+            same_special = (r == c) | (np.isnan(r) & np.isnan(c))  # equal infinities, or NaN on both sides
+            # A result whose exact value may lie beyond the dtype's largest number overflows to an infinity of
+            # its sign in any correct implementation: the float64 reference holds the finite exact value.
+            limit = float(np.finfo(dtype).max)
+            overflows = np.isinf(c) & np.isfinite(r) & (np.sign(c) == np.sign(r)) & (np.abs(r) + allowed >= limit)
+            same_special |= overflows
+            diff = np.where(same_special, 0.0, np.where(np.isnan(diff), np.inf, diff))
         margin = np.where(diff == 0, 0.0, diff / allowed)  # a NaN or inf on one side only: margin inf
-        magnitude = np.where(np.isfinite(r), np.abs(r), 0.0)
+        magnitude = np.abs(r)
+        magnitude[~np.isfinite(r)] = 0.0
         starts = np.cumsum([0, *[n for n in sizes if n]])[:-1]
         scale = np.repeat(np.maximum.reduceat(magnitude, starts), [n for n in sizes if n])  # each case's largest
         magnitude = np.maximum(magnitude, SCALE_FLOOR * scale)
