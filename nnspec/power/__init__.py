@@ -182,8 +182,9 @@ def power_rows(graph: Graph) -> int:
 
 @dataclass(frozen=True)
 class _Group:
-    """One block of a layer's linear part: rows X [R, k] (float64), the model's Y [R, S], the spec's W [S, k]
-    and b [S] (or None), and where its S outputs and k inputs sit in the spec's parameters."""
+    """One block of a layer's linear part: rows X [R, k] (float64 for a conv; a dense layer's as the model gave
+    them), the model's Y [R, S], the spec's W [S, k] and b [S] (or None), and where its S outputs and k inputs sit
+    in the spec's parameters."""
 
     x: np.ndarray
     y: np.ndarray
@@ -203,11 +204,13 @@ def _groups(
     `wide`: the layer's weights and bias in float64 (`_wide`), made once for all its cases; else made here."""
     (x,) = inputs
     weights, bias = wide or _wide(node)
-    if node.op == "dense":
-        rows = np.asarray(x, dtype=np.float64).reshape(-1, weights.shape[1])
-        y = None if pre is None else np.asarray(pre, dtype=np.float64).reshape(-1, weights.shape[0])
-        keep = _spaced(len(rows), limit)
-        return [_Group(rows[keep], None if y is None else y[keep], weights, bias, 0)]
+    if node.op == "dense":  # rows as the model gave them: `_test_layer` makes them float64 as it pools them
+        rows = np.reshape(x, (-1, weights.shape[1]))
+        y = None if pre is None else np.reshape(pre, (-1, weights.shape[0]))
+        if limit is not None and len(rows) > limit:
+            keep = _spaced(len(rows), limit)
+            rows, y = rows[keep], None if y is None else y[keep]
+        return [_Group(rows, y, weights, bias, 0)]
     window, groups = Window.from_attrs(node.attrs), node.attrs["group"]
     x = np.asarray(x, dtype=np.float64)
     windows = window.view(x, 0.0)  # [N, C, *out, *kernel], a strided view
@@ -259,7 +262,7 @@ def linear_rows(node: Node, inputs: Sequence[np.ndarray]) -> tuple[np.ndarray, n
     parts = _groups(node, inputs, None, None)
     if len(parts) == 1:
         (part,) = parts
-        return part.x, part.weights, part.bias
+        return np.asarray(part.x, dtype=np.float64), part.weights, part.bias
     x = np.concatenate([p.x for p in parts], axis=1)
     w = np.zeros((sum(len(p.weights) for p in parts), x.shape[1]))
     row = col = 0
@@ -318,8 +321,8 @@ def _test_layer(
     ]
     result = PowerResult(node.name, candidate, 0, 0, t, 0, None, 0.0)
     for g, first in enumerate(per_case[0]):
-        x = np.concatenate([case[g].x for case in per_case])
-        y = np.concatenate([case[g].y for case in per_case])
+        x = np.concatenate([case[g].x for case in per_case], dtype=np.float64)
+        y = np.concatenate([case[g].y for case in per_case], dtype=np.float64)
         f = build_filter(x, y, first.weights, first.bias, dtype)
         del x, y
         units = len(first.weights)

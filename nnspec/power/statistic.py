@@ -75,6 +75,7 @@ class Filter:
 
 
 def build_filter(x: np.ndarray, y: np.ndarray, weights: np.ndarray, bias: np.ndarray | None, dtype: np.dtype) -> Filter:
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     x, y = keep(np.isfinite(x).all(axis=1) & np.isfinite(y).all(axis=1), x, y)
     x, y = keep(distinct(x), x, y)
     x, y = keep(~repeating(x, dtype), x, y)
@@ -141,7 +142,9 @@ def _weights_filter(x: np.ndarray, common: np.ndarray) -> np.ndarray:
     # A need not be exact, only made from X alone, and the gain, the diagonal and the scores all use the A made.
     u = (common / np.linalg.norm(common)).astype(np.float32)
     single = x.astype(np.float32)
-    instrument = np.copysign(np.sqrt(np.abs(single)), single)
+    instrument = np.abs(single)
+    np.sqrt(instrument, out=instrument)
+    np.copysign(instrument, single, out=instrument)
     instrument -= np.outer(u, u @ instrument)
     rows, k = x.shape
     # λ: RIDGE times the mean of X̃ᵀÃ's non-zero eigenvalues (at most min(R - 1, k) of them: u is gone)
