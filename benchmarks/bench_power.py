@@ -104,22 +104,31 @@ def traced(graph: nnspec.ir.Graph, model: onnx.ModelProto) -> OnnxRuntimeRunner:
     return OnnxRuntimeRunner(with_outputs(to_bytes(model), names))
 
 
-def runs(graph: nnspec.ir.Graph, model: onnx.ModelProto, extra: int, seed: int) -> list[dict[str, np.ndarray]]:
+def runs(
+    graph: nnspec.ir.Graph, model: onnx.ModelProto, extra: int, seed: int, *, cut: bool = False
+) -> list[dict[str, np.ndarray]]:
     """The traced model's values on the check's cases but the edge batch (the check leaves it out of this test),
-    then on one batch of `extra` rows (last)."""
+    then on one batch of `extra` rows (last); with `cut`, on its two halves apart (last two), as the check runs
+    them (`power.halves`)."""
     runner = traced(graph, model)
-    cases = [c for c in random_cases(graph, seed=seed) if not c.edges]
+    cases = [c.feeds for c in random_cases(graph, seed=seed) if not c.edges]
     if extra:
-        cases += random_cases(graph, seed=seed, batch_sizes=(extra,), edges=False, single=True)  # as the check does
-    return [{**c.feeds, **runner.run(c.feeds)} for c in cases]
+        (batch,) = random_cases(graph, seed=seed, batch_sizes=(extra,), edges=False, single=True)  # as the check does
+        cases += power.halves(batch.feeds) if cut else [batch.feeds]
+    return [{**feeds, **runner.run(feeds)} for feeds in cases]
 
 
 def as_the_check(graph: nnspec.ir.Graph, values: list[dict[str, np.ndarray]]) -> tuple[dict, dict]:
-    """(samples, spare) as the check hands them to `test_layers`: the extra batch (last, `power_rows` of them)
-    cut in two, the second half for the layers tested two by two."""
-    *base, last = values
-    first, second = power.halves(last)
+    """(samples, spare) as the check hands them to `test_layers`, from `runs(..., cut=True)`: the second half of
+    the extra batch for the layers tested two by two."""
+    *base, first, second = values
     return power.collect_samples(graph, [*base, first]), power.collect_samples(graph, [second])
+
+
+def joined(values: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+    """`runs(..., cut=True)` with the extra batch's halves joined again (its rows in order)."""
+    *base, first, second = values
+    return [*base, {k: np.concatenate([first[k], second[k]]) for k in first}]
 
 
 def first_rows(values: list[dict[str, np.ndarray]], extra: int) -> list[dict[str, np.ndarray]]:
@@ -148,12 +157,13 @@ def fault_table(count: int, convs: int) -> None:
             index = tuple(int(i) for i in np.unravel_index(np.argmax(np.abs(weights)), weights.shape))
             for factor in FACTORS:
                 for way in WAYS:
-                    values = runs(graph, scaled_entry(model, f"{node.name}.weights", index, factor, way), most, seed)
+                    faulty = scaled_entry(model, f"{node.name}.weights", index, factor, way)
+                    values = runs(graph, faulty, most, seed, cut=True)
                     for extra in SWEEP:
                         if extra == "power_rows":
                             found, spare = as_the_check(graph, values)
                         else:
-                            found, spare = power.collect_samples(graph, first_rows(values, extra)), {}
+                            found, spare = power.collect_samples(graph, first_rows(joined(values), extra)), {}
                         mine = power.test_layers(graph, {node.name: found[node.name]}, "ort", tests=tests, spare=spare)[
                             0
                         ]
@@ -206,7 +216,7 @@ def false_alarm_table(count: int) -> None:
         model = nnspec.to_onnx(spec)
         how = ("up", "away", "random")[seed % 3]
         for kind, candidate in (("clean", model), (f"one ulp {how}", moved_one_ulp(model, how, seed))):
-            samples, spare = as_the_check(graph, runs(graph, candidate, power.power_rows(graph), seed))
+            samples, spare = as_the_check(graph, runs(graph, candidate, power.power_rows(graph), seed, cut=True))
             results = power.test_layers(graph, samples, "ort", spare=spare)
             row = tally.setdefault(kind, [0, 0, 0.0, 0.0])
             row[0] += 1
@@ -257,22 +267,25 @@ def timing(repeats: int) -> None:
         )
         graph = nnspec.graph(spec)
         model = nnspec.to_onnx(spec)
-        extra = random_cases(graph, batch_sizes=(power.power_rows(graph),), edges=False, single=True)
-        cases = [c for c in random_cases(graph) if not c.edges] + extra
+        (extra,) = random_cases(graph, batch_sizes=(power.power_rows(graph),), edges=False, single=True)
+        first, second = power.halves(extra.feeds)
+        samples, spare = as_the_check(graph, runs(graph, model, power.power_rows(graph), 0, cut=True))
+        # the rows the check runs through the traced model for this test: the second half only where it is taken
+        cases = [c.feeds for c in random_cases(graph) if not c.edges] + [first]
+        cases += [second] if power.takes_spare(graph, samples) else []
         bare = onnxruntime.InferenceSession(to_bytes(model), providers=["CPUExecutionProvider"])
         runner = traced(graph, model)
-        samples, spare = as_the_check(graph, [{**c.feeds, **runner.run(c.feeds)} for c in cases])
         timings = compare(
             {
-                "forward": lambda b=bare, cs=cases: [b.run(None, dict(c.feeds)) for c in cs],
-                "traced forward": lambda r=runner, cs=cases: [r.run(c.feeds) for c in cs],
+                "forward": lambda b=bare, cs=cases: [b.run(None, dict(c)) for c in cs],
+                "traced forward": lambda r=runner, cs=cases: [r.run(c) for c in cs],
                 "test_layers": lambda g=graph, s=samples, sp=spare: power.test_layers(g, s, "ort", spare=sp),
             },
             repeats=repeats,
         )
         base = timings["forward"].median
         rows.append(
-            [f"tanh {width} x {depth}", str(sum(len(next(iter(c.feeds.values()))) for c in cases))]
+            [f"tanh {width} x {depth}", str(sum(len(next(iter(c.values()))) for c in cases))]
             + [f"{fmt_time(timings[k].median)} ({timings[k].median / base:.1f}x)" for k in timings]
         )
     print_table(["network", "rows", "bare forward", "traced forward", "test_layers"], rows)

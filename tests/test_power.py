@@ -73,13 +73,12 @@ def check_samples(
         rows = power.power_rows(graph) if extra is None else extra
         if rows:
             (batch,) = random_cases(graph, seed=seed, batch_sizes=(rows,), edges=False, single=True)
-            values = {**batch.feeds, **runner.run(batch.feeds)}
-            if extra is None:
-                first, second = power.halves(values)
-                runs.append(first)
-                spare.append(second)
+            if extra is None:  # run in halves, as the check does
+                first, second = power.halves(batch.feeds)
+                runs.append({**first, **runner.run(first)})
+                spare.append({**second, **runner.run(second)})
             else:
-                runs.append(values)
+                runs.append({**batch.feeds, **runner.run(batch.feeds)})
     else:
         runs = [{**c.feeds, **runner.run(c.feeds)} for c in cases]
     return power.collect_samples(graph, runs), power.collect_samples(graph, spare)

@@ -65,7 +65,8 @@ about as √R (0.55 √R on the benchmark's tanh, relu and gelu layers); paramet
 counted as `blind`: no change of theirs alone could fail. The check's own 82 rows leave a 1024-wide layer
 blind; `power_rows` adds POWER_ROWS per layer, whatever its width. Inputs that are nearly collinear (deep
 sigmoid layers: all near 0.5, spread 0.12) would stay blind row by row, their common part being most of
-each input: their rows are taken two by two (`rows.paired`).
+each input: their rows are taken two by two (`rows.paired`), and such a dense layer takes SPARE_ROWS more
+(the second half of the extra batch, `halves`), so that its pairs number about as many as the others' rows.
 
 Float32 arithmetic for C and V: `statistic.z_scores` computes both in float32 (half the work) and takes |C|
 at its smallest and V at its largest within the products' rigorous error bounds, so z is never above its
@@ -190,8 +191,8 @@ def power_rows(graph: Graph) -> int:
 
 
 def halves(values: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """One run's values on the extra batch, cut in two by samples: the first half for every layer's test, the
-    second (`spare` of `test_layers`) for the dense layers whose rows are taken two by two."""
+    """The extra batch (its feeds, or a run's values on it), cut in two by samples: the first half for every
+    layer's test, the second (`spare` of `test_layers`) for the dense layers whose rows are taken two by two."""
     half = (len(next(iter(values.values()))) + 1) // 2
     return {k: v[:half] for k, v in values.items()}, {k: v[half:] for k, v in values.items()}
 
@@ -325,12 +326,23 @@ def _with_spare(
     node: Node, cases: list[tuple[list[np.ndarray], np.ndarray]], spare: list[tuple[list[np.ndarray], np.ndarray]]
 ) -> list[tuple[list[np.ndarray], np.ndarray]]:
     """A dense layer's cases, and the spare ones where its rows would be taken two by two."""
-    if not spare or node.op != "dense" or not cases:
-        return cases
+    return [*cases, *spare] if spare and _takes_spare(node, cases) else cases
+
+
+def takes_spare(graph: Graph, samples: Mapping[str, list[tuple[list[np.ndarray], np.ndarray]]]) -> bool:
+    """Whether some dense layer of `samples` would take spare cases in `test_layers` (else the check need not
+    run the second half of its extra batch)."""
+    return any(_takes_spare(graph.node(name), cases) for name, cases in samples.items())
+
+
+def _takes_spare(node: Node, cases: Sequence[tuple[list[np.ndarray], np.ndarray]]) -> bool:
+    """A dense layer whose rows would be taken two by two (`rows.paired`, on its rows X alone)."""
+    if node.op != "dense" or not cases:
+        return False
     k = node.params["weights"].shape[1]
     x = np.concatenate([np.reshape(inputs[0], (-1, k)) for inputs, _ in cases], dtype=np.float64)
     with np.errstate(all="ignore"):
-        return [*cases, *spare] if paired(x[np.isfinite(x).all(axis=1)]) else cases
+        return paired(x[np.isfinite(x).all(axis=1)])
 
 
 # Numbers in one [parameters, units] array of scores (float64: 64 MiB). A layer with more is scored in blocks of
