@@ -86,14 +86,14 @@ def build_filter(x: np.ndarray, y: np.ndarray, weights: np.ndarray, bias: np.nda
         ok = _within(products, largest)
         exact = products
         if bias is not None:
-            exact = products + bias
+            exact += bias  # in place: the products alone are not needed again
             ok &= _within(exact, largest)
         residual = y - exact  # finite where y is (checked above) and n within the float32 range
         if dtype == np.float64:  # two float64 numbers within the largest may differ by more than it
             ok &= np.isfinite(residual).all(axis=1)
     x, residual, exact = keep(ok, x, residual, exact)
     parts: tuple[np.ndarray, ...] = (exact,)
-    ones = 1.0
+    ones, owned = 1.0, False  # owned: x is an array made here (not the caller's), to be scaled in place
     if paired(x):  # rows taken two by two, their differences the rows: inputs' common parts and the bias cancel
         first, second = slice(0, len(x) - 1, 2), slice(1, len(x), 2)
         x, residual, parts, ones = (
@@ -102,14 +102,16 @@ def build_filter(x: np.ndarray, y: np.ndarray, weights: np.ndarray, bias: np.nda
             (exact[first], exact[second]),
             0.0,
         )
+        owned = True
     if bias is not None:
-        x = np.concatenate([x, np.full((len(x), 1), ones)], axis=1)
+        x, owned = np.concatenate([x, np.full((len(x), 1), ones)], axis=1), True
     rho = np.sqrt(np.einsum("ri,ri->r", x, x))
     kept = rho > 0
     x, residual, rho, *kept_parts = keep(kept, x, residual, rho, *parts)
     parts = tuple(kept_parts)
     inverse = (1 / rho)[:, None]
-    x, residual = x * inverse, np.multiply(residual, inverse, out=residual)
+    x = np.multiply(x, inverse, out=x if owned else None)
+    residual = np.multiply(residual, inverse, out=residual)
     rows, k = x.shape
     if not rows:
         zero = np.zeros(k)
@@ -122,7 +124,7 @@ def build_filter(x: np.ndarray, y: np.ndarray, weights: np.ndarray, bias: np.nda
     seen = a * x
     diagonal = seen.sum(axis=0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        reach = diagonal / np.sqrt((seen * seen).sum(axis=0))
+        reach = diagonal / np.sqrt(np.square(seen, out=seen).sum(axis=0))
     reach = np.where(testable, np.nan_to_num(reach), 0.0)
     return Filter(x, residual, rho, parts, weights, bias, dtype, a, diagonal, testable, reach)
 
