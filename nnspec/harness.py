@@ -16,7 +16,7 @@ from .errors import InputDataError, NNSpecError
 from .inputs import Case, repeat_differs
 from .ir import Graph, Node
 from .layers import LAYERS
-from .power import PowerResult, collect_samples, halves, takes_spare, test_layers
+from .power import PowerResult, collect_samples, halves, test_layers
 from .runners import Runner, close_runner
 
 
@@ -493,14 +493,16 @@ def _parameter_tests(
 ) -> list[PowerResult]:
     """Which parameters the candidate applies (nnspec.power), from the values its traced model exposed on the
     check's cases and on `extra` batches (rows enough for wide layers)."""
-    # the first half of each extra batch for every layer, the second for dense layers tested two by two, run only
-    # where some layer is (power.halves)
+    # the first half of each extra batch for every layer, the second for dense layers tested two by two, run when
+    # the first such layer asks for it (power.halves)
     parts = [halves(case.feeds) for case in extra]
     runs = [*seen, *({**first, **tracer.run(first)} for first, _ in parts)]
+
+    def spare() -> dict[str, list[tuple[list[np.ndarray], np.ndarray]]]:
+        return collect_samples(graph, [{**second, **tracer.run(second)} for _, second in parts])
+
     with np.errstate(all="ignore"):
-        samples = collect_samples(graph, runs)
-        spare = [{**second, **tracer.run(second)} for _, second in parts] if takes_spare(graph, samples) else []
-        return test_layers(graph, samples, name, spare=collect_samples(graph, spare))
+        return test_layers(graph, collect_samples(graph, runs), name, spare=spare)
 
 
 # The reference named in a step's result: the layer recomputed in float64 from the candidate's inputs.

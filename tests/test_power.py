@@ -246,6 +246,19 @@ def test_a_layer_tested_two_by_two_takes_the_spare_rows() -> None:
     assert alone["l2"].worst is not None and worst.z > alone["l2"].worst.z + 2
 
 
+def test_the_check_runs_the_spare_half_for_a_paired_layer() -> None:
+    """Through `nnspec.check`: the paired layer takes the extra batch's second half (its pairs outnumber the
+    first half's 292), the others keep the 584 rows of the check's batches and the first half."""
+    spec = dense_net([600, 1024, 600, 1024], "softplus", seed=1)
+    graph, model = nnspec.graph(spec), nnspec.to_onnx(spec)
+    index = largest(graph, "l2")
+    report = nnspec.check(spec, onnx_model=scaled_entry(model, "l2.weights", index, 1.001, "initializer"))
+    results = {r.layer: r for r in report.weights}
+    assert results["l0"].rows == results["l1"].rows == 584 and results["l2"].rows > 500
+    worst = results["l2"].worst
+    assert not report.passed and not results["l2"].passed and worst is not None and worst.index == index
+
+
 def test_a_one_layer_model_is_tested_too() -> None:
     """A model of one layer has no steps (its end-to-end check is its step), but its parameters are tested."""
     spec = dense_net([512, 512], "tanh", seed=11)

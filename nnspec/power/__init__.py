@@ -79,7 +79,7 @@ Float64 networks: D then also holds the float64 recomputation's own rounding, no
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -88,6 +88,9 @@ from ..ir import Graph, Node
 from ..layers.spatial import Window
 from .rows import paired
 from .statistic import Filter, build_filter, change_floor, z_scores
+
+Case = tuple[list[np.ndarray], np.ndarray]  # one case of a layer: its exact inputs, the model's pre-activation
+Samples = Mapping[str, list[Case]]  # per layer name
 
 # False-alarm rate per call (one candidate, every tested parameter): a clean model is reported as changed in
 # at most one of a million checks under the assumption above. It costs little: t grows as √(2 ln(2M/α)), so
@@ -297,52 +300,35 @@ def test_layers(
     *,
     tolerated_ulps: float = TOLERATED_ULPS,
     tests: int | None = None,
-    spare: Mapping[str, list[tuple[list[np.ndarray], np.ndarray]]] | None = None,
+    spare: Samples | Callable[[], Samples] | None = None,
 ) -> list[PowerResult]:
     """Test every parameter of every dense and conv layer in `samples` against the spec.
 
     samples: per layer name, (exact inputs, model pre-activation) per case, pooled here. The threshold counts
     the parameters of those layers (M), so that a clean model fails one call with probability at most `alpha`;
     `tests` gives another M, for a check that splits its layers over several calls. `spare`: more cases of the
-    same kind, taken by the dense layers whose rows `samples` leave to be tested two by two (see SPARE_ROWS;
-    a choice made from the rows X alone).
+    same kind (or what makes them, called once, when first needed), taken by the dense layers whose rows would
+    be tested two by two (see SPARE_ROWS; a choice made from the rows X alone).
     """
     nodes = [graph.node(name) for name in samples if pre_activation_name(graph.node(name)) is not None]
     t = threshold(sum(count_tests(n) for n in nodes) if tests is None else tests, alpha)
+    made: list[Samples] = []
+
+    def more(name: str) -> list[Case]:
+        if not made:
+            made.append((spare() if callable(spare) else spare) or {})
+        return made[0].get(name, [])
+
     # One layer at a time: what a layer's test holds (its float64 parameters, rows and scores) goes before the next.
     # Its float64 parameters are the graph's own copy where it keeps one, else made for the layer (Graph.wide_node).
-    spare = spare or {}
     return [
         _test_layer(
-            graph.wide_node(node), _with_spare(node, samples[node.name], spare.get(node.name, [])), candidate, t,
-            tolerated_ulps, graph.dtype
+            graph.wide_node(node), samples[node.name], candidate, t, tolerated_ulps, graph.dtype,
+            (lambda name=node.name: more(name)) if spare is not None else None,
         )
         for node in nodes
         if samples[node.name]
     ]  # fmt: skip
-
-
-def _with_spare(
-    node: Node, cases: list[tuple[list[np.ndarray], np.ndarray]], spare: list[tuple[list[np.ndarray], np.ndarray]]
-) -> list[tuple[list[np.ndarray], np.ndarray]]:
-    """A dense layer's cases, and the spare ones where its rows would be taken two by two."""
-    return [*cases, *spare] if spare and _takes_spare(node, cases) else cases
-
-
-def takes_spare(graph: Graph, samples: Mapping[str, list[tuple[list[np.ndarray], np.ndarray]]]) -> bool:
-    """Whether some dense layer of `samples` would take spare cases in `test_layers` (else the check need not
-    run the second half of its extra batch)."""
-    return any(_takes_spare(graph.node(name), cases) for name, cases in samples.items())
-
-
-def _takes_spare(node: Node, cases: Sequence[tuple[list[np.ndarray], np.ndarray]]) -> bool:
-    """A dense layer whose rows would be taken two by two (`rows.paired`, on its rows X alone)."""
-    if node.op != "dense" or not cases:
-        return False
-    k = node.params["weights"].shape[1]
-    x = np.concatenate([np.reshape(inputs[0], (-1, k)) for inputs, _ in cases], dtype=np.float64)
-    with np.errstate(all="ignore"):
-        return paired(x[np.isfinite(x).all(axis=1)])
 
 
 # Numbers in one [parameters, units] array of scores (float64: 64 MiB). A layer with more is scored in blocks of
@@ -357,18 +343,17 @@ def _test_layer(
     t: float,
     tolerated_ulps: float,
     dtype: np.dtype,
+    spare: Callable[[], list[Case]] | None = None,
 ) -> PowerResult:
-    """Every parameter of one layer (`node` in float64), over its cases' pooled rows (see `test_layers`)."""
-    k = math.prod(node.params["weights"].shape[1:])
-    counts = [_row_count(node, inputs) for inputs, _ in cases]
-    share = min(1.0, ROW_BUDGET / k / max(sum(counts), 1))
-    wide = (node.params["weights"], node.params.get("bias"))
-    per_case = [
-        _groups(node, inputs, pre, math.ceil(n * share), wide) for (inputs, pre), n in zip(cases, counts, strict=True)
-    ]
+    """Every parameter of one layer (`node` in float64), over its cases' pooled rows (see `test_layers`); a dense
+    layer whose rows would be taken two by two takes the `spare` cases too."""
+    per_case = _per_case(node, cases)
     result = PowerResult(node.name, candidate, 0, 0, t, 0, None, 0.0)
     for g, first in enumerate(per_case[0]):
         x = np.concatenate([case[g].x for case in per_case], dtype=np.float64)
+        if spare is not None and node.op == "dense" and _paired_rows(x) and (more := spare()):
+            per_case = _per_case(node, [*cases, *more])
+            x = np.concatenate([case[0].x for case in per_case], dtype=np.float64)
         y = np.concatenate([case[g].y for case in per_case], dtype=np.float64)
         f = build_filter(x, y, first.weights, first.bias, dtype)
         del x, y
@@ -399,6 +384,23 @@ def _test_layer(
             if result.worst is None or finding.z > result.worst.z:
                 result.worst = finding
     return result
+
+
+def _per_case(node: Node, cases: Sequence[Case]) -> list[list[_Group]]:
+    """Each case's groups of rows, evenly thinned where all of them would hold more than ROW_BUDGET numbers."""
+    k = math.prod(node.params["weights"].shape[1:])
+    counts = [_row_count(node, inputs) for inputs, _ in cases]
+    share = min(1.0, ROW_BUDGET / k / max(sum(counts), 1))
+    wide = (node.params["weights"], node.params.get("bias"))
+    return [
+        _groups(node, inputs, pre, math.ceil(n * share), wide) for (inputs, pre), n in zip(cases, counts, strict=True)
+    ]
+
+
+def _paired_rows(x: np.ndarray) -> bool:
+    """Whether a dense layer's pooled rows would be taken two by two (`rows.paired`, on the finite ones)."""
+    with np.errstate(all="ignore"):
+        return paired(x[np.isfinite(x).all(axis=1)])
 
 
 def _spec_columns(group: _Group, units: np.ndarray) -> np.ndarray:
