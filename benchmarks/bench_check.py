@@ -8,7 +8,7 @@ batch), three timings:
                    end only (both sides run twice, the float64 oracle and derived bounds, the reports);
   - layer by layer: `nnspec.check` on the fresh export: end to end plus every layer against its own step.
 
-    python benchmarks/bench_check.py           # digits_mlp, 256 x 5, 1024 x 4
+    python benchmarks/bench_check.py           # digits_mlp, 256 x 5, 1024 x 4, digits_cnn
     python benchmarks/bench_check.py --quick   # fewer repeats
     python benchmarks/bench_check.py --repeats 15   # steadier medians (the small baselines take 7 to 16 ms)
 """
@@ -73,6 +73,7 @@ def main() -> None:
         ("digits_mlp (784-256-128-10)", nnspec.load(SPECS / "digits_mlp.json")),
         ("relu 256 x 5", stack(256, 5, "relu")),
         ("tanh 1024 x 4", stack(1024, 4, "tanh")),
+        ("digits_cnn (2 conv, 2 max pool, dense)", nnspec.load(SPECS / "digits_cnn.json")),
     ]
     print(
         f"# bench_check  {datetime.date.today()}  python {platform.python_version()}  numpy {np.__version__}  "
