@@ -4,9 +4,9 @@ Random MLPs of 2 to 4 dense layers, 600 and 1024 wide (tanh, relu, gelu, sigmoid
 weights, small normal biases), and CNNs of three 3x3 convolutions (32 -> 64 -> 128 -> 64 channels on 16x16
 images; relu or tanh), exported by nnspec and run by onnxruntime with every pre-activation exposed, on the
 check's own inputs but the edge rows (seeded batches of 1, 7 and 64 rows: 72; the check leaves the edge rows
-out of this test) plus one batch of extra random rows (nnspec.inputs.random_cases): the first none, 128, 256,
-384 or 1024 of them for every layer, or as the check does (`power_rows`): 1024 rows for an MLP, of which every
-layer takes the first 512 and a layer whose rows are tested two by two the other 512 too (`power.halves`).
+out of this test) plus extra random rows (nnspec.inputs.random_cases): the first none, 128, 256, 384 or 1024 of
+the check's extra batch and its spare for every layer, or as the check does (`power_rows`): 512 rows for an MLP,
+and the spare 512 for a layer whose rows are tested two by two.
 
   - faults: in each layer, its largest weight multiplied by 1.001 and by 1.00001, written into the
     initializer or applied by an inserted Mul by a mask; caught means the test flags that layer, located
@@ -104,29 +104,28 @@ def traced(graph: nnspec.ir.Graph, model: onnx.ModelProto) -> OnnxRuntimeRunner:
     return OnnxRuntimeRunner(with_outputs(to_bytes(model), names))
 
 
-def runs(
-    graph: nnspec.ir.Graph, model: onnx.ModelProto, extra: int, seed: int, *, cut: bool = False
-) -> list[dict[str, np.ndarray]]:
+def runs(graph: nnspec.ir.Graph, model: onnx.ModelProto, extra: int, seed: int) -> list[dict[str, np.ndarray]]:
     """The traced model's values on the check's cases but the edge batch (the check leaves it out of this test),
-    then on one batch of `extra` rows (last); with `cut`, on its two halves apart (last two), as the check runs
-    them (`power.halves`)."""
+    then on one batch of `extra` rows and on its spare batch (`random_cases(..., part=1)`), as the check draws
+    them (last two)."""
     runner = traced(graph, model)
     cases = [c.feeds for c in random_cases(graph, seed=seed) if not c.edges]
     if extra:
-        (batch,) = random_cases(graph, seed=seed, batch_sizes=(extra,), edges=False, single=True)  # as the check does
-        cases += power.halves(batch.feeds) if cut else [batch.feeds]
+        for part in (0, 1):
+            (batch,) = random_cases(graph, seed=seed, batch_sizes=(extra,), edges=False, single=True, part=part)
+            cases.append(batch.feeds)
     return [{**feeds, **runner.run(feeds)} for feeds in cases]
 
 
 def as_the_check(graph: nnspec.ir.Graph, values: list[dict[str, np.ndarray]]) -> tuple[dict, dict]:
-    """(samples, spare) as the check hands them to `test_layers`, from `runs(..., cut=True)`: the second half of
-    the extra batch for the layers tested two by two."""
+    """(samples, spare) as the check hands them to `test_layers`, from `runs`: the spare batch for the layers
+    tested two by two."""
     *base, first, second = values
     return power.collect_samples(graph, [*base, first]), power.collect_samples(graph, [second])
 
 
 def joined(values: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
-    """`runs(..., cut=True)` with the extra batch's halves joined again (its rows in order)."""
+    """`runs` with its extra batch and the spare joined into one extra batch (the sweep's rows)."""
     *base, first, second = values
     return [*base, {k: np.concatenate([first[k], second[k]]) for k in first}]
 
@@ -158,7 +157,7 @@ def fault_table(count: int, convs: int) -> None:
             for factor in FACTORS:
                 for way in WAYS:
                     faulty = scaled_entry(model, f"{node.name}.weights", index, factor, way)
-                    values = runs(graph, faulty, most, seed, cut=True)
+                    values = runs(graph, faulty, most, seed)
                     for extra in SWEEP:
                         if extra == "power_rows":
                             found, spare = as_the_check(graph, values)
@@ -216,7 +215,7 @@ def false_alarm_table(count: int) -> None:
         model = nnspec.to_onnx(spec)
         how = ("up", "away", "random")[seed % 3]
         for kind, candidate in (("clean", model), (f"one ulp {how}", moved_one_ulp(model, how, seed))):
-            samples, spare = as_the_check(graph, runs(graph, candidate, power.power_rows(graph), seed, cut=True))
+            samples, spare = as_the_check(graph, runs(graph, candidate, power.power_rows(graph), seed))
             results = power.test_layers(graph, samples, "ort", spare=spare)
             row = tally.setdefault(kind, [0, 0, 0.0, 0.0])
             row[0] += 1
@@ -267,9 +266,11 @@ def timing(repeats: int) -> None:
         )
         graph = nnspec.graph(spec)
         model = nnspec.to_onnx(spec)
-        (extra,) = random_cases(graph, batch_sizes=(power.power_rows(graph),), edges=False, single=True)
-        first, second = power.halves(extra.feeds)
-        samples, spare = as_the_check(graph, runs(graph, model, power.power_rows(graph), 0, cut=True))
+        first, second = (
+            random_cases(graph, batch_sizes=(power.power_rows(graph),), edges=False, single=True, part=part)[0].feeds
+            for part in (0, 1)
+        )
+        samples, spare = as_the_check(graph, runs(graph, model, power.power_rows(graph), 0))
         # the rows the check runs through the traced model for this test: the second half only where it is taken
         cases = [c.feeds for c in random_cases(graph) if not c.edges] + [first]
         asked: list[bool] = []  # whether some layer takes the second half (then the check runs it)

@@ -18,7 +18,7 @@ from .harness import (
     fixed_batch,
     interface_problems,
 )
-from .inputs import DEFAULT_BATCH_SIZES, given_cases, non_finite_notes, random_cases, random_origin
+from .inputs import DEFAULT_BATCH_SIZES, Case, given_cases, non_finite_notes, random_cases, random_origin
 from .ir import Graph
 from .limits import PROTOBUF_MAX_BYTES, Limits, human_bytes
 from .power import power_rows, pre_activation_name
@@ -338,6 +338,9 @@ def check(
     wanted = extra and stepwise and tol.mode == "derived"
     power_cases = random_cases(g, seed, [extra], edges=False, single=True) if wanted else []
 
+    def spare_cases() -> list[Case]:  # for dense layers tested two by two (nnspec.power.SPARE_ROWS)
+        return random_cases(g, seed, [extra], edges=False, single=True, part=1)
+
     report = cross_check(
         g,
         reference,
@@ -349,6 +352,7 @@ def check(
         notes=notes,
         inputs=origin,
         power_cases=power_cases,
+        spare_cases=spare_cases if wanted else None,
         tell=tell,
     )
     report.notes.insert(0, f"candidate: {label}")

@@ -16,7 +16,7 @@ from .errors import InputDataError, NNSpecError
 from .inputs import Case, repeat_differs
 from .ir import Graph, Node
 from .layers import LAYERS
-from .power import PowerResult, collect_samples, halves, test_layers
+from .power import PowerResult, collect_samples, test_layers
 from .runners import Runner, close_runner
 
 
@@ -267,18 +267,20 @@ def cross_check(
     notes: Sequence[str] = (),
     inputs: str = "",
     power_cases: Sequence[Case] = (),
+    spare_cases: Callable[[], Sequence[Case]] | None = None,
     tell: Callable[[str], None] | None = None,
 ) -> Report:
     """Run the reference and every candidate on every case and compare every output of the graph.
 
-    With the derived tolerance, each element may differ by the sum of both sides' error bounds.
-    The float64 oracle is compared with every side too (for float32 networks), so that a failure
-    says which side is wrong. `traced(candidate)` gives a runner that also returns every layer's
-    output: with `stepwise` (and the derived tolerance), every layer of every candidate is also checked
-    against its own step (see `step_results`), and every parameter of its dense and conv layers is tested
-    against the spec's (nnspec.power) over those cases and `power_cases`, run through the traced model only;
-    on failure, the first layer that diverges is named. Every side is closed (`nnspec.runners.close_runner`)
-    once it has run the end-to-end batches, before a traced model is opened: a side run again reopens.
+        With the derived tolerance, each element may differ by the sum of both sides' error bounds.
+        The float64 oracle is compared with every side too (for float32 networks), so that a failure
+        says which side is wrong. `traced(candidate)` gives a runner that also returns every layer's
+        output: with `stepwise` (and the derived tolerance), every layer of every candidate is also checked
+        against its own step (see `step_results`), and every parameter of its dense and conv layers is tested
+        against the spec's (nnspec.power) over those cases and `power_cases` (and `spare_cases()`, made and run only
+    for dense layers whose rows are taken two by two), run through the traced model only;
+        on failure, the first layer that diverges is named. Every side is closed (`nnspec.runners.close_runner`)
+        once it has run the end-to-end batches, before a traced model is opened: a side run again reopens.
     """
     runners = [candidates] if not isinstance(candidates, Sequence) else list(candidates)
     report = Report(
@@ -331,7 +333,7 @@ def cross_check(
                     # the test sorts out fewer duplicate and repeated rows in every layer (10 rows of the 594 it would have).
                     drawn = [values for case, values in zip(cases, seen, strict=True) if not case.edges]
                     tell(f"every weight and bias ({runner.name}) against the spec's")
-                    report.weights += _parameter_tests(graph, tracer, runner.name, drawn, power_cases)
+                    report.weights += _parameter_tests(graph, tracer, runner.name, drawn, power_cases, spare_cases)
     report.notes += _notes(report, graph, traces, tol, folded=budget is not None)
     failed_step = next((s for s in report.steps if not s.passed), None)
     changed = next((w for w in report.weights if not w.passed), None)
@@ -489,20 +491,24 @@ def _notes(
 
 
 def _parameter_tests(
-    graph: Graph, tracer: Runner, name: str, seen: list[dict[str, np.ndarray]], extra: Sequence[Case]
+    graph: Graph,
+    tracer: Runner,
+    name: str,
+    seen: list[dict[str, np.ndarray]],
+    extra: Sequence[Case],
+    spare_cases: Callable[[], Sequence[Case]] | None = None,
 ) -> list[PowerResult]:
     """Which parameters the candidate applies (nnspec.power), from the values its traced model exposed on the
-    check's cases and on `extra` batches (rows enough for wide layers)."""
-    # the first half of each extra batch for every layer, the second for dense layers tested two by two, run when
-    # the first such layer asks for it (power.halves)
-    parts = [halves(case.feeds) for case in extra]
-    runs = [*seen, *({**first, **tracer.run(first)} for first, _ in parts)]
+    check's cases and on `extra` batches (rows enough for wide layers), and on `spare_cases()` for the dense
+    layers whose rows are taken two by two (made and run when the first of them asks)."""
+    runs = [*seen, *({**case.feeds, **tracer.run(case.feeds)} for case in extra)]
 
     def spare() -> dict[str, list[tuple[list[np.ndarray], np.ndarray]]]:
-        return collect_samples(graph, [{**second, **tracer.run(second)} for _, second in parts])
+        cases = spare_cases() if spare_cases is not None else []
+        return collect_samples(graph, [{**case.feeds, **tracer.run(case.feeds)} for case in cases])
 
     with np.errstate(all="ignore"):
-        return test_layers(graph, collect_samples(graph, runs), name, spare=spare)
+        return test_layers(graph, collect_samples(graph, runs), name, spare=spare if spare_cases else None)
 
 
 # The reference named in a step's result: the layer recomputed in float64 from the candidate's inputs.

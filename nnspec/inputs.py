@@ -47,6 +47,7 @@ def random_cases(
     *,
     edges: bool = True,
     single: bool = False,
+    part: int = 0,
 ) -> list[Case]:
     """Seeded batches `[batch, *shape]` for every input: one per batch size, then the edges.
 
@@ -56,7 +57,8 @@ def random_cases(
     The numbers come from PCG64's raw stream (see `nnspec.weights._normal`), so a seed means the same
     arrays under every NumPy release. With `single`, the normal numbers are made in float32 arithmetic
     (`_normal_single`, 5x faster) from the same stream: for the parameter test's extra rows, which no report
-    shows. Batches are capped so that the graph's largest per-sample value
+    shows. `part` > 0 draws other batches of the same sizes, each part from streams of its own (the parameter
+    test's spare rows). Batches are capped so that the graph's largest per-sample value
     times the batch fits `NNSPEC_MAX_BATCH_BYTES`; sizes that the cap makes equal are run once.
     """
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
@@ -71,10 +73,11 @@ def random_cases(
         for j, info in enumerate(graph.inputs):
             count = batch * math.prod(info.shape)
             if _is_integer(info):  # ids drawn uniformly from the valid ones, by the same raw stream
-                ids = np.floor(_uniform01(_stream(seed, batch, j), count) * _id_count(graph, info)).astype(np.int64)
+                ids = np.floor(_uniform01(_stream(seed, batch, j, part), count) * _id_count(graph, info))
+                ids = ids.astype(np.int64)
                 feeds[info.name] = ids.reshape(batch, *info.shape).astype(info.dtype)
                 continue
-            rows = (_normal_single if single else _normal)(_stream(seed, batch, j), count)
+            rows = (_normal_single if single else _normal)(_stream(seed, batch, j, part), count)
             rows = rows.reshape(batch, -1) * scales[:, None]
             feeds[info.name] = rows.reshape(batch, *info.shape).astype(graph.dtype)
         low, high = scales.min(), scales.max()
@@ -95,13 +98,14 @@ def _normal_single(seed: int, count: int) -> np.ndarray:
     return np.concatenate([radius * np.cos(angle), radius * np.sin(angle)])[:count]
 
 
-def _stream(seed: int, batch: int, input_index: int) -> int:
-    """One PCG64 seed per (seed, batch size, input), never one a weight initializer uses (below 2**63).
+def _stream(seed: int, batch: int, input_index: int, part: int = 0) -> int:
+    """One PCG64 seed per (seed, batch size, input, part), never one a weight initializer uses (below 2**63).
 
     Keyed by the batch size, not its position, so "batch 7" holds the same numbers whatever other
-    sizes are asked for. A batch is below 2**32 samples: the memory cap allows at most 2**28.
+    sizes are asked for. A batch is below 2**32 samples: the memory cap allows at most 2**28; a spec has
+    fewer than 2**24 inputs and a check draws fewer than 2**8 parts (part 0: the seeds as before parts).
     """
-    return (1 << 127) | (seed << 64) | (batch << 32) | input_index
+    return (1 << 127) | (seed << 64) | (batch << 32) | (part << 24) | input_index
 
 
 def edge_case(graph: Graph, largest: int | None = None) -> Case:

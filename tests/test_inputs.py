@@ -155,6 +155,18 @@ def test_single_precision_rows_are_seeded_normal_rows_too(dtype: str) -> None:
     np.testing.assert_allclose(rows.astype(np.float64).mean(axis=1) / np.resize(ROW_SCALES, 8), 0, atol=0.07)
 
 
+def test_parts_are_other_draws_of_the_same_batches() -> None:
+    """`part` (the parameter test's spare rows): part 0 is the draw as it always was, another part other
+    numbers, the same again for the same part."""
+    g = graph_of(TWO_INPUTS)
+    plain, zero = random_cases(g, 5, (7,), edges=False), random_cases(g, 5, (7,), edges=False, part=0)
+    one, again = (random_cases(g, 5, (7,), edges=False, part=1) for _ in range(2))
+    for name in ("a", "b"):
+        assert plain[0].feeds[name].tobytes() == zero[0].feeds[name].tobytes()
+        assert one[0].feeds[name].tobytes() == again[0].feeds[name].tobytes()
+        assert not np.array_equal(one[0].feeds[name], plain[0].feeds[name])
+
+
 def test_edge_case_contents() -> None:
     g = graph_of(TWO_INPUTS, dtype="float64")
     case = random_cases(g)[-1]

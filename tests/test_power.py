@@ -55,15 +55,15 @@ def dense_net(widths: list[int], activation: str, seed: int, dtype: str = "float
 def samples(
     graph: Graph, model: onnx.ModelProto, *, seed: int = 0, extra: int | None = None, cases: list[Case] | None = None
 ) -> dict[str, list[tuple[list[np.ndarray], np.ndarray]]]:
-    """What the check hands `test_layers` as its samples: the traced model's values on its cases and, of the
-    `power_rows` more (or `extra`, all of them), the first half (`power.halves`)."""
+    """What the check hands `test_layers` as its samples: the traced model's values on its cases and on
+    `power_rows` more (or `extra`)."""
     return check_samples(graph, model, seed=seed, extra=extra, cases=cases)[0]
 
 
 def check_samples(
     graph: Graph, model: onnx.ModelProto, *, seed: int = 0, extra: int | None = None, cases: list[Case] | None = None
 ) -> tuple[dict[str, list[tuple[list[np.ndarray], np.ndarray]]], dict[str, list[tuple[list[np.ndarray], np.ndarray]]]]:
-    """(samples, spare) as the check hands them to `test_layers`."""
+    """(samples, spare) as the check hands them to `test_layers` (the spare made here whatever the layers)."""
     names = [n.name for n in graph.nodes] + [p for n in graph.nodes if (p := power.pre_activation_name(n))]
     runner = OnnxRuntimeRunner(with_outputs(to_bytes(model), names))
     spare: list[dict[str, np.ndarray]] = []
@@ -73,12 +73,10 @@ def check_samples(
         rows = power.power_rows(graph) if extra is None else extra
         if rows:
             (batch,) = random_cases(graph, seed=seed, batch_sizes=(rows,), edges=False, single=True)
-            if extra is None:  # run in halves, as the check does
-                first, second = power.halves(batch.feeds)
-                runs.append({**first, **runner.run(first)})
-                spare.append({**second, **runner.run(second)})
-            else:
-                runs.append({**batch.feeds, **runner.run(batch.feeds)})
+            runs.append({**batch.feeds, **runner.run(batch.feeds)})
+            if extra is None:  # the spare batch, as the check draws it
+                (more,) = random_cases(graph, seed=seed, batch_sizes=(rows,), edges=False, single=True, part=1)
+                spare.append({**more.feeds, **runner.run(more.feeds)})
     else:
         runs = [{**c.feeds, **runner.run(c.feeds)} for c in cases]
     return power.collect_samples(graph, runs), power.collect_samples(graph, spare)

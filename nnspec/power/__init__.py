@@ -66,7 +66,7 @@ counted as `blind`: no change of theirs alone could fail. The check's own 82 row
 blind; `power_rows` adds POWER_ROWS per layer, whatever its width. Inputs that are nearly collinear (deep
 sigmoid layers: all near 0.5, spread 0.12) would stay blind row by row, their common part being most of
 each input: their rows are taken two by two (`rows.paired`), and such a dense layer takes SPARE_ROWS more
-(the second half of the extra batch, `halves`), so that its pairs number about as many as the others' rows.
+(a spare batch, drawn and run only then), so that its pairs number about as many as the others' rows.
 
 Float32 arithmetic for C and V: `statistic.z_scores` computes both in float32 (half the work) and takes |C|
 at its smallest and V at its largest within the products' rigorous error bounds, so z is never above its
@@ -114,10 +114,10 @@ LINEAR_TYPES = ("dense", "conv1d", "conv2d")
 POWER_ROWS = 512
 
 # A dense layer whose rows are taken two by two (`rows.paired`: inputs that barely vary about a common part, deep in
-# sigmoid and softplus stacks) has half as many rows to test: its reach about √(R/2). The extra batch holds twice
-# POWER_ROWS, and such a layer takes the second half too (its pairs then number about POWER_ROWS); the others take
-# the first half only, so that their cost stays that of POWER_ROWS rows. Measured (benchmarks/bench_power.py): the
-# third layer of a 1024-wide softplus stack, paired, reached z 7.57 against t = 7.61 on 297 pairs; 14.6 on 1065.
+# sigmoid and softplus stacks) has half as many rows to test: its reach about √(R/2). Such a layer takes a spare
+# batch of as many rows again (its pairs then number about POWER_ROWS), drawn and run only when one asks for it;
+# the others keep POWER_ROWS, and their cost. Measured (benchmarks/bench_power.py): the third layer of a 1024-wide
+# softplus stack, paired, reached z 7.57 against t = 7.61 on 297 pairs; 14.6 on 1065.
 SPARE_ROWS = POWER_ROWS
 
 
@@ -181,23 +181,16 @@ def threshold(tested: int, alpha: float = ALPHA) -> float:
 
 def power_rows(graph: Graph) -> int:
     """Samples of one extra random batch (nnspec.inputs.random_cases) to run through the traced model for this
-    test, besides the check's own: enough that each dense or conv layer sees POWER_ROWS rows from its first half
-    (`halves`), and a dense layer SPARE_ROWS more from the second (a conv has a row per output position, so one
-    sample is often enough)."""
+    test, besides the check's own: enough that each dense or conv layer sees POWER_ROWS rows from it (a conv
+    has a row per output position, so one sample is often enough). The spare batch (SPARE_ROWS), for the dense
+    layers whose rows are taken two by two, is as many samples again, drawn as `random_cases(..., part=1)`."""
     samples = 0
     for node in graph.nodes:
         if pre_activation_name(node) is None:
             continue
         rows_per_sample = max(math.prod(node.shape[:-1]) if node.op == "dense" else math.prod(node.shape[1:]), 1)
         samples = max(samples, math.ceil(POWER_ROWS / rows_per_sample))
-    return 2 * samples
-
-
-def halves(values: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """The extra batch (its feeds, or a run's values on it), cut in two by samples: the first half for every
-    layer's test, the second (`spare` of `test_layers`) for the dense layers whose rows are taken two by two."""
-    half = (len(next(iter(values.values()))) + 1) // 2
-    return {k: v[:half] for k, v in values.items()}, {k: v[half:] for k, v in values.items()}
+    return samples
 
 
 @dataclass(frozen=True)
