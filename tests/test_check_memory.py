@@ -52,8 +52,9 @@ def large(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_the_check_holds_one_layers_float64_weights_at_a_time(large: None) -> None:
     """tracemalloc sees NumPy's arrays (not onnxruntime's own memory). The graph holds the float32 weights once and
     the evaluator once more, transposed; a layer's float64 weights and their magnitudes add 4x that layer's bytes
-    (here one of 4 layers: 1x). Measured: 2.55x; with the whole network's float64 copy, its magnitudes and the
-    parameter test's copy per batch, as before, 13x."""
+    (here one of 4 layers: 1x); the parameter test's rows and scores, and the traced values of its 512 extra
+    rows, about 1x more. Measured: 3.48x (2026-11-30); with the whole network's float64 copy, its magnitudes and
+    the parameter test's copy per batch, as before, 13x."""
     width, depth = 2048, 4
     weights = depth * (width * width + width) * 4
     tracemalloc.start()
