@@ -290,6 +290,22 @@ def test_inputs_are_checked_with_clear_messages(three_layer):
         module.run(np.zeros((0, 3)))
 
 
+def test_a_number_too_large_for_the_dtype_is_refused_as_the_evaluator_refuses_it(three_layer):
+    """1e39 does not fit in float32: the evaluator refuses it (it would become inf); so does the module, naming
+    the input and the index. An infinity given as such is a value, run like any other."""
+    module, model, _ = _loaded(three_layer)
+    x = np.zeros((2, 3))
+    x[1, 2] = 1e39
+    with pytest.raises(nnspec.NNSpecError, match=r"fit in float32, found 1e\+39 at index \[1, 2\]"):
+        model(x)
+    with pytest.raises(
+        ValueError, match=r"input 'p': expected values that fit in float32, found 1e\+39 at index \[1, 2\]"
+    ):
+        module.run(x)
+    x[1, 2] = np.inf
+    assert _same(model(x), module.run(x))
+
+
 def test_integer_ids_in_and_checked():
     module, model, _ = _loaded(json.loads((SPECS / "text_classifier.json").read_text()), SPECS)
     ids = np.random.default_rng(2).integers(0, 50, size=(3, 16))
