@@ -219,25 +219,37 @@ class ReferenceRunner:
     """onnx's own ReferenceEvaluator: an independent, plain-NumPy reading of the ONNX model (slow)."""
 
     def __init__(self, model_bytes: Model, *, source: str | None = None) -> None:
+        self.name = "onnx-reference"
+        self._model, self._source = model_bytes, source
+        self.session: Any = self._open()
+        self.output_names = list(self.session.output_names)
+
+    def _open(self) -> Any:
         from onnx.reference import ReferenceEvaluator
 
         from .onnxio.model import inline, open_model
 
-        self.name = "onnx-reference"
-        model, data = open_model(model_bytes, source or "ONNX model")
+        model, data = open_model(self._model, self._source or "ONNX model")
         model = inline(model, data.weights)  # it reads initializers from the model alone
         try:
-            self.session = ReferenceEvaluator(model)
+            return ReferenceEvaluator(model)
         except Exception as exc:  # an operator it does not implement, mostly; its errors have no common base
             raise ModelNotRunnable(
-                f"onnx's reference evaluator cannot load the model: {first_line(exc)}", first_line(exc), source=source
+                f"onnx's reference evaluator cannot load the model: {first_line(exc)}",
+                first_line(exc),
+                source=self._source,
             ) from None
-        self.output_names = list(self.session.output_names)
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self.session is None:
+            self.session = self._open()
         with np.errstate(all="ignore"):
             results = self.session.run(None, dict(feeds))
         return dict(zip(self.output_names, results, strict=True))
+
+    def close(self) -> None:
+        """Let go of the evaluator until the next run: it holds the model with every weight written into it."""
+        self.session = None
 
 
 # Candidate runners by name: each takes the ONNX model (bytes or ModelData), the provider, and a label.

@@ -21,7 +21,7 @@ from nnspec.harness import Tolerance, cross_check
 from nnspec.inputs import random_cases
 from nnspec.onnxio.model import with_outputs
 from nnspec.onnxio.tamper import scaled_entry
-from nnspec.runners import NumpyRunner, OnnxRuntimeRunner, Runner
+from nnspec.runners import NumpyRunner, OnnxRuntimeRunner, ReferenceRunner, Runner
 
 
 def mlp(width: int, depth: int) -> nnspec.Spec:
@@ -103,7 +103,8 @@ def test_a_closed_runner_runs_again_alike() -> None:
     graph = nnspec.graph(spec)
     feeds = random_cases(graph)[2].feeds
     numpy_runner, ort_runner = NumpyRunner(graph), OnnxRuntimeRunner(nnspec.api.export(spec).data())
-    for runner in (numpy_runner, ort_runner):
+    reference_runner = ReferenceRunner(nnspec.api.export(spec).data())
+    for runner in (numpy_runner, ort_runner, reference_runner):
         before = runner.run(feeds)
         runner.close()  # type: ignore[attr-defined]
         after = runner.run(feeds)
@@ -112,7 +113,8 @@ def test_a_closed_runner_runs_again_alike() -> None:
             np.testing.assert_array_equal(before[name], after[name])
     numpy_runner.close()
     ort_runner.close()
-    assert numpy_runner._model is None and ort_runner.session is None
+    reference_runner.close()
+    assert numpy_runner._model is None and ort_runner.session is None and reference_runner.session is None
 
 
 def test_each_side_lets_go_of_its_copy_before_the_traced_model_opens() -> None:
