@@ -382,6 +382,9 @@ def compile_(
     files = " and ".join(str(path) for path in reversed(written))
     size = human_bytes(sum(path.stat().st_size for path in written))
     out.print(f"wrote {files} (opset {opset}, {g.parameter_count} parameters, {size}){summary}")
+    stale = api.external_data_file(target)
+    if stale not in written and stale.exists():  # left by an earlier compile with external data: not removed
+        err.print(f"note: {stale} is not used by the new {target.name} (it holds its weights); delete it")
 
 
 def _compile_numpy(spec: Path, g: Graph, output: Path | None, *, no_check: bool, external_data: bool) -> None:

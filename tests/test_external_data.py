@@ -132,6 +132,19 @@ def test_a_failed_write_replaces_nothing_and_leaves_no_temporary_file(
     assert sorted(p.name for p in model.parent.iterdir()) == ["mlp.onnx", "mlp.onnx.data"]
 
 
+def test_a_data_file_left_by_an_earlier_compile_is_named_not_removed(cli: Any, compiled: tuple[Path, Path]) -> None:
+    """Compiled again without --external-data, the model holds its weights: the old data file beside it is told
+    about on stderr (it is the user's to delete) and left as it was."""
+    spec, model = compiled
+    old = Path(f"{model}.data").read_bytes()
+    result = cli("compile", spec, "-o", model, "--no-check")
+    assert result.exit_code == 0, result.output
+    assert f"note: {model}.data is not used by the new mlp.onnx" in result.stderr
+    assert Path(f"{model}.data").read_bytes() == old and not external_entries(model)
+    again = cli("compile", spec, "-o", model, "--external-data", "--no-check")
+    assert again.exit_code == 0 and "is not used" not in again.stderr
+
+
 def test_small_models_are_still_one_self_contained_file(cli: Any, tmp_path: Path) -> None:
     spec = mlp(tmp_path)
     result = cli("compile", spec, "-o", tmp_path / "one.onnx")
