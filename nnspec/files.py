@@ -281,15 +281,7 @@ def _read_csv(path: Path, info: TensorInfo, limit: int) -> np.ndarray:
 def _read_json(path: Path, inputs: tuple[TensorInfo, ...], limits: Limits) -> dict[str, np.ndarray]:
     """Nested lists keyed by input name, or one nested list for a single-input model."""
     limit = limits.max_batch_bytes
-    check_text_size(path, limit)
-    text = path.read_bytes()
-    refused = jsontext.problem(text, limits)
-    if refused is not None:
-        raise InputDataError(str(refused))
-    try:
-        data = jsontext.loads(text)
-    except orjson.JSONDecodeError as exc:
-        raise InputDataError(f"expected JSON, found invalid JSON ({exc})") from None
+    data = read_json(path, limits)
     if isinstance(data, list):
         data = {_single_input(inputs, "a bare JSON list, which holds one array").name: data}
     elif not isinstance(data, dict):
@@ -305,6 +297,20 @@ def _read_json(path: Path, inputs: tuple[TensorInfo, ...], limits: Limits) -> di
     }
     _check_count(sum(a.size for a in arrays.values()), limit, "in all")
     return arrays
+
+
+def read_json(path: Path, limits: Limits) -> Any:
+    """A JSON file of data (input arrays, training examples), parsed: its size within the batch limit and its
+    text within the spec limits (nesting, numbers) checked first, an invalid file an InputDataError."""
+    check_text_size(path, limits.max_batch_bytes)
+    text = path.read_bytes()
+    refused = jsontext.problem(text, limits)
+    if refused is not None:
+        raise InputDataError(str(refused))
+    try:
+        return jsontext.loads(text)
+    except ValueError as exc:  # orjson.JSONDecodeError is one
+        raise InputDataError(f"expected JSON, found invalid JSON ({exc})") from None
 
 
 def _json_kind(value: Any) -> str:

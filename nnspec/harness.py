@@ -16,7 +16,7 @@ from .errors import InputDataError, NNSpecError
 from .inputs import Case, repeat_differs
 from .ir import Graph, Node
 from .layers import LAYERS
-from .power import PowerResult, collect_samples, test_layers
+from .power import PowerResult, Samples, collect_samples, test_layers
 from .runners import Runner, close_runner
 
 
@@ -503,7 +503,7 @@ def _parameter_tests(
     layers whose rows are taken two by two (made and run when the first of them asks)."""
     runs = [*seen, *({**case.feeds, **tracer.run(case.feeds)} for case in extra)]
 
-    def spare() -> dict[str, list[tuple[list[np.ndarray], np.ndarray]]]:
+    def spare() -> Samples:
         cases = spare_cases() if spare_cases is not None else []
         return collect_samples(graph, [{**case.feeds, **tracer.run(case.feeds)} for case in cases])
 

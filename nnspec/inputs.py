@@ -56,7 +56,7 @@ def random_cases(
 
     The numbers come from PCG64's raw stream (see `nnspec.weights._normal`), so a seed means the same
     arrays under every NumPy release. With `single`, the normal numbers are made in float32 arithmetic
-    (`_normal_single`, 5x faster) from the same stream: for the parameter test's extra rows, which no report
+    (`_normal(..., np.float32)`, 5x faster) from the same stream: for the parameter test's extra rows, which no report
     shows. `part` > 0 draws other batches of the same sizes, each part from streams of its own (the parameter
     test's spare rows). Batches are capped so that the graph's largest per-sample value
     times the batch fits `NNSPEC_MAX_BATCH_BYTES`; sizes that the cap makes equal are run once.
@@ -77,7 +77,7 @@ def random_cases(
                 ids = ids.astype(np.int64)
                 feeds[info.name] = ids.reshape(batch, *info.shape).astype(info.dtype)
                 continue
-            rows = (_normal_single if single else _normal)(_stream(seed, batch, j, part), count)
+            rows = _normal(_stream(seed, batch, j, part), count, np.float32 if single else np.float64)
             rows = rows.reshape(batch, -1) * scales[:, None]
             feeds[info.name] = rows.reshape(batch, *info.shape).astype(graph.dtype)
         low, high = scales.min(), scales.max()
@@ -86,16 +86,6 @@ def random_cases(
     if edges:
         cases.append(edge_case(graph, largest))
     return cases
-
-
-def _normal_single(seed: int, count: int) -> np.ndarray:
-    """Standard normal numbers by Box-Muller in float32 on PCG64's raw stream (24-bit uniforms: the tails end at
-    5.8): NumPy's float32 logarithm, sine and cosine are vectorized, its float64 ones not everywhere."""
-    pairs = (count + 1) // 2
-    u = (np.random.PCG64(seed).random_raw(2 * pairs) >> np.uint64(40)).astype(np.float32) * np.float32(2.0**-24)
-    radius = np.sqrt(np.float32(-2.0) * np.log1p(-u[:pairs]))
-    angle = np.float32(2.0 * np.pi) * u[pairs:]
-    return np.concatenate([radius * np.cos(angle), radius * np.sin(angle)])[:count]
 
 
 def _stream(seed: int, batch: int, input_index: int, part: int = 0) -> int:

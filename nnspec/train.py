@@ -19,11 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from . import jsontext
 from .activations import REGISTRY, Activation
 from .errors import InputDataError, NNSpecError, OutputError, SpecError, suggest
 from .feeds import check_feeds
-from .files import atomic_write_all, check_text_size, json_text, read_npz, reading
+from .files import atomic_write_all, check_text_size, json_text, read_json, read_npz, reading
 from .graph import build_graph
 from .ir import Graph, Node
 from .layers import LAYERS
@@ -496,15 +495,7 @@ def _csv_columns(header: list[str], target: list[str], input_name: str, output_n
 
 
 def _read_json(path: Path, limits: Limits) -> dict[str, np.ndarray]:
-    check_text_size(path, limits.max_batch_bytes)
-    text = path.read_bytes()
-    refused = jsontext.problem(text, limits)
-    if refused is not None:
-        raise InputDataError(str(refused))
-    try:
-        data = jsontext.loads(text)
-    except ValueError as exc:
-        raise InputDataError(f"expected JSON, found invalid JSON ({exc})") from None
+    data = read_json(path, limits)
     if not isinstance(data, dict):
         raise InputDataError("expected a JSON object keyed by input and output names, found " + type(data).__name__)
     if "layers" in data or "format" in data:

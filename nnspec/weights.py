@@ -156,18 +156,22 @@ def _read_npz_member(path: Path, ref: FileRef, shape: Shape, reason: str, loc: L
 # --- initializers ------------------------------------------------------------------------------
 
 
-def _uniform01(seed: int, count: int) -> np.ndarray:
-    """`count` float64 numbers in [0, 1) from PCG64's raw stream, stable across NumPy versions."""
+def _uniform01(seed: int, count: int, dtype: type[np.floating] = np.float64) -> np.ndarray:
+    """`count` numbers in [0, 1) from PCG64's raw stream, stable across NumPy versions: float64 of 53 random
+    bits, or float32 of 24."""
     bits = np.random.PCG64(seed).random_raw(count)
-    return (bits >> np.uint64(11)).astype(np.float64) * 2.0**-53
+    mantissa = np.finfo(dtype).nmant + 1
+    return (bits >> np.uint64(64 - mantissa)).astype(dtype) * dtype(2.0**-mantissa)
 
 
-def _normal(seed: int, count: int) -> np.ndarray:
-    """Standard normal numbers by Box-Muller on the raw stream (not Generator.normal, which may change)."""
+def _normal(seed: int, count: int, dtype: type[np.floating] = np.float64) -> np.ndarray:
+    """Standard normal numbers by Box-Muller on the raw stream (not Generator.normal, which may change), in
+    `dtype` arithmetic (float32: NumPy's float32 logarithm, sine and cosine are vectorized, its float64 ones not
+    everywhere; 24-bit uniforms, so the tails end at 5.8)."""
     pairs = (count + 1) // 2
-    u = _uniform01(seed, 2 * pairs)
-    radius = np.sqrt(-2.0 * np.log1p(-u[:pairs]))
-    angle = 2.0 * np.pi * u[pairs:]
+    u = _uniform01(seed, 2 * pairs, dtype)
+    radius = np.sqrt(dtype(-2.0) * np.log1p(-u[:pairs]))
+    angle = dtype(2.0 * np.pi) * u[pairs:]
     return np.concatenate([radius * np.cos(angle), radius * np.sin(angle)])[:count]
 
 
